@@ -1,0 +1,86 @@
+// Copyright 2026 The cbloss Authors.
+
+#include "core/class_weights.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace cbloss {
+
+absl::Status ValidateBeta(double beta) {
+  if (!(beta >= 0.0 && beta <= 1.0)) {  // also rejects NaN
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.beta = ", beta, " is outside [0, 1]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateClassCounts(absl::Span<const int64_t> counts) {
+  if (counts.empty()) {
+    return absl::InvalidArgumentError(
+        "class_counts is empty; at least one class is needed");
+  }
+  for (size_t j = 0; j < counts.size(); ++j) {
+    if (counts[j] < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "class_counts[", j, "] = ", counts[j], " is negative"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// Raw weight r_j of a class with n >= 1 samples (LOSS.md section 2).
+double RawWeight(WeightingScheme scheme, double beta, double log_beta,
+                 double n) {
+  switch (scheme) {
+    case WeightingScheme::kEffectiveNumber:
+      if (beta == 1.0) return 1.0 / n;
+      // 1 - beta^n = -expm1(n log beta): full precision near beta = 1.
+      return (1.0 - beta) / -std::expm1(n * log_beta);
+    case WeightingScheme::kInverseFrequency:
+      return 1.0 / n;
+    case WeightingScheme::kInverseSqrtFrequency:
+      return 1.0 / std::sqrt(n);
+    case WeightingScheme::kNone:
+      return 1.0;
+  }
+  return 1.0;
+}
+
+}  // namespace
+
+absl::Status ClassWeights(absl::Span<const int64_t> counts,
+                          WeightingScheme scheme, double beta,
+                          absl::Span<double> weights) {
+  if (absl::Status s = ValidateClassCounts(counts); !s.ok()) return s;
+  if (absl::Status s = ValidateBeta(beta); !s.ok()) return s;
+  // log1p(beta - 1) is -inf at beta = 0, where n * -inf = -inf and
+  // -expm1(-inf) = 1: r = 1, as the limit says.
+  const double log_beta = std::log1p(beta - 1.0);
+  double sum = 0.0;
+  int64_t with_weight = 0;
+  for (size_t j = 0; j < counts.size(); ++j) {
+    double r = 0.0;
+    if (scheme == WeightingScheme::kNone) {
+      r = 1.0;
+    } else if (counts[j] > 0) {
+      r = RawWeight(scheme, beta, log_beta, static_cast<double>(counts[j]));
+    }
+    weights[j] = r;
+    sum += r;
+    if (r > 0.0) ++with_weight;
+  }
+  if (with_weight == 0) {
+    return absl::FailedPreconditionError(
+        "every class count is 0: class weights are undefined until a class "
+        "has a sample");
+  }
+  const double scale = static_cast<double>(with_weight) / sum;
+  for (double& w : weights) w *= scale;
+  return absl::OkStatus();
+}
+
+}  // namespace cbloss

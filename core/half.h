@@ -1,0 +1,57 @@
+// Copyright 2026 The cbloss Authors.
+//
+// IEEE float16 and bfloat16 <-> float32 conversion. Decoding is exact (every
+// 16-bit value is a float32 value); encoding rounds to nearest, ties to even,
+// as LOSS.md section 7 requires for gradients returned in the logits' dtype.
+// Pure functions over caller-provided buffers; thread-safe.
+//
+// Example:
+//   std::vector<float> z(bits.size());
+//   DecodeHalf(DType::kBFloat16, bits, absl::MakeSpan(z));
+
+#ifndef CBLOSS_CORE_HALF_H_
+#define CBLOSS_CORE_HALF_H_
+
+#include <cstdint>
+#include <cstring>
+
+#include "absl/types/span.h"
+#include "core/loss_types.h"
+
+namespace cbloss {
+
+inline uint32_t FloatBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+inline float BitsToFloat(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline float BFloat16ToFloat(uint16_t h) {
+  return BitsToFloat(static_cast<uint32_t>(h) << 16);
+}
+
+float Float16ToFloat(uint16_t h);
+uint16_t FloatToFloat16(float f);
+uint16_t FloatToBFloat16(float f);
+
+// Bytes per element of `dtype` on the wire.
+inline int DTypeSize(DType dtype) { return dtype == DType::kFloat32 ? 4 : 2; }
+
+// Decodes `in` (16-bit patterns of `dtype`, which must be kFloat16 or
+// kBFloat16) into `out`, which has in.size() elements.
+void DecodeHalf(DType dtype, absl::Span<const uint16_t> in,
+                absl::Span<float> out);
+
+// Encodes `in` to 16-bit patterns of `dtype` (kFloat16 or kBFloat16).
+void EncodeHalf(DType dtype, absl::Span<const float> in,
+                absl::Span<uint16_t> out);
+
+}  // namespace cbloss
+
+#endif  // CBLOSS_CORE_HALF_H_

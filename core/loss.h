@@ -1,0 +1,96 @@
+// Copyright 2026 The cbloss Authors.
+//
+// The loss engine: batched class-balanced losses and their analytic gradients
+// w.r.t. the logits, exactly as shared/spec/LOSS.md sections 1-8 define them.
+// Pure functions over spans: no I/O, no gRPC, and no allocation per row or per
+// element (only a few per call: one partial sum per row chunk).
+//
+// The flow is validate -> weights -> compute: ValidateLossBatch checks every
+// rule of LOSS.md section 7 once, at the edge; ComputeLoss trusts its inputs.
+//
+// Rows are split into chunks whose size depends only on the batch shape, and
+// per-chunk partial sums are combined in chunk order, so results are
+// bit-identical for any number of threads.
+//
+// Thread-safety: the functions are reentrant; ComputeLoss may run many
+// computations concurrently on one ThreadPool.
+//
+// Example:
+//   LossParams params;                      // softmax, beta 0.9999, mean
+//   std::vector<double> w(C);
+//   CHECK_OK(ClassWeights(counts, params.weighting, params.beta, w));
+//   LossBatch batch{B, C, logits, labels};
+//   CHECK_OK(ValidateLossBatch(params, batch));
+//   std::vector<float> grad(B * C);
+//   absl::StatusOr<LossResult> r =
+//       ComputeLoss(params, w, batch, {.gradient = grad}, {});
+
+#ifndef CBLOSS_CORE_LOSS_H_
+#define CBLOSS_CORE_LOSS_H_
+
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "core/loss_types.h"
+#include "core/thread_pool.h"
+
+namespace cbloss {
+
+// The inputs of one computation (LOSS.md section 1). Exactly one of `labels`
+// and `targets` is non-empty.
+struct LossBatch {
+  int64_t rows = 0;                        // B >= 1
+  int64_t cols = 0;                        // C >= 1
+  absl::Span<const float> logits;          // B x C, row-major
+  absl::Span<const int32_t> labels;        // B, labels mode
+  absl::Span<const float> targets;         // B x C, targets mode
+  absl::Span<const float> sample_weights;  // empty (all 1) or B
+  absl::Span<const float> upstream;        // empty (all 1) or B; NONE only
+};
+
+// Where results go. An empty span means "not wanted".
+struct LossOutputs {
+  absl::Span<float> per_sample_losses;  // B: the unreduced l_i of section 4
+  absl::Span<float> gradient;           // B x C: dL/dz of section 6
+};
+
+struct LossResult {
+  double loss = 0.0;        // the reduced scalar L of section 5
+  int64_t num_samples = 0;  // N: samples not ignored
+  double denominator = 0.0; // D of section 5 (1 for SUM and NONE)
+};
+
+struct ComputeOptions {
+  // Splits row chunks across this pool; null runs on the calling thread.
+  ThreadPool* pool = nullptr;
+  // Polled between row chunks; when it returns true the computation stops
+  // and ComputeLoss returns CANCELLED (outputs are then unspecified).
+  std::function<bool()> should_stop;
+};
+
+// Checks every rule of LOSS.md section 7 that concerns the batch and params
+// (shapes, finite logits, labels in range, targets in [0, 1], sample weights,
+// upstream, beta, gamma, mode/loss/reduction combinations). INVALID_ARGUMENT
+// with a message naming the field and the first bad index.
+absl::Status ValidateLossBatch(const LossParams& params,
+                               const LossBatch& batch);
+
+// Computes the loss of a validated batch. `class_weights` are the normalised
+// weights w of section 2 (batch.cols of them); outputs must be empty or of
+// the documented sizes.
+absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
+                                       absl::Span<const double> class_weights,
+                                       const LossBatch& batch,
+                                       const LossOutputs& outputs,
+                                       const ComputeOptions& options);
+
+// Rows per chunk for a batch with `cols` classes: a function of the shape
+// only, which is what makes results independent of the thread count.
+int64_t RowsPerChunk(int64_t cols);
+
+}  // namespace cbloss
+
+#endif  // CBLOSS_CORE_LOSS_H_

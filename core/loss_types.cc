@@ -1,0 +1,63 @@
+// Copyright 2026 The cbloss Authors.
+
+#include "core/loss_types.h"
+
+namespace cbloss {
+
+absl::string_view LossTypeName(LossType t) {
+  switch (t) {
+    case LossType::kSoftmax:
+      return "softmax";
+    case LossType::kSigmoid:
+      return "sigmoid";
+    case LossType::kFocal:
+      return "focal";
+    case LossType::kSoftmaxBce:
+      return "softmax_bce";
+  }
+  return "unknown";
+}
+
+absl::string_view WeightingSchemeName(WeightingScheme s) {
+  switch (s) {
+    case WeightingScheme::kEffectiveNumber:
+      return "effective_number";
+    case WeightingScheme::kInverseFrequency:
+      return "inverse_frequency";
+    case WeightingScheme::kInverseSqrtFrequency:
+      return "inverse_sqrt_frequency";
+    case WeightingScheme::kNone:
+      return "none";
+  }
+  return "unknown";
+}
+
+absl::string_view ReductionName(Reduction r) {
+  switch (r) {
+    case Reduction::kMean:
+      return "mean";
+    case Reduction::kSum:
+      return "sum";
+    case Reduction::kElementMean:
+      return "element_mean";
+    case Reduction::kWeightedMean:
+      return "weighted_mean";
+    case Reduction::kNone:
+      return "none";
+  }
+  return "unknown";
+}
+
+absl::string_view DTypeName(DType d) {
+  switch (d) {
+    case DType::kFloat32:
+      return "f32";
+    case DType::kFloat16:
+      return "f16";
+    case DType::kBFloat16:
+      return "bf16";
+  }
+  return "unknown";
+}
+
+}  // namespace cbloss

@@ -1,0 +1,57 @@
+// Copyright 2026 The cbloss Authors.
+//
+// The vocabulary of the loss engine: which loss, which class weighting, which
+// reduction, and the resolved parameters of one computation. These mirror the
+// wire enums of proto/cbloss/v1/cbloss.proto without depending on them, so the
+// engine stays free of gRPC and protobuf. Definitions: shared/spec/LOSS.md.
+
+#ifndef CBLOSS_CORE_LOSS_TYPES_H_
+#define CBLOSS_CORE_LOSS_TYPES_H_
+
+#include <cstdint>
+
+#include "absl/strings/string_view.h"
+
+namespace cbloss {
+
+// LOSS.md section 4.
+enum class LossType { kSoftmax, kSigmoid, kFocal, kSoftmaxBce };
+
+// LOSS.md section 2.
+enum class WeightingScheme {
+  kEffectiveNumber,
+  kInverseFrequency,
+  kInverseSqrtFrequency,
+  kNone,
+};
+
+// LOSS.md section 5.
+enum class Reduction { kMean, kSum, kElementMean, kWeightedMean, kNone };
+
+// Element type of a tensor on the wire.
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+
+// Defaults of LOSS.md section 1.
+inline constexpr double kDefaultBeta = 0.9999;
+inline constexpr double kDefaultGamma = 2.0;
+inline constexpr int32_t kDefaultIgnoreIndex = -100;
+
+// Every parameter of one loss computation, fully resolved (no "unset").
+struct LossParams {
+  LossType loss_type = LossType::kSoftmax;
+  WeightingScheme weighting = WeightingScheme::kEffectiveNumber;
+  double beta = kDefaultBeta;
+  double gamma = kDefaultGamma;
+  Reduction reduction = Reduction::kMean;
+  int32_t ignore_index = kDefaultIgnoreIndex;
+};
+
+// Short lower-case names, as the CLI and docs spell them ("focal", "mean").
+absl::string_view LossTypeName(LossType t);
+absl::string_view WeightingSchemeName(WeightingScheme s);
+absl::string_view ReductionName(Reduction r);
+absl::string_view DTypeName(DType d);
+
+}  // namespace cbloss
+
+#endif  // CBLOSS_CORE_LOSS_TYPES_H_

@@ -1,0 +1,61 @@
+// Copyright 2026 The cbloss Authors.
+//
+// A fixed set of worker threads. The engine splits a batch into row chunks
+// and runs them with ParallelFor; the server schedules whole requests with
+// Schedule. Both may nest: ParallelFor called from a worker makes progress on
+// the calling thread, so it never waits on a pool that is busy with its own
+// caller.
+//
+// Thread-safety: every method may be called concurrently from any thread.
+//
+// Example:
+//   ThreadPool pool(4);
+//   pool.ParallelFor(num_chunks, [&](int64_t c) { RunChunk(c); });
+
+#ifndef CBLOSS_CORE_THREAD_POOL_H_
+#define CBLOSS_CORE_THREAD_POOL_H_
+
+#include <cstdint>
+#include <deque>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
+#include "absl/synchronization/mutex.h"
+
+namespace cbloss {
+
+class ThreadPool {
+ public:
+  // `num_threads` >= 1 is the parallelism of ParallelFor (the caller counts as
+  // one); the pool starts num_threads worker threads for Schedule and helpers.
+  explicit ThreadPool(int num_threads);
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+  // Runs everything already scheduled, then joins the workers.
+  ~ThreadPool();
+
+  int num_threads() const { return num_threads_; }
+
+  // Runs `task` on a worker, some time later.
+  void Schedule(absl::AnyInvocable<void() &&> task);
+
+  // Calls fn(i) once for every i in [0, n), on the calling thread and at most
+  // num_threads() - 1 workers, and returns when all calls have returned.
+  void ParallelFor(int64_t n, absl::FunctionRef<void(int64_t)> fn);
+
+ private:
+  void WorkerLoop();
+
+  const int num_threads_;
+  absl::Mutex mu_;
+  std::deque<absl::AnyInvocable<void() &&>> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace cbloss
+
+#endif  // CBLOSS_CORE_THREAD_POOL_H_

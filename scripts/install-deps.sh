@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package cbloss needs to build, test and run.
+# The one list of dependencies: README, .ci/run and docker/Dockerfile all call
+# this script. Idempotent; run as root (or with sudo available).
+#
+#   scripts/install-deps.sh            # build + test dependencies (default)
+#   scripts/install-deps.sh --runtime  # only what the server binaries need at run time
+set -euo pipefail
+
+BUILD_PACKAGES=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
+  libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
+  libsqlite3-dev sqlite3
+  libgtest-dev libgmock-dev googletest libbenchmark-dev
+  libhwy-dev libcli11-dev
+  # Golden files, Python client and tests: PyTorch float64 is the oracle.
+  python3 python3-numpy python3-torch python3-grpcio python3-protobuf python3-sklearn
+)
+
+RUNTIME_PACKAGES=(
+  libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9
+  libsqlite3-0 ca-certificates
+)
+
+packages=("${BUILD_PACKAGES[@]}")
+if [[ "${1:-}" == "--runtime" ]]; then
+  packages=("${RUNTIME_PACKAGES[@]}")
+fi
+
+SUDO=""
+if [[ "$(id -u)" != 0 ]]; then
+  SUDO="sudo"
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+echo "install-deps: installing ${#missing[@]} packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

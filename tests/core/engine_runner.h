@@ -1,0 +1,41 @@
+// Copyright 2026 The cbloss Authors.
+//
+// Test helper: validate, weigh and compute one batch with owned buffers.
+
+#ifndef CBLOSS_TESTS_CORE_ENGINE_RUNNER_H_
+#define CBLOSS_TESTS_CORE_ENGINE_RUNNER_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/loss.h"
+#include "core/thread_pool.h"
+
+namespace cbloss::testing {
+
+struct EngineCase {
+  LossParams params;
+  std::vector<int64_t> counts;
+  int64_t rows = 0;
+  int64_t cols = 0;
+  std::vector<float> logits;
+  std::vector<int32_t> labels;
+  std::vector<float> targets;
+  std::vector<float> sample_weights;
+  std::vector<float> upstream;
+};
+
+struct EngineRun {
+  absl::Status status;  // first failure of validate / weights / compute
+  LossResult result;
+  std::vector<double> class_weights;
+  std::vector<float> per_sample_losses;
+  std::vector<float> gradient;
+};
+
+EngineRun RunEngine(const EngineCase& c, ThreadPool* pool = nullptr);
+
+}  // namespace cbloss::testing
+
+#endif  // CBLOSS_TESTS_CORE_ENGINE_RUNNER_H_
