@@ -1,0 +1,82 @@
+// Copyright 2026 The cbloss Authors.
+//
+// The datasets the service serves: a DatasetStore for durability, plus an
+// in-memory snapshot of every dataset so the compute path never waits on
+// storage. Writes go to the store first (durable before they are
+// acknowledged) and then replace the snapshot, one write at a time.
+//
+// The snapshot is authoritative because this process is the store's only
+// writer, which holds for the embedded SQLite store. A store shared between
+// replicas needs invalidation (the PostgreSQL issue).
+//
+// Thread-safety: every method may be called concurrently.
+
+#ifndef CBLOSS_SERVER_DATASET_REGISTRY_H_
+#define CBLOSS_SERVER_DATASET_REGISTRY_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "cbloss/v1/cbloss.pb.h"
+#include "server/store/dataset_store.h"
+
+namespace cbloss {
+
+// Checks `name` against [a-z0-9][a-z0-9._-]{0,127}; INVALID_ARGUMENT naming
+// `field`.
+absl::Status ValidateDatasetName(absl::string_view name,
+                                 absl::string_view field);
+
+// Checks a dataset as given to PutDataset (API.md section 1): the name
+// pattern, at least one class, counts >= 0, class_names empty or C entries,
+// and the defaults. INVALID_ARGUMENT naming the field.
+absl::Status ValidateDataset(const v1::Dataset& dataset);
+
+// True if `a` and `b` hold the same user-given content (name, counts, class
+// names, defaults), whatever their versions and times.
+bool SameDatasetContent(const v1::Dataset& a, const v1::Dataset& b);
+
+class DatasetRegistry {
+ public:
+  // Loads every dataset of `store` into memory.
+  static absl::StatusOr<std::unique_ptr<DatasetRegistry>> Create(
+      std::unique_ptr<DatasetStore> store);
+
+  // As DatasetStore, after ValidateDataset / argument checks.
+  absl::StatusOr<v1::Dataset> Put(const v1::Dataset& dataset,
+                                  absl::optional<uint64_t> expected_version);
+  absl::Status Delete(absl::string_view name,
+                      absl::optional<uint64_t> expected_version);
+  absl::StatusOr<v1::Dataset> AddClassCounts(absl::string_view name,
+                                             absl::Span<const int64_t> deltas,
+                                             absl::Span<const int32_t> labels);
+
+  // NOT_FOUND "dataset 'x' not found". The snapshot never changes.
+  absl::StatusOr<std::shared_ptr<const v1::Dataset>> Get(
+      absl::string_view name) const;
+  // Up to `limit` datasets named after `start_after`, in name (byte) order.
+  std::vector<std::shared_ptr<const v1::Dataset>> List(
+      absl::string_view start_after, int limit) const;
+  int size() const;
+
+ private:
+  explicit DatasetRegistry(std::unique_ptr<DatasetStore> store)
+      : store_(std::move(store)) {}
+
+  const std::unique_ptr<DatasetStore> store_;
+  // Serialises writes, so the snapshot follows the store's order of commits.
+  absl::Mutex write_mu_;
+  mutable absl::Mutex mu_ ABSL_ACQUIRED_AFTER(write_mu_);
+  std::map<std::string, std::shared_ptr<const v1::Dataset>, std::less<>>
+      datasets_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace cbloss
+
+#endif  // CBLOSS_SERVER_DATASET_REGISTRY_H_

@@ -1,0 +1,43 @@
+// Copyright 2026 The cbloss Authors.
+//
+// The wire's LossConfig and the engine's LossParams: field-by-field
+// resolution (request overrides dataset defaults, which override LOSS.md's
+// defaults; API.md section 1) and validation of enum values and ranges.
+// Pure functions; thread-safe.
+
+#ifndef CBLOSS_SERVER_LOSS_CONFIG_H_
+#define CBLOSS_SERVER_LOSS_CONFIG_H_
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "cbloss/v1/cbloss.pb.h"
+#include "core/loss_types.h"
+
+namespace cbloss {
+
+// Checks enum values and ranges of a config as sent (set fields only).
+// `field` prefixes messages, e.g. "config" or "dataset.defaults".
+absl::Status ValidateLossConfig(const v1::LossConfig& config,
+                                absl::string_view field);
+
+// Overlays the set fields of `request` on `defaults`, fills what is still
+// unset with LOSS.md's defaults, and returns the result with every field set.
+v1::LossConfig ResolveLossConfig(const v1::LossConfig& defaults,
+                                 const v1::LossConfig& request);
+
+// Engine parameters of a resolved config. UNIMPLEMENTED for loss types the
+// engine does not have yet (LOSS.md section 9).
+absl::StatusOr<LossParams> ToLossParams(const v1::LossConfig& resolved);
+
+// Engine scheme of a wire scheme (UNSPECIFIED = effective number).
+WeightingScheme ToWeightingScheme(v1::WeightingScheme scheme);
+
+// Wire dtype to engine dtype (UNSPECIFIED = float32). INVALID_ARGUMENT
+// naming `field` for values outside the enum.
+absl::StatusOr<DType> ToDType(v1::DType dtype, absl::string_view field);
+v1::DType ToWireDType(DType dtype);
+
+}  // namespace cbloss
+
+#endif  // CBLOSS_SERVER_LOSS_CONFIG_H_

@@ -1,0 +1,216 @@
+// Copyright 2026 The cbloss Authors.
+//
+// cbloss-server: the LossService of API.md, with the flags of its section 3.
+// Startup: open the store, load --datasets_file, start serving (health
+// SERVING once everything is loaded). SIGTERM / SIGINT: health NOT_SERVING,
+// stop accepting, drain in-flight calls for up to --shutdown_grace_seconds,
+// close the store, exit 0.
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/dataset_registry.h"
+#include "server/loss_service.h"
+#include "server/store/sqlite_dataset_store.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
+          "Address to serve on (HOST:PORT); port 0 picks a free port.");
+ABSL_FLAG(std::string, port_file, "",
+          "After binding, write the bound port number to this file.");
+ABSL_FLAG(std::string, data_dir, "./cbloss-data",
+          "Directory of the embedded dataset store (SQLite).");
+ABSL_FLAG(std::string, datasets_file, "",
+          "JSON file of datasets (protobuf JSON of ListDatasetsResponse) "
+          "loaded at start; each is put unless an equal one exists.");
+ABSL_FLAG(int, compute_threads, static_cast<int>(std::thread::hardware_concurrency()),
+          "Size of the compute thread pool.");
+ABSL_FLAG(int, max_message_mb, 64, "Receive and send message size limit, MiB.");
+ABSL_FLAG(std::string, log_level, "info",
+          "spdlog level: trace, debug, info, warn, error, critical, off.");
+ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
+          "On SIGTERM/SIGINT, how long in-flight calls may take to finish "
+          "before they are cancelled.");
+
+namespace cbloss {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+constexpr char kServiceName[] = "cbloss.v1.LossService";
+
+absl::Status LoadDatasetsFile(const std::string& path,
+                              DatasetRegistry* registry) {
+  std::ifstream in(path);
+  if (!in.good()) {
+    return absl::NotFoundError(absl::StrCat("cannot read --datasets_file ", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  v1::ListDatasetsResponse file;
+  const google::protobuf::util::Status parsed =
+      google::protobuf::util::JsonStringToMessage(text.str(), &file);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--datasets_file ", path, " is not protobuf JSON of ListDatasetsResponse: ",
+        parsed.message().as_string()));
+  }
+  int put = 0, kept = 0;
+  for (int i = 0; i < file.datasets_size(); ++i) {
+    const v1::Dataset& d = file.datasets(i);
+    absl::StatusOr<std::shared_ptr<const v1::Dataset>> existing =
+        registry->Get(d.name());
+    if (existing.ok() && SameDatasetContent(**existing, d)) {
+      ++kept;
+      continue;
+    }
+    absl::StatusOr<v1::Dataset> stored = registry->Put(d, absl::nullopt);
+    if (!stored.ok()) {
+      return absl::Status(stored.status().code(),
+                          absl::StrCat("--datasets_file ", path, ": datasets[",
+                                       i, "]: ", stored.status().message()));
+    }
+    ++put;
+  }
+  spdlog::info("datasets file {}: {} put, {} already up to date", path, put,
+               kept);
+  return absl::OkStatus();
+}
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << "\n";
+    if (!out.good()) {
+      return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+int Run() {
+  auto level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
+  if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
+    std::fprintf(stderr, "--log_level=%s is not a spdlog level\n",
+                 absl::GetFlag(FLAGS_log_level).c_str());
+    return 2;
+  }
+  spdlog::set_level(level);
+  const int compute_threads = absl::GetFlag(FLAGS_compute_threads);
+  const int max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  if (compute_threads < 1 || max_message_mb < 1 || max_message_mb > 2047) {
+    spdlog::critical("--compute_threads must be >= 1 and --max_message_mb in [1, 2047]");
+    return 2;
+  }
+
+  // Signals are taken by sigwait below, never by a handler on a random thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  absl::StatusOr<std::unique_ptr<DatasetStore>> store =
+      OpenSqliteDatasetStore(data_dir);
+  if (!store.ok()) {
+    spdlog::critical("cannot open the dataset store in {}: {}", data_dir,
+                     store.status().ToString());
+    return 1;
+  }
+  absl::StatusOr<std::unique_ptr<DatasetRegistry>> registry =
+      DatasetRegistry::Create(*std::move(store));
+  if (!registry.ok()) {
+    spdlog::critical("cannot load datasets from {}: {}", data_dir,
+                     registry.status().ToString());
+    return 1;
+  }
+  if (const std::string file = absl::GetFlag(FLAGS_datasets_file); !file.empty()) {
+    if (absl::Status s = LoadDatasetsFile(file, registry->get()); !s.ok()) {
+      spdlog::critical("{}", s.ToString());
+      return 1;
+    }
+  }
+
+  ThreadPool compute_pool(compute_threads);
+  ThreadPool io_pool(2);
+  LossServiceImpl service(registry->get(), &compute_pool, &io_pool);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(max_message_mb * 1024 * 1024);
+  builder.SetMaxSendMessageSize(max_message_mb * 1024 * 1024);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    spdlog::critical("cannot listen on {}", listen);
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus(true);
+
+  if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
+    if (absl::Status s = WritePortFile(path, port); !s.ok()) {
+      spdlog::critical("{}", s.ToString());
+      server->Shutdown();
+      return 1;
+    }
+  }
+  spdlog::info(
+      "cbloss-server {} serving on {} (port {}); data_dir={} datasets={} "
+      "compute_threads={} max_message_mb={}",
+      kVersion, listen, port, data_dir, (*registry)->size(), compute_threads,
+      max_message_mb);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
+  spdlog::info("signal {} received: draining in-flight calls (up to {} s)",
+               signal_number, grace);
+  health->Shutdown();  // every service NOT_SERVING from here on
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(grace * 1000)));
+  server->Wait();
+  server.reset();
+  registry->reset();  // closes the store
+  spdlog::info("cbloss-server stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace cbloss
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "cbloss-server: class-balanced losses and their gradients over gRPC.\n"
+      "Usage: cbloss-server [--listen=127.0.0.1:50051] [--data_dir=DIR] "
+      "[--datasets_file=FILE] ...");
+  absl::ParseCommandLine(argc, argv);
+  return cbloss::Run();
+}
