@@ -1,0 +1,96 @@
+// DatasetStore: durable, versioned storage of cbloss.v1.Dataset records keyed
+// by name. The server's registry reads and writes datasets only through this
+// interface, so the embedded SQLite backend (sqlite_dataset_store.h) can be
+// swapped for another one (e.g. PostgreSQL) without touching the service.
+//
+// Thread-safety: implementations are safe for concurrent use from many
+// threads without external synchronization. Every mutating method is atomic
+// (all or nothing) and durable (committed and fsynced) before it returns OK.
+//
+// Versions: a new dataset gets version 1; every successful Put (replace) or
+// AddClassCounts adds 1. `expected_version` arguments implement optimistic
+// concurrency: nullopt = unconditional, 0 = the dataset must not exist yet,
+// N = the dataset must currently be at version N; otherwise ABORTED with a
+// message stating the current and the expected version.
+//
+// The store validates what it needs for its own invariants (counts, indexes,
+// overflow); dataset names and loss configurations are validated by the
+// service (API.md section 1) before they reach the store.
+//
+// Example:
+//
+//   absl::StatusOr<std::unique_ptr<DatasetStore>> store =
+//       OpenSqliteDatasetStore("/var/lib/cbloss");
+//   if (!store.ok()) return store.status();
+//   v1::Dataset d;
+//   d.set_name("cifar10-lt");
+//   d.add_class_counts(5000);
+//   d.add_class_counts(2997);
+//   absl::StatusOr<v1::Dataset> put = (*store)->Put(d, /*expected_version=*/0);
+//   // put->version() == 1
+//   const int32_t labels[] = {1, 1, 0};
+//   absl::StatusOr<v1::Dataset> added =
+//       (*store)->AddClassCounts("cifar10-lt", {}, labels);
+//   // added->class_counts() == {5001, 2999}, added->version() == 2
+
+#ifndef CBLOSS_SERVER_STORE_DATASET_STORE_H_
+#define CBLOSS_SERVER_STORE_DATASET_STORE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/optional.h"
+#include "absl/types/span.h"
+#include "cbloss/v1/cbloss.pb.h"
+
+namespace cbloss {
+
+class DatasetStore {
+ public:
+  virtual ~DatasetStore() = default;
+
+  // Creates or replaces `dataset` (keyed by its name). Its version,
+  // create_time and update_time fields are ignored on input. A new dataset
+  // gets version 1; a replace increments the version and keeps create_time;
+  // update_time is now. Returns the dataset as now stored.
+  // Errors: INVALID_ARGUMENT (empty name), ABORTED (expected_version
+  // mismatch), UNAVAILABLE / INTERNAL (storage).
+  virtual absl::StatusOr<v1::Dataset> Put(
+      const v1::Dataset& dataset,
+      absl::optional<uint64_t> expected_version) = 0;
+
+  // Returns the dataset called `name`; NOT_FOUND "dataset 'x' not found".
+  virtual absl::StatusOr<v1::Dataset> Get(absl::string_view name) = 0;
+
+  // Returns up to `limit` (> 0, else INVALID_ARGUMENT) datasets whose names
+  // are greater than `start_after`, ordered by name in byte order. An empty
+  // `start_after` starts at the first dataset.
+  virtual absl::StatusOr<std::vector<v1::Dataset>> List(
+      absl::string_view start_after, int limit) = 0;
+
+  // Deletes the dataset called `name`. NOT_FOUND if absent (whatever
+  // `expected_version` says); ABORTED on an expected_version mismatch
+  // (including 0, "must not exist").
+  virtual absl::Status Delete(absl::string_view name,
+                              absl::optional<uint64_t> expected_version) = 0;
+
+  // Atomically adds deltas[j] to class_counts[j] (`deltas` is empty or has C
+  // entries) and one to class_counts[labels[i]] for each i; the version grows
+  // by 1 and update_time is now. Concurrent calls never lose an update.
+  // Nothing is applied on error:
+  //   NOT_FOUND         "dataset 'x' not found"
+  //   INVALID_ARGUMENT  "deltas has 3 entries, dataset 'x' has 5 classes"
+  //                     "labels[4] = 9 is outside [0, 5)"
+  //   FAILED_PRECONDITION "class_counts[2] would become -3"
+  //   OUT_OF_RANGE      "class_counts[2] would overflow int64"
+  virtual absl::StatusOr<v1::Dataset> AddClassCounts(
+      absl::string_view name, absl::Span<const int64_t> deltas,
+      absl::Span<const int32_t> labels) = 0;
+};
+
+}  // namespace cbloss
+
+#endif  // CBLOSS_SERVER_STORE_DATASET_STORE_H_
