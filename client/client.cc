@@ -1,0 +1,360 @@
+// Copyright 2026 The cbloss Authors.
+
+#include "cbloss/client.h"
+
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/generic/generic_stub.h"
+
+namespace cbloss {
+namespace {
+
+constexpr char kServiceName[] = "cbloss.v1.LossService";
+
+// Retries idempotent calls on UNAVAILABLE; writes are never retried here (a
+// retried AddClassCounts could count twice).
+std::string ServiceConfig(const ClientOptions& options) {
+  std::string config = absl::StrCat("{\"loadBalancingConfig\": [{\"",
+                                    options.load_balancing_policy, "\": {}}]");
+  if (options.retry_unavailable) {
+    std::vector<std::string> names;
+    for (const char* method :
+         {"GetDataset", "ListDatasets", "GetClassWeights", "ComputeLoss"}) {
+      names.push_back(absl::StrCat("{\"service\": \"", kServiceName,
+                                   "\", \"method\": \"", method, "\"}"));
+    }
+    absl::StrAppend(
+        &config, ", \"methodConfig\": [{\"name\": [", absl::StrJoin(names, ", "),
+        "], \"retryPolicy\": {\"maxAttempts\": 5, \"initialBackoff\": "
+        "\"0.05s\", \"maxBackoff\": \"1s\", \"backoffMultiplier\": 2, "
+        "\"retryableStatusCodes\": [\"UNAVAILABLE\"]}}]");
+  }
+  return config + "}";
+}
+
+void SetSource(const LossSource& source, v1::ComputeLossRequest* request) {
+  if (!source.dataset.empty()) {
+    request->set_dataset(source.dataset);
+  } else {
+    request->mutable_class_counts()->mutable_counts()->Assign(
+        source.counts.begin(), source.counts.end());
+  }
+}
+
+}  // namespace
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(
+    const std::string& target, ClientOptions options) {
+  if (target.empty()) {
+    return absl::InvalidArgumentError("the target address is empty");
+  }
+  if (options.max_message_mb < 1 || options.max_message_mb > 2047) {
+    return absl::InvalidArgumentError("max_message_mb must be in [1, 2047]");
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
+  args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
+  args.SetServiceConfigJSON(ServiceConfig(options));
+  std::shared_ptr<grpc::ChannelCredentials> credentials =
+      options.credentials ? options.credentials
+                          : grpc::InsecureChannelCredentials();
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(target, credentials, args);
+  if (channel == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot create a channel to '", target, "'"));
+  }
+  return std::unique_ptr<Client>(new Client(std::move(channel), std::move(options)));
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+    : options_(std::move(options)),
+      channel_(std::move(channel)),
+      stub_(v1::LossService::NewStub(channel_)) {}
+
+void Client::PrepareContext(grpc::ClientContext* context,
+                            absl::optional<absl::Duration> deadline) const {
+  context->set_deadline(absl::ToChronoTime(
+      absl::Now() + deadline.value_or(options_.default_deadline)));
+}
+
+absl::StatusOr<v1::Dataset> Client::PutDataset(
+    const v1::Dataset& dataset, absl::optional<uint64_t> expected_version) {
+  v1::PutDatasetRequest request;
+  *request.mutable_dataset() = dataset;
+  if (expected_version) request.set_expected_version(*expected_version);
+  grpc::ClientContext context;
+  PrepareContext(&context, absl::nullopt);
+  v1::Dataset response;
+  absl::Status s = FromGrpc(stub_->PutDataset(&context, request, &response));
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::Dataset> Client::GetDataset(const std::string& name) {
+  v1::GetDatasetRequest request;
+  request.set_name(name);
+  grpc::ClientContext context;
+  PrepareContext(&context, absl::nullopt);
+  v1::Dataset response;
+  absl::Status s = FromGrpc(stub_->GetDataset(&context, request, &response));
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<std::vector<v1::Dataset>> Client::ListDatasets() {
+  std::vector<v1::Dataset> all;
+  v1::ListDatasetsRequest request;
+  do {
+    grpc::ClientContext context;
+    PrepareContext(&context, absl::nullopt);
+    v1::ListDatasetsResponse response;
+    absl::Status s = FromGrpc(stub_->ListDatasets(&context, request, &response));
+    if (!s.ok()) return s;
+    for (v1::Dataset& d : *response.mutable_datasets()) all.push_back(std::move(d));
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return all;
+}
+
+absl::Status Client::DeleteDataset(const std::string& name,
+                                   absl::optional<uint64_t> expected_version) {
+  v1::DeleteDatasetRequest request;
+  request.set_name(name);
+  if (expected_version) request.set_expected_version(*expected_version);
+  grpc::ClientContext context;
+  PrepareContext(&context, absl::nullopt);
+  v1::DeleteDatasetResponse response;
+  return FromGrpc(stub_->DeleteDataset(&context, request, &response));
+}
+
+absl::StatusOr<v1::Dataset> Client::AddClassCounts(
+    const std::string& name, absl::Span<const int64_t> deltas,
+    absl::Span<const int32_t> labels) {
+  v1::AddClassCountsRequest request;
+  request.set_name(name);
+  request.mutable_deltas()->Assign(deltas.begin(), deltas.end());
+  request.mutable_labels()->Assign(labels.begin(), labels.end());
+  grpc::ClientContext context;
+  PrepareContext(&context, absl::nullopt);
+  v1::Dataset response;
+  absl::Status s = FromGrpc(stub_->AddClassCounts(&context, request, &response));
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::ClassWeights> Client::GetClassWeights(
+    const LossSource& source, const v1::LossConfig& config) {
+  v1::GetClassWeightsRequest request;
+  if (!source.dataset.empty()) {
+    request.set_dataset(source.dataset);
+  } else {
+    request.mutable_class_counts()->mutable_counts()->Assign(
+        source.counts.begin(), source.counts.end());
+  }
+  *request.mutable_config() = config;
+  grpc::ClientContext context;
+  PrepareContext(&context, absl::nullopt);
+  v1::ClassWeights response;
+  absl::Status s =
+      FromGrpc(stub_->GetClassWeights(&context, request, &response));
+  if (!s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::ComputeLossRequest> MakeComputeLossRequest(
+    const LossSource& source, const Logits& logits, const Target& target,
+    const LossOptions& options) {
+  const bool f32 = logits.dtype == v1::DTYPE_FLOAT32 ||
+                   logits.dtype == v1::DTYPE_UNSPECIFIED;
+  const size_t elements = f32 ? logits.f32.size() : logits.half.size();
+  if (logits.rows < 1 || logits.cols < 1 ||
+      elements != static_cast<size_t>(logits.rows * logits.cols)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logits: ", elements, " values do not fill shape [", logits.rows, ", ",
+        logits.cols, "]"));
+  }
+  v1::ComputeLossRequest request;
+  SetSource(source, &request);
+  *request.mutable_config() = options.config;
+  v1::Tensor* z = request.mutable_logits();
+  z->set_dtype(logits.dtype);
+  z->add_shape(logits.rows);
+  z->add_shape(logits.cols);
+  // Raw little-endian bytes: one memcpy, no per-element encoding.
+  if (f32) {
+    z->set_data(reinterpret_cast<const char*>(logits.f32.data()),
+                logits.f32.size() * sizeof(float));
+  } else {
+    z->set_data(reinterpret_cast<const char*>(logits.half.data()),
+                logits.half.size() * sizeof(uint16_t));
+  }
+  request.mutable_labels()->Assign(target.labels.begin(), target.labels.end());
+  if (!target.targets.empty()) {
+    v1::Tensor* t = request.mutable_targets();
+    t->set_dtype(v1::DTYPE_FLOAT32);
+    t->add_shape(logits.rows);
+    t->add_shape(logits.cols);
+    t->set_data(reinterpret_cast<const char*>(target.targets.data()),
+                target.targets.size() * sizeof(float));
+  }
+  request.mutable_sample_weights()->Assign(options.sample_weights.begin(),
+                                           options.sample_weights.end());
+  request.mutable_upstream()->Assign(options.upstream.begin(),
+                                     options.upstream.end());
+  request.set_want_gradient(options.want_gradient);
+  request.set_want_per_sample_losses(options.want_per_sample_losses);
+  request.set_gradient_dtype(options.gradient_dtype);
+  if (options.expected_dataset_version) {
+    request.set_expected_dataset_version(*options.expected_dataset_version);
+  }
+  if (options.epoch) request.set_epoch(*options.epoch);
+  return request;
+}
+
+absl::StatusOr<LossResult> ReadComputeLossResponse(
+    const v1::ComputeLossResponse& response, const LossOptions& options) {
+  if (response.error_code() != 0) {
+    return absl::Status(static_cast<absl::StatusCode>(response.error_code()),
+                        response.error_message());
+  }
+  LossResult r;
+  r.loss = response.loss();
+  r.num_samples = response.num_samples();
+  r.dataset_version = response.dataset_version();
+  r.per_sample_losses.assign(response.per_sample_losses().begin(),
+                             response.per_sample_losses().end());
+  r.class_weights.assign(response.class_weights().begin(),
+                         response.class_weights().end());
+  r.resolved_config = response.resolved_config();
+  if (!response.has_gradient()) return r;
+  const v1::Tensor& g = response.gradient();
+  const bool half =
+      g.dtype() == v1::DTYPE_FLOAT16 || g.dtype() == v1::DTYPE_BFLOAT16;
+  const size_t width = half ? sizeof(uint16_t) : sizeof(float);
+  const size_t n = g.float_data_size() > 0 ? g.float_data_size()
+                                           : g.data().size() / width;
+  if (half) {
+    r.gradient_half.resize(n);
+    std::memcpy(r.gradient_half.data(), g.data().data(), n * width);
+    return r;
+  }
+  float* out = nullptr;
+  if (!options.gradient_out.empty()) {
+    if (options.gradient_out.size() != n) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "gradient_out has ", options.gradient_out.size(),
+          " floats; the gradient has ", n));
+    }
+    out = options.gradient_out.data();
+  } else {
+    r.gradient.resize(n);
+    out = r.gradient.data();
+  }
+  if (g.float_data_size() > 0) {
+    std::memcpy(out, g.float_data().data(), n * sizeof(float));
+  } else {
+    std::memcpy(out, g.data().data(), n * sizeof(float));
+  }
+  return r;
+}
+
+absl::StatusOr<LossResult> Client::ComputeLoss(const LossSource& source,
+                                               const Logits& logits,
+                                               const Target& target,
+                                               const LossOptions& options) {
+  absl::StatusOr<v1::ComputeLossRequest> request =
+      MakeComputeLossRequest(source, logits, target, options);
+  if (!request.ok()) return request.status();
+  grpc::ClientContext context;
+  PrepareContext(&context, options.deadline);
+  v1::ComputeLossResponse response;
+  absl::Status s = FromGrpc(stub_->ComputeLoss(&context, *request, &response));
+  if (!s.ok()) return s;
+  return ReadComputeLossResponse(response, options);
+}
+
+absl::Status Client::CheckHealth() {
+  // grpc.health.v1.Health/Check with service "" (an empty request message);
+  // the response's field 1 (tag 0x08) is the status, SERVING = 1.
+  grpc::GenericStub generic(channel_);
+  grpc::ClientContext context;
+  PrepareContext(&context, absl::Seconds(5));
+  grpc::ByteBuffer request, response;
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  absl::Notification done;
+  grpc::Status status;
+  generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", {}, &request,
+                    &response, [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  if (!status.ok()) return FromGrpc(status);
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) {
+    return absl::InternalError("unreadable health response");
+  }
+  std::string bytes;
+  for (const grpc::Slice& s : slices) {
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  if (bytes.size() == 2 && bytes[0] == 0x08 && bytes[1] == 0x01) {
+    return absl::OkStatus();
+  }
+  return absl::UnavailableError("the server is not SERVING");
+}
+
+std::unique_ptr<LossStream> Client::OpenLossStream() {
+  return std::unique_ptr<LossStream>(new LossStream(this));
+}
+
+LossStream::LossStream(Client* client) {
+  // A stream lives as long as the training job: no deadline.
+  stream_ = client->stub()->StreamLoss(&context_);
+}
+
+LossStream::~LossStream() {
+  if (!closed_) {
+    context_.TryCancel();
+    (void)stream_->Finish();
+  }
+}
+
+absl::StatusOr<LossResult> LossStream::Compute(const LossSource& source,
+                                               const Logits& logits,
+                                               const Target& target,
+                                               const LossOptions& options) {
+  if (closed_) return absl::FailedPreconditionError("the stream is closed");
+  absl::StatusOr<v1::ComputeLossRequest> request =
+      MakeComputeLossRequest(source, logits, target, options);
+  if (!request.ok()) return request.status();
+  v1::ComputeLossResponse response;
+  if (!stream_->Write(*request) || !stream_->Read(&response)) {
+    closed_ = true;
+    absl::Status s = FromGrpc(stream_->Finish());
+    return s.ok() ? absl::UnavailableError("the stream ended") : s;
+  }
+  return ReadComputeLossResponse(response, options);
+}
+
+absl::Status LossStream::Close() {
+  if (closed_) return absl::OkStatus();
+  closed_ = true;
+  stream_->WritesDone();
+  return FromGrpc(stream_->Finish());
+}
+
+}  // namespace cbloss
