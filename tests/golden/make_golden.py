@@ -2,9 +2,11 @@
 """Independent float64 oracle for cbloss (docs: tests/golden/README.md).
 
 Run as:  /usr/bin/python3 tests/golden/make_golden.py
-Writes:  tests/golden/golden_cases.json (next to this script)
+Writes:  tests/golden/golden_cases.json (LOSS.md sections 1-8) and
+         tests/golden/golden_cases_section9.json (the count-aware losses and
+         deferred re-weighting of LOSS.md section 9), next to this script
 
-Everything is computed straight from shared/spec/LOSS.md sections 2-6 in
+Everything is computed straight from shared/spec/LOSS.md sections 2-6 and 9 in
 PyTorch float64; gradients come from autograd (loss.backward() w.r.t. the
 logits). Every case is cross-checked against independent formulations
 (torch built-ins, the closed-form gradients of LOSS.md 6, a re-implementation
@@ -32,8 +34,15 @@ torch.use_deterministic_algorithms(True)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "golden_cases.json")
+OUT9 = os.path.join(HERE, "golden_cases_section9.json")
 
 LOSS_TYPES = ["SOFTMAX", "SIGMOID", "FOCAL", "SOFTMAX_BCE"]
+# LOSS.md 9: labels mode only; the first three are SOFTMAX on shifted logits z'
+SECTION9_TYPES = ["BALANCED_SOFTMAX", "LOGIT_ADJUSTED", "LDAM", "SOFTMAX_FOCAL"]
+SHIFTED_TYPES = ("BALANCED_SOFTMAX", "LOGIT_ADJUSTED", "LDAM")
+SOFTMAX_LIKE = ("SOFTMAX", "SOFTMAX_BCE") + tuple(SECTION9_TYPES)  # MEAN divides by N
+NEEDS_COUNTS = ("BALANCED_SOFTMAX", "LOGIT_ADJUSTED", "LDAM")  # n_j >= 1 for every class
+DEFAULT_TAU, DEFAULT_MAX_MARGIN, DEFAULT_SCALE = 1.0, 0.5, 30.0
 REDUCTIONS = ["MEAN", "SUM", "ELEMENT_MEAN", "WEIGHTED_MEAN", "NONE"]
 SCHEMES = ["EFFECTIVE_NUMBER", "INVERSE_FREQUENCY", "INVERSE_SQRT_FREQUENCY", "NONE"]
 
@@ -111,6 +120,22 @@ def class_weights_decimal(counts, scheme, beta):
     return [float(ctx.divide(ctx.multiply(D(k), r), total)) for r in raw]
 
 
+def ldam_margins(counts, max_margin):
+    """LOSS.md 9: Delta_j = max_margin * n_j^(-1/4) / max_k n_k^(-1/4) (counts >= 1)."""
+    q = [float(n) ** -0.25 for n in counts]
+    qmax = max(q)
+    return [max_margin * x / qmax for x in q]
+
+
+def weights_used(case):
+    """(configured weights of LOSS.md 2, weights actually applied). Deferred
+    re-weighting (LOSS.md 9): for epoch < drw_start_epoch every weight is 1."""
+    cw = class_weights(case["class_counts"], case["scheme"], case["beta"])
+    if "drw_start_epoch" in case and case["epoch"] < case["drw_start_epoch"]:
+        return cw, [1.0] * len(cw)
+    return cw, cw
+
+
 # ---------------------------------------------------------------------------
 # LOSS.md 4-6: the reference, float64 + autograd
 # ---------------------------------------------------------------------------
@@ -153,8 +178,43 @@ def prepare(case):
         t = torch.tensor(case["targets"], dtype=torch.float64).reshape(B, C)
         row_w = None
         omega = s[:, None] * w[None, :]
-    return dict(B=B, C=C, z=z, w=w, s=s, u=u, y=y, y_safe=y_safe, valid=valid,
-                t=t, row_w=row_w, omega=omega)
+    p = dict(B=B, C=C, z=z, w=w, s=s, u=u, y=y, y_safe=y_safe, valid=valid,
+             t=t, row_w=row_w, omega=omega)
+    if case["loss_type"] in SECTION9_TYPES:
+        p["n"] = torch.tensor([float(n) for n in case["class_counts"]], dtype=torch.float64)
+        p["tau"] = case["tau"]
+        p["max_margin"] = case["max_margin"]
+        p["ldam_scale"] = case["scale"]
+        if case["loss_type"] == "LDAM":
+            p["margins"] = torch.tensor(ldam_margins(case["class_counts"], case["max_margin"]),
+                                        dtype=torch.float64)
+    return p
+
+
+def shifted_logits(loss_type, z, p):
+    """z' of LOSS.md 9 (differentiable in z). Ignored rows have t = 0 (masked later)."""
+    n = p["n"]
+    if loss_type == "BALANCED_SOFTMAX":
+        return z + torch.log(n)[None, :]
+    if loss_type == "LOGIT_ADJUSTED":
+        return z + (p["tau"] * torch.log(n / n.sum()))[None, :]
+    if loss_type == "LDAM":
+        return p["ldam_scale"] * (z - p["t"] * p["margins"][None, :])
+    raise ValueError(loss_type)
+
+
+def softmax_focal_factor(lp, gamma):
+    """(1 - p_t)^gamma * (-log p_t) from lp = log p_t, with 1 - p_t = -expm1(lp).
+    Where p_t rounds to exactly 1 (lp == 0) and gamma > 0 the value is 0 and so
+    is the derivative (the limit: (1-p_t)^(gamma-1) * (-log p_t) ~ (1-p_t)^gamma);
+    the naive pow would give 0 * inf = NaN there, so that branch is fed a safe
+    input and discarded by torch.where."""
+    if gamma == 0.0:
+        return -lp
+    one = lp == 0.0
+    lp_safe = torch.where(one, torch.full_like(lp, -1.0), lp)
+    val = torch.pow(-torch.expm1(lp_safe), gamma) * (-lp_safe)
+    return torch.where(one, torch.zeros_like(lp), val)
 
 
 def per_sample(loss_type, z, p, gamma):
@@ -173,6 +233,12 @@ def per_sample(loss_type, z, p, gamma):
     if loss_type == "SOFTMAX_BCE":
         prob = torch.softmax(z, dim=1)
         return F.binary_cross_entropy(prob, t, weight=omega, reduction="none").sum(dim=1)
+    if loss_type in SHIFTED_TYPES:
+        logp = torch.log_softmax(shifted_logits(loss_type, z, p), dim=1)
+        return -p["row_w"] * logp.gather(1, p["y_safe"][:, None]).squeeze(1)
+    if loss_type == "SOFTMAX_FOCAL":
+        lp = torch.log_softmax(z, dim=1).gather(1, p["y_safe"][:, None]).squeeze(1)
+        return p["row_w"] * softmax_focal_factor(lp, gamma)
     raise ValueError(loss_type)
 
 
@@ -180,7 +246,7 @@ def denominator(case, p):
     lt, red = case["loss_type"], case["reduction"]
     n = float(p["valid"].sum())
     if red == "MEAN":
-        if lt in ("SOFTMAX", "SOFTMAX_BCE"):
+        if lt in SOFTMAX_LIKE:
             return n
         return float((p["t"] * p["valid"][:, None]).sum())  # P
     if red in ("SUM", "NONE"):
@@ -250,6 +316,23 @@ def analytic_gradient(case, p, res):
         eps = float(np.float32(1e-12))
         gp = omega * dl[:, None] * (prob - t) / torch.clamp(prob * (1.0 - prob), min=eps)
         g = prob * (gp - (gp * prob).sum(dim=1, keepdim=True))
+    elif lt in SHIFTED_TYPES:
+        # softmax CE on z': (row_w/D) (softmax(z') - t) dz'/dz, dz'/dz = scale for LDAM, 1 else
+        sm = torch.softmax(shifted_logits(lt, z, p), dim=1)
+        g = (p["row_w"] * dl)[:, None] * (sm - t)
+        if lt == "LDAM":
+            g = g * p["ldam_scale"]
+    elif lt == "SOFTMAX_FOCAL":
+        # l = r x^g b with lp = log p_t, x = 1 - p_t = -expm1(lp), b = -lp:
+        # dl/dlp = -r x^g (1 + g p_t q), q = b/x = lp/expm1(lp) (-> 1 at lp = 0),
+        # dlp/dz_j = t_j - p_j, so G_ij = (r/D) x^g (1 + g p_t q) (p_ij - t_ij)
+        sm = torch.softmax(z, dim=1)
+        lp = torch.log_softmax(z, dim=1).gather(1, p["y_safe"][:, None]).squeeze(1)
+        pt = torch.exp(lp)
+        x = -torch.expm1(lp)
+        q = torch.where(lp == 0.0, torch.ones_like(lp), lp / torch.expm1(lp))
+        coef = torch.pow(x, gamma) * (1.0 + gamma * pt * q)  # 0^0 = 1
+        g = (p["row_w"] * dl * coef)[:, None] * (sm - t)
     g = g * p["valid"][:, None]
     if res["D"] == 0.0 and case["reduction"] != "NONE":
         g = torch.zeros_like(g)
@@ -349,6 +432,10 @@ def cross_check(case, p, res):
                     (alt * res["dl"]).sum().backward()
                     assert grad_close(grad, zz.grad, 1e-9), (name, "pow focal grad")
                 tick("FOCAL (hard targets, |z| <= 30) == omega*(1-p_t)^gamma*BCE (loss and grad)")
+    if lt in SECTION9_TYPES:
+        cross_check9(case, p, res)
+    if "drw_start_epoch" in case:
+        drw_check(case, res)
     if lt == "SOFTMAX_BCE":
         prob = torch.softmax(z, dim=1)
         alt = -(t * torch.clamp(torch.log(prob), min=-100.0)
@@ -356,6 +443,136 @@ def cross_check(case, p, res):
         alt = (omega * alt * valid[:, None]).sum(dim=1)
         assert close(l, alt, 1e-10, 1e-12), (name, "softmax_bce formula", l, alt)
         tick("SOFTMAX_BCE l_i == LOSS.md 4 formula with clamped logs")
+
+
+def variant(case, drop=(), **changes):
+    """A copy of a case with some inputs changed (class weights recomputed)."""
+    v = {k: x for k, x in case.items() if k not in drop and k != "expected_class_weights"}
+    v.update(changes)
+    v["expected_class_weights"] = weights_used(v)[1]
+    return v
+
+
+def same_result(r, r_ref, rtol, what):
+    """loss, per-sample losses and gradient agree (relative to the largest element)."""
+    assert abs(r["loss"] - r_ref["loss"]) <= rtol * abs(r_ref["loss"]), (what, r["loss"], r_ref["loss"])
+    assert grad_close(r["l"], r_ref["l"], rtol), (what, "per-sample", r["l"], r_ref["l"])
+    assert grad_close(r["grad"], r_ref["grad"], rtol), (what, "gradient",
+                                                        (r["grad"] - r_ref["grad"]).abs().max())
+
+
+def ce_check9(case, p, res):
+    """BALANCED_SOFTMAX / LOGIT_ADJUSTED / LDAM against F.cross_entropy on shifted logits
+    built independently of shifted_logits() (other formulas for the same shift)."""
+    name, lt, red = case["name"], case["loss_type"], case["reduction"]
+    counts, C = case["class_counts"], p["C"]
+    if lt == "BALANCED_SOFTMAX":
+        shift = torch.tensor([math.log(n) for n in counts])
+        zfun = lambda zz: zz + shift  # noqa: E731
+    elif lt == "LOGIT_ADJUSTED":
+        total = sum(counts)  # exact (python int)
+        shift = torch.tensor([case["tau"] * (math.log(n) - math.log(total)) for n in counts])
+        zfun = lambda zz: zz + shift  # noqa: E731
+    else:
+        nmin = min(counts)  # max_k n_k^(-1/4) = nmin^(-1/4)
+        marg = torch.tensor([case["max_margin"] * (nmin / n) ** 0.25 for n in counts])
+        assert close(marg, p["margins"], 1e-14, 1e-300), (name, "margins", marg, p["margins"])
+        tick("LDAM margins == max_margin * (min n / n_j)^(1/4) (1e-14)")
+        onehot = F.one_hot(p["y_safe"], C).to(torch.float64)
+        zfun = lambda zz: case["scale"] * (zz - onehot * marg[None, :])  # noqa: E731
+    ii = case["ignore_index"]
+    ce_none = F.cross_entropy(zfun(p["z"]), p["y"], weight=p["w"], ignore_index=ii, reduction="none")
+    assert grad_close(res["l"], p["s"] * ce_none, 1e-10), (name, "cross_entropy none", res["l"], ce_none)
+    tick(f"{lt} l_i == s_i * F.cross_entropy(z', weight=w, reduction='none')")
+    if not bool(torch.all(p["s"] == 1.0)):
+        return
+    d = res["D"]
+    zz = p["z"].clone().requires_grad_(True)
+    kw = dict(weight=p["w"], ignore_index=ii)
+    if red == "SUM":
+        Lc = F.cross_entropy(zfun(zz), p["y"], reduction="sum", **kw)
+    elif red == "WEIGHTED_MEAN" and d > 0:
+        Lc = F.cross_entropy(zfun(zz), p["y"], reduction="mean", **kw)
+    elif red in ("MEAN", "ELEMENT_MEAN") and d > 0:
+        Lc = F.cross_entropy(zfun(zz), p["y"], reduction="sum", **kw) / d
+    elif red == "NONE":
+        Lc = (p["u"] * F.cross_entropy(zfun(zz), p["y"], reduction="none", **kw)).sum()
+    else:
+        return
+    Lc.backward()
+    assert close(res["loss"], float(Lc), 1e-10, 1e-300), (name, "cross_entropy", res["loss"], float(Lc))
+    assert grad_close(res["grad"], zz.grad, 1e-10), (name, "cross_entropy grad")
+    tick(f"{lt} loss+grad (w.r.t. original z) == F.cross_entropy(z', weight=w) (s = 1)")
+
+
+def cross_check9(case, p, res):
+    name, lt = case["name"], case["loss_type"]
+    z, valid = p["z"], p["valid"]
+    if lt in SHIFTED_TYPES:
+        ce_check9(case, p, res)
+    if lt in ("BALANCED_SOFTMAX", "LOGIT_ADJUSTED"):
+        # tau = 1 shifts by log n_j - log sum_k n_k: the same loss as BALANCED_SOFTMAX
+        _, r_bs = reference(variant(case, loss_type="BALANCED_SOFTMAX"))
+        _, r_la1 = reference(variant(case, loss_type="LOGIT_ADJUSTED", tau=1.0))
+        same_result(r_la1, r_bs, 1e-10, (name, "LOGIT_ADJUSTED tau=1 vs BALANCED_SOFTMAX"))
+        tick("LOGIT_ADJUSTED with tau = 1 == BALANCED_SOFTMAX (loss, per-sample, grad)")
+        # tau = 0: plain SOFTMAX
+        _, r_sm = reference(variant(case, loss_type="SOFTMAX"))
+        _, r_la0 = reference(variant(case, loss_type="LOGIT_ADJUSTED", tau=0.0))
+        same_result(r_la0, r_sm, 1e-14, (name, "LOGIT_ADJUSTED tau=0 vs SOFTMAX"))
+        tick("LOGIT_ADJUSTED with tau = 0 == SOFTMAX (loss, per-sample, grad)")
+        if len(set(case["class_counts"])) == 1:  # equal counts: a constant shift
+            same_result(res, r_sm, 1e-12, (name, "equal counts vs SOFTMAX"))
+            tick("BALANCED_SOFTMAX / LOGIT_ADJUSTED with equal counts == SOFTMAX")
+    if lt == "LDAM":
+        m = p["margins"]
+        assert abs(float(m.max()) - case["max_margin"]) <= 1e-15 * case["max_margin"], name
+        assert bool(torch.all(m > 0)), name
+        # max_margin -> 0 with scale 1 approaches SOFTMAX
+        _, r_sm = reference(variant(case, loss_type="SOFTMAX"))
+        _, r_ld = reference(variant(case, max_margin=1e-12, scale=1.0))
+        same_result(r_ld, r_sm, 1e-9, (name, "LDAM max_margin 1e-12 scale 1 vs SOFTMAX"))
+        tick("LDAM with max_margin = 1e-12, scale = 1 == SOFTMAX to 1e-9")
+    if lt == "SOFTMAX_FOCAL":
+        gamma = case["gamma"]
+        _, r_sm = reference(variant(case, loss_type="SOFTMAX"))
+        _, r_f0 = reference(variant(case, gamma=0.0))
+        same_result(r_f0, r_sm, 1e-13, (name, "SOFTMAX_FOCAL gamma=0 vs SOFTMAX"))
+        tick("SOFTMAX_FOCAL with gamma = 0 == SOFTMAX (loss, per-sample, grad)")
+        lp = torch.log_softmax(z, dim=1).gather(1, p["y_safe"][:, None]).squeeze(1)
+        x = -torch.expm1(lp)
+        # rows where p_t rounds to exactly 1: l_i = 0 and a zero gradient row for gamma > 0
+        one = valid & (lp == 0.0)
+        if gamma > 0 and bool(one.any()):
+            assert bool(torch.all(res["l"][one] == 0.0)), name
+            assert bool(torch.all(res["grad"][one] == 0.0)), name
+            tick("SOFTMAX_FOCAL rows with p_t == 1 exactly: l_i = 0, gradient row 0 (no NaN)")
+        # the naive form (1 - softmax_t)^gamma * CE, where it is well conditioned
+        if float(torch.max(torch.abs(z))) <= 30.0 and bool(torch.all(x[valid] > 1e-6)):
+            zz = z.clone().requires_grad_(True)
+            ce = F.cross_entropy(zz, p["y_safe"], reduction="none")
+            pt = torch.softmax(zz, dim=1).gather(1, p["y_safe"][:, None]).squeeze(1)
+            alt = p["row_w"] * torch.pow(1.0 - pt, gamma) * ce * valid
+            assert grad_close(res["l"], alt.detach(), 1e-9), (name, "pow softmax focal", res["l"], alt)
+            if case["reduction"] == "NONE" or res["D"] > 0:
+                (alt * res["dl"]).sum().backward()
+                assert grad_close(res["grad"], zz.grad, 1e-8), (name, "pow softmax focal grad")
+            tick("SOFTMAX_FOCAL (|z| <= 30) == w (1 - softmax_t)^gamma * F.cross_entropy (loss and grad)")
+
+
+def drw_check(case, res):
+    """Deferred re-weighting: before the start epoch, the same as scheme NONE (w = 1);
+    from it on, the same as the request without DRW."""
+    base = variant(case, drop=("drw_start_epoch", "epoch"))
+    if case["epoch"] < case["drw_start_epoch"]:
+        assert case["expected_class_weights"] == [1.0] * case["cols"], case["name"]
+        base = variant(base, scheme="NONE")
+        tick("DRW epoch < start == scheme NONE without DRW (exactly)")
+    else:
+        tick("DRW epoch >= start == configured weights without DRW (exactly)")
+    _, r = reference(base)
+    assert r["loss"] == res["loss"] and torch.equal(r["l"], res["l"]), case["name"]
+    assert torch.equal(r["grad"], res["grad"]), case["name"]
 
 
 def port_cb_loss(labels, logits, counts, C, loss_type, beta, gamma):
@@ -431,7 +648,19 @@ def validate(c):
     assert len(c["logits"]) == B * C and all(math.isfinite(v) for v in c["logits"])
     assert len(c["class_counts"]) == C and all(isinstance(n, int) and n >= 0 for n in c["class_counts"])
     assert 0.0 <= c["beta"] <= 1.0 and c["gamma"] >= 0.0 and math.isfinite(c["gamma"])
-    assert c["loss_type"] in LOSS_TYPES and c["reduction"] in REDUCTIONS and c["scheme"] in SCHEMES
+    assert c["loss_type"] in LOSS_TYPES + SECTION9_TYPES
+    assert c["reduction"] in REDUCTIONS and c["scheme"] in SCHEMES
+    if c["loss_type"] in SECTION9_TYPES:
+        assert "labels" in c, "LOSS.md 9 losses are labels mode only"
+    if c["loss_type"] in NEEDS_COUNTS:
+        assert min(c["class_counts"]) >= 1, "FAILED_PRECONDITION: a class with n_j = 0"
+    if "tau" in c:
+        assert math.isfinite(c["tau"]) and c["tau"] >= 0.0
+        assert math.isfinite(c["max_margin"]) and c["max_margin"] > 0.0
+        assert math.isfinite(c["scale"]) and c["scale"] > 0.0
+    if "drw_start_epoch" in c:
+        assert isinstance(c["drw_start_epoch"], int) and isinstance(c["epoch"], int)
+        assert 0 <= c["drw_start_epoch"] < 2 ** 31 and 0 <= c["epoch"] < 2 ** 31
     assert ("labels" in c) != ("targets" in c)
     if "labels" in c:
         assert len(c["labels"]) == B
@@ -452,21 +681,36 @@ def validate(c):
         assert any(n > 0 for n in c["class_counts"])
 
 
-CASES = []
+CASES = []  # -> golden_cases.json (LOSS.md 1-8)
+CASES9 = []  # -> golden_cases_section9.json (LOSS.md 9 losses, DRW)
 NAMES = set()
+IN_SECTION9 = [False]  # set while build_cases9 runs
 
 
 def add(name, loss_type, reduction, logits, *, labels=None, targets=None, counts=None,
         scheme="EFFECTIVE_NUMBER", beta=0.9999, gamma=2.0, ignore_index=-100,
-        sample_weights=None, upstream=None, dtype="float32"):
+        sample_weights=None, upstream=None, dtype="float32", tau=None, max_margin=None,
+        ldam_scale=None, drw_start_epoch=None, epoch=None):
     assert name not in NAMES, name
     NAMES.add(name)
+    file9 = loss_type in SECTION9_TYPES or drw_start_epoch is not None
+    assert file9 == IN_SECTION9[0], name
     logits = f32(logits)
     B, C = logits.shape
     c = {"name": name, "loss_type": loss_type, "reduction": reduction, "scheme": scheme,
-         "beta": float(beta), "gamma": float(gamma), "ignore_index": int(ignore_index),
-         "class_counts": [int(n) for n in counts], "rows": int(B), "cols": int(C),
-         "logits_dtype": dtype}
+         "beta": float(beta), "gamma": float(gamma)}
+    if file9:  # always all three, defaults when not relevant
+        c["tau"] = float(DEFAULT_TAU if tau is None else tau)
+        c["max_margin"] = float(DEFAULT_MAX_MARGIN if max_margin is None else max_margin)
+        c["scale"] = float(DEFAULT_SCALE if ldam_scale is None else ldam_scale)
+        if drw_start_epoch is not None:
+            c["drw_start_epoch"] = int(drw_start_epoch)
+            c["epoch"] = int(epoch)
+    else:
+        assert tau is None and max_margin is None and ldam_scale is None and epoch is None
+    c.update({"ignore_index": int(ignore_index),
+              "class_counts": [int(n) for n in counts], "rows": int(B), "cols": int(C),
+              "logits_dtype": dtype})
     if dtype == "float32":
         c["logits"] = [float(v) for v in logits.reshape(-1)]
     else:
@@ -483,24 +727,27 @@ def add(name, loss_type, reduction, logits, *, labels=None, targets=None, counts
         c["upstream"] = [float(v) for v in f32(upstream)]
     validate(c)
 
-    cw = class_weights(c["class_counts"], scheme, c["beta"])
+    cw, cw_used = weights_used(c)
     cw_dec = class_weights_decimal(c["class_counts"], scheme, c["beta"])
     assert close(cw, cw_dec, 1e-13, 1e-300), (name, cw, cw_dec)
     tick("class weights (expm1/log1p form) == 60-digit decimal evaluation")
     k = sum(1 for x in cw if x > 0)
     assert abs(math.fsum(cw) - k) <= 1e-12 * k, name
     tick("class weights sum to K (classes with raw weight > 0)")
-    c["expected_class_weights"] = cw
+    c["expected_class_weights"] = cw_used
 
     p, res = reference(c)
     cross_check(c, p, res)
     port_check(c, p, res)
     del c["expected_class_weights"]
-    c["expected"] = {"class_weights": cw, "loss": res["loss"],
-                     "per_sample_losses": [float(v) for v in res["l"]],
-                     "gradient": [float(v) for v in res["grad"].reshape(-1)],
-                     "num_samples": res["num_samples"]}
-    CASES.append(c)
+    c["expected"] = {"class_weights": cw_used}
+    if loss_type == "LDAM":
+        c["expected"]["margins"] = [float(v) for v in p["margins"]]
+    c["expected"].update({"loss": res["loss"],
+                          "per_sample_losses": [float(v) for v in res["l"]],
+                          "gradient": [float(v) for v in res["grad"].reshape(-1)],
+                          "num_samples": res["num_samples"]})
+    (CASES9 if file9 else CASES).append(c)
     return c
 
 
@@ -800,6 +1047,173 @@ def build_cases():
          scale=4.0)
 
 
+def build_cases9():
+    """LOSS.md 9: BALANCED_SOFTMAX, LOGIT_ADJUSTED, LDAM, SOFTMAX_FOCAL; deferred re-weighting."""
+    IN_SECTION9[0] = True
+    T9 = SECTION9_TYPES
+
+    # LOSS.md 9 check: LDAM margins of [2,3,1,2,2] with max_margin 0.5
+    want = [0.42044821, 0.37991784, 0.5, 0.42044821, 0.42044821]
+    m = ldam_margins([2, 3, 1, 2, 2], 0.5)
+    assert all(abs(a - b) <= 1e-8 for a, b in zip(m, want)), m
+    n = torch.tensor([2.0, 3.0, 1.0, 2.0, 2.0])
+    mt = 0.5 * n.pow(-0.25) / n.pow(-0.25).max()
+    assert close(mt, m, 1e-15, 1e-300), (mt, m)
+    tick("LOSS.md 9 check: LDAM margins [2,3,1,2,2], max_margin 0.5 (1e-8)")
+
+    # 1. every loss type x every reduction, plain (s = 1: the F.cross_entropy checks apply)
+    # (LDAM logits are typically cosine similarities times scale: draw them small so that
+    # scale 30 does not saturate every softmax)
+    for lt in T9:
+        for red in REDUCTIONS:
+            rand(f"{lname(lt)}_{lname(red)}", lt, red, B=7, scale=0.3 if lt == "LDAM" else 2.0)
+    # 2. the same with sample weights (a zero among them), one ignored label, upstream for NONE
+    for lt in T9:
+        for red in REDUCTIONS:
+            rand(f"{lname(lt)}_{lname(red)}_weighted", lt, red, B=8, sw=True, ign=1,
+                 upstream="random" if red == "NONE" else None,
+                 scale=0.3 if lt == "LDAM" else 2.0)
+
+    # 3. extreme logits: +-1000 and +-1e4 mixed, ties, p_t == 1 exactly, p_t = 1 - 2.4e-15
+    ext = f32([
+        [1000.0, -1000.0, 0.0, 100.0, -100.0],
+        [-1000.0, 1000.0, 88.8, -88.8, 0.0],
+        [10000.0, -10000.0, 1000.0, -1000.0, 50.0],
+        [10000.0, -10000.0, 1000.0, -1000.0, 50.0],
+        [1000.0, 1000.0, -100.0, -100.0, 1000.0],
+        [-1000.0, -1000.0, -1000.0, -1000.0, -1000.0],
+        [-10000.0, 10000.0, -10000.0, 10000.0, 0.0],
+        [36.0, 0.0, -5.0, 1.0, 2.0],
+        [-30.0, 30.0, -17.5, 17.5, 1e-3],
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+    ])
+    ext_labels = [0, 1, 0, 1, 4, 2, 3, 0, 2, 1]
+    ext_counts = [10, 1, 300, 7, 42]
+    for lt in SHIFTED_TYPES:
+        for red in ("SUM", "NONE"):
+            add(f"{lname(lt)}_extreme_{lname(red)}", lt, red, ext, labels=ext_labels,
+                counts=ext_counts, upstream=f32([1, -2, 0.5, 1, 3, -1, 1, 2, 1, 0.25])
+                if red == "NONE" else None)
+    add("ldam_extreme_margin_0p3_scale_10_weighted_mean", "LDAM", "WEIGHTED_MEAN", ext,
+        labels=ext_labels, counts=ext_counts, max_margin=0.3, ldam_scale=10.0)
+    add("logit_adjusted_extreme_tau_2_mean", "LOGIT_ADJUSTED", "MEAN", ext, labels=ext_labels,
+        counts=ext_counts, tau=2.0)
+    for g, red in ((0.5, "SUM"), (2.0, "MEAN"), (0.0, "SUM"), (5.0, "NONE")):
+        gn = str(g).replace(".", "p")
+        c = add(f"softmax_focal_extreme_gamma_{gn}_{lname(red)}", "SOFTMAX_FOCAL", red, ext,
+                labels=ext_labels, counts=ext_counts, gamma=g,
+                upstream=f32([1, -2, 0.5, 1, 3, -1, 1, 2, 1, 0.25]) if red == "NONE" else None)
+        gr = c["expected"]["gradient"]
+        for i in (0, 1, 2):  # p_t == 1 exactly in float64: l_i = 0, gradient row exactly 0
+            assert c["expected"]["per_sample_losses"][i] == 0.0
+            assert all(v == 0.0 for v in gr[5 * i:5 * i + 5]), (c["name"], i)
+        assert c["expected"]["per_sample_losses"][7] > 0.0  # 1 - p_t ~ 2.4e-15, kept by expm1
+        if g > 0:
+            tick("SOFTMAX_FOCAL extreme gamma > 0: p_t == 1 rows give l = 0 and gradient 0")
+    c = CASES9[-3]  # gamma 2: the p_t = 1 - 2.4e-15 row is x^2 * x ~ 1.4e-44 * w
+    assert 0.0 < c["expected"]["per_sample_losses"][7] < 1e-40
+
+    # 4. parameter sweeps: gamma, tau, (max_margin, scale)
+    for g, red in ((0.0, "MEAN"), (0.5, "SUM"), (2.0, "WEIGHTED_MEAN"), (5.0, "NONE")):
+        gn = str(g).replace(".", "p")
+        rand(f"softmax_focal_gamma_{gn}_{lname(red)}", "SOFTMAX_FOCAL", red, B=10, C=6, scale=3.0,
+             gamma=g, sw=True, ign=1, upstream="random" if red == "NONE" else None)
+    for tau, red in ((0.0, "MEAN"), (0.5, "SUM"), (1.0, "WEIGHTED_MEAN"), (2.0, "ELEMENT_MEAN")):
+        tn = str(tau).replace(".", "p")
+        rand(f"logit_adjusted_tau_{tn}_{lname(red)}", "LOGIT_ADJUSTED", red, B=10, C=6, scale=3.0,
+             tau=tau, ign=1)
+    for mm, sc, red in ((0.5, 30.0, "MEAN"), (0.3, 10.0, "SUM"), (1.0, 1.0, "WEIGHTED_MEAN")):
+        nm = f"ldam_margin_{str(mm).replace('.', 'p')}_scale_{int(sc)}_{lname(red)}"
+        rand(nm, "LDAM", red, B=10, C=6, max_margin=mm, ldam_scale=sc, sw=True, ign=1)
+
+    # 5. beta 0 and 1 for each type (0.9999 is the default everywhere else), weighting schemes
+    for beta in (0.0, 1.0):
+        bn = str(beta).replace(".", "p")
+        for lt in T9:
+            rand(f"{lname(lt)}_beta_{bn}", lt, "SUM", C=7, B=9, beta=beta,
+                 counts=[1, 2, 7, 100, 3000, 5, 12])
+    for k, scheme in enumerate(("INVERSE_FREQUENCY", "INVERSE_SQRT_FREQUENCY", "NONE")):
+        for lt in (T9[k], T9[k + 1]):
+            rand(f"{lname(lt)}_scheme_{lname(scheme)}", lt, "MEAN", scheme=scheme, beta=0.99, C=6,
+                 counts=[1, 4, 16, 250, 33, 9])
+
+    # 6. 16-bit logits, once per dtype and type
+    for lt in T9:
+        rand(f"{lname(lt)}_float16_mean", lt, "MEAN", dtype="float16", scale=3.0)
+        rand(f"{lname(lt)}_bfloat16_none_weighted", lt, "NONE", dtype="bfloat16", scale=50.0,
+             sw=True, ign=1, B=6, upstream="random")
+
+    # 7. one ~48 x 30 random case per type
+    rand("balanced_softmax_large_48x30_mean", "BALANCED_SOFTMAX", "MEAN", B=48, C=30, ign=4,
+         sw=True)
+    rand("logit_adjusted_large_48x30_weighted_mean", "LOGIT_ADJUSTED", "WEIGHTED_MEAN", B=48,
+         C=30, ign=3, sw=True, tau=1.5)
+    rand("ldam_large_48x30_sum", "LDAM", "SUM", B=48, C=30, ign=2)
+    rand("softmax_focal_large_48x30_none", "SOFTMAX_FOCAL", "NONE", B=48, C=30, ign=3, sw=True,
+         scale=4.0, upstream="random")
+
+    # 8. custom ignore_index
+    for lt, ii, red in (("BALANCED_SOFTMAX", 3, "MEAN"), ("LOGIT_ADJUSTED", -1, "WEIGHTED_MEAN"),
+                        ("LDAM", 3, "SUM"), ("SOFTMAX_FOCAL", -1, "ELEMENT_MEAN")):
+        rand(f"{lname(lt)}_ignore_index_{str(ii).replace('-', 'minus_')}", lt, red, B=9, C=5,
+             ignore_index=ii, ign=2, sw=True)
+
+    # 9. deferred re-weighting (start epoch 5): before / at / after
+    r = rng_for("drw")
+    z = (r.standard_normal((8, 5)) * 2).astype(np.float32)
+    labels = r.integers(0, 5, size=8).tolist()
+    labels[6] = -100
+    sw = f32(r.uniform(0.0, 2.0, size=8))
+    dcounts = [500, 3, 60, 1, 12]
+    for ep in (4, 5, 12):
+        add(f"softmax_drw_start_5_epoch_{ep}_weighted_mean", "SOFTMAX", "WEIGHTED_MEAN", z,
+            labels=labels, counts=dcounts, sample_weights=sw, drw_start_epoch=5, epoch=ep)
+    for ep in (0, 5, 6):
+        add(f"ldam_drw_start_5_epoch_{ep}_mean", "LDAM", "MEAN", z, labels=labels,
+            counts=dcounts, drw_start_epoch=5, epoch=ep)
+    add("balanced_softmax_drw_start_5_epoch_3_sum", "BALANCED_SOFTMAX", "SUM", z, labels=labels,
+        counts=dcounts, sample_weights=sw, drw_start_epoch=5, epoch=3)
+    add("softmax_focal_drw_start_5_epoch_7_none", "SOFTMAX_FOCAL", "NONE", z, labels=labels,
+        counts=dcounts, drw_start_epoch=5, epoch=7, upstream=f32([1, 2, -1, 0.5, 0, 1, 3, 1]))
+    assert CASES9[-8]["expected"]["class_weights"] == [1.0] * 5
+    assert CASES9[-7]["expected"]["class_weights"] != [1.0] * 5
+
+    # 10. SOFTMAX_FOCAL only uses the weights: a zero-count class that no label hits
+    r = rng_for("softmax_focal_zero_count")
+    z = (r.standard_normal((7, 5)) * 2).astype(np.float32)
+    labels = r.choice([0, 1, 3, 4], size=7).tolist()
+    c = add("softmax_focal_zero_count_labels_avoid", "SOFTMAX_FOCAL", "MEAN", z, labels=labels,
+            counts=[40, 9, 0, 120, 3])
+    assert c["expected"]["class_weights"][2] == 0.0
+
+    # 11. D = 0: every label ignored; all sample weights zero
+    for lt, red in zip(T9, ("MEAN", "WEIGHTED_MEAN", "ELEMENT_MEAN", "NONE")):
+        z = (rng_for(f"all_ignored_{lt}").standard_normal((3, 4)) * 2).astype(np.float32)
+        c = add(f"{lname(lt)}_all_ignored_{lname(red)}", lt, red, z, labels=[-100] * 3,
+                counts=[3, 5, 7, 11], upstream=f32([1.0, -2.0, 0.5]) if red == "NONE" else None)
+        assert c["expected"]["loss"] == 0.0 and not any(c["expected"]["gradient"])
+        assert c["expected"]["num_samples"] == 0
+    c = rand("balanced_softmax_sample_weights_all_zero_weighted_mean", "BALANCED_SOFTMAX",
+             "WEIGHTED_MEAN", B=4, sample_weights=f32([0, 0, 0, 0]))
+    assert c["expected"]["loss"] == 0.0 and not any(c["expected"]["gradient"])
+    rand("softmax_focal_sample_weights_all_zero_mean", "SOFTMAX_FOCAL", "MEAN", B=4,
+         sample_weights=f32([0, 0, 0, 0]))
+
+    # 12. 1 x 1 (one class: every loss is 0), equal counts, very large counts
+    for lt in T9:
+        c = add(f"{lname(lt)}_1x1", lt, "MEAN", [[0.75]], labels=[0], counts=[17])
+        assert c["expected"]["loss"] == 0.0 and c["expected"]["gradient"] == [0.0]
+    for lt in ("BALANCED_SOFTMAX", "LOGIT_ADJUSTED"):
+        rand(f"{lname(lt)}_equal_counts", lt, "SUM", C=4, B=6, counts=[7, 7, 7, 7])
+        rand(f"{lname(lt)}_large_counts", lt, "MEAN", C=6, B=8, beta=0.999999, tau=0.5,
+             counts=[1, 10, 1000, 100000, 10000000, 2000000000]) if lt == "LOGIT_ADJUSTED" else \
+            rand(f"{lname(lt)}_large_counts", lt, "MEAN", C=6, B=8, beta=0.999999,
+                 counts=[1, 10, 1000, 100000, 10000000, 2000000000])
+    rand("ldam_large_counts", "LDAM", "SUM", C=6, B=8, counts=[1, 10, 1000, 100000, 10000000,
+                                                               2000000000])
+    IN_SECTION9[0] = False
+
+
 # ---------------------------------------------------------------------------
 # float32 -> float16 / bfloat16 conversion vectors
 # ---------------------------------------------------------------------------
@@ -903,8 +1317,14 @@ def conversions():
 
 # ---------------------------------------------------------------------------
 
+def write_json(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def main():
     build_cases()
+    build_cases9()
     conv = conversions()
     doc = {"generator": "tests/golden/make_golden.py", "torch_version": torch.__version__}
     head = json.dumps(doc, allow_nan=False)[:-1]
@@ -917,10 +1337,18 @@ def main():
     back = json.loads(text)  # round trip
     assert len(back["cases"]) == len(CASES)
     assert back["cases"][0]["expected"]["loss"] == CASES[0]["expected"]["loss"]
-    with open(OUT, "w") as f:
-        f.write(text)
+    # section 9: same top level, no conversions
+    parts9 = [head, ', "cases": [\n', ",\n".join(json.dumps(c, allow_nan=False) for c in CASES9),
+              "\n]}\n"]
+    text9 = "".join(parts9)
+    back9 = json.loads(text9)
+    assert len(back9["cases"]) == len(CASES9)
+    assert {c["name"] for c in back9["cases"]}.isdisjoint({c["name"] for c in back["cases"]})
+    write_json(OUT, text)  # only after every case of both files passed
+    write_json(OUT9, text9)
     print(f"wrote {OUT}: {len(CASES)} cases, {len(conv['float32_bits'])} conversions, "
           f"{len(text)} bytes")
+    print(f"wrote {OUT9}: {len(CASES9)} cases, {len(text9)} bytes")
     print("cross-checks (cases):")
     for k, v in CHECKS.items():
         print(f"  {v:5d}  {k}")
