@@ -2,6 +2,7 @@
 
 #include "core/class_weights.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -81,6 +82,58 @@ absl::Status ClassWeights(absl::Span<const int64_t> counts,
   const double scale = static_cast<double>(with_weight) / sum;
   for (double& w : weights) w *= scale;
   return absl::OkStatus();
+}
+
+absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
+                                          absl::Span<const int64_t> counts) {
+  ClassTerms terms;
+  terms.weights.resize(counts.size());
+  if (absl::Status s = ClassWeights(counts, params.weighting, params.beta,
+                                    absl::MakeSpan(terms.weights));
+      !s.ok()) {
+    return s;
+  }
+  if (!NeedsPositiveCounts(params.loss_type)) return terms;
+  for (size_t j = 0; j < counts.size(); ++j) {
+    if (counts[j] < 1) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "class_counts[", j, "] = 0: loss type ",
+          LossTypeName(params.loss_type),
+          " needs every class to have at least one sample (LOSS.md section 9)"));
+    }
+  }
+  switch (params.loss_type) {
+    case LossType::kBalancedSoftmax:
+      for (int64_t n : counts) {
+        terms.logit_offsets.push_back(std::log(static_cast<double>(n)));
+      }
+      break;
+    case LossType::kLogitAdjusted: {
+      double total = 0.0;
+      for (int64_t n : counts) total += static_cast<double>(n);
+      for (int64_t n : counts) {
+        terms.logit_offsets.push_back(
+            params.tau * std::log(static_cast<double>(n) / total));
+      }
+      break;
+    }
+    case LossType::kLdam: {
+      // Delta_j = max_margin n_j^(-1/4) / max_k n_k^(-1/4); the largest
+      // n^(-1/4) belongs to the smallest count.
+      int64_t smallest = counts[0];
+      for (int64_t n : counts) smallest = std::min(smallest, n);
+      const double largest_term = std::pow(static_cast<double>(smallest), -0.25);
+      for (int64_t n : counts) {
+        terms.margins.push_back(params.max_margin *
+                                std::pow(static_cast<double>(n), -0.25) /
+                                largest_term);
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return terms;
 }
 
 }  // namespace cbloss

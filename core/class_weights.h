@@ -15,8 +15,10 @@
 #define CBLOSS_CORE_CLASS_WEIGHTS_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/loss_types.h"
 
@@ -43,6 +45,22 @@ inline absl::Status EffectiveNumberWeights(absl::Span<const int64_t> counts,
   return ClassWeights(counts, WeightingScheme::kEffectiveNumber, beta,
                       weights);
 }
+
+// Everything a loss computation needs from the class counts, derived once
+// per request: the weights w, and for the count-aware losses of LOSS.md
+// section 9 the per-class logit offsets or LDAM margins (float64).
+struct ClassTerms {
+  std::vector<double> weights;        // w_j (section 2), C entries
+  std::vector<double> logit_offsets;  // BALANCED_SOFTMAX: log n_j;
+                                      // LOGIT_ADJUSTED: tau log(n_j / sum n)
+  std::vector<double> margins;        // LDAM: Delta_j
+};
+
+// Weights per params.weighting / params.beta and the section 9 terms of
+// params.loss_type. Errors as ClassWeights; FAILED_PRECONDITION naming the
+// class when a section 9 loss meets a class with count 0.
+absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
+                                          absl::Span<const int64_t> counts);
 
 }  // namespace cbloss
 

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/class_weights.h"
 
 namespace cbloss {
 namespace {
@@ -67,17 +66,86 @@ struct Row {
   float* grad;           // C outputs, or null
 };
 
-// SOFTMAX: s_i w_y (lse - z_y); gradient (s_i w_y / D)(softmax_j - [j == y]).
-double SoftmaxRow(const Row& r, int64_t cols, double row_weight) {
-  double m = r.z[0];
-  for (int64_t j = 1; j < cols; ++j) m = std::max(m, double{r.z[j]});
+// The logits a softmax-family loss actually uses, z'_ij, in float64 (LOSS.md
+// section 9 shifts them by up to |log n| or scales them by 30: float32 would
+// lose the digits section 7 asks for), and dz'/dz.
+struct PlainLogits {
+  double operator()(const float* z, int64_t j, int32_t /*y*/) const {
+    return z[j];
+  }
+  double chain() const { return 1.0; }
+};
+
+// BALANCED_SOFTMAX and LOGIT_ADJUSTED: z + offset_j.
+struct OffsetLogits {
+  const double* offsets;
+  double operator()(const float* z, int64_t j, int32_t /*y*/) const {
+    return z[j] + offsets[j];
+  }
+  double chain() const { return 1.0; }
+};
+
+// LDAM: scale * (z - [j == y] Delta_j).
+struct MarginLogits {
+  const double* margins;
+  double scale;
+  double operator()(const float* z, int64_t j, int32_t y) const {
+    return scale * (j == y ? z[j] - margins[j] : double{z[j]});
+  }
+  double chain() const { return scale; }
+};
+
+// Max and log-sum-exp of a row's z'.
+template <typename Logit>
+void RowLogSumExp(const Row& r, int64_t cols, const Logit& logit, double* max,
+                  double* log_sum) {
+  double m = logit(r.z, 0, r.label);
+  for (int64_t j = 1; j < cols; ++j) m = std::max(m, logit(r.z, j, r.label));
   double sum = 0.0;
-  for (int64_t j = 0; j < cols; ++j) sum += std::exp(r.z[j] - m);
-  const double log_sum = std::log(sum);
-  // (m - z_y) + log_sum rather than lse - z_y: exact when z_y is the max.
-  const double loss = row_weight * ((m - r.z[r.label]) + log_sum);
+  for (int64_t j = 0; j < cols; ++j) sum += std::exp(logit(r.z, j, r.label) - m);
+  *max = m;
+  *log_sum = std::log(sum);
+}
+
+// Cross-entropy on z': s_i w_y (lse' - z'_y); gradient
+// (s_i w_y / D) (dz'/dz) (softmax(z')_j - [j == y]). SOFTMAX is z' = z.
+template <typename Logit>
+double SoftmaxRow(const Row& r, int64_t cols, double row_weight,
+                  const Logit& logit) {
+  double m, log_sum;
+  RowLogSumExp(r, cols, logit, &m, &log_sum);
+  // (m - z'_y) + log_sum rather than lse - z'_y: exact when z'_y is the max.
+  const double loss =
+      row_weight * ((m - logit(r.z, r.label, r.label)) + log_sum);
   if (r.grad != nullptr) {
-    const double f = row_weight * r.grad_scale;
+    const double f = row_weight * r.grad_scale * logit.chain();
+    const double lse = m + log_sum;
+    for (int64_t j = 0; j < cols; ++j) {
+      const double p = std::exp(logit(r.z, j, r.label) - lse);
+      r.grad[j] = static_cast<float>(f * (p - (j == r.label ? 1.0 : 0.0)));
+    }
+  }
+  return loss;
+}
+
+// SOFTMAX_FOCAL: s_i w_y (1 - p_t)^gamma (-log p_t), from log p_t = lp.
+// With x = 1 - p_t = -expm1(lp) and q = lp / expm1(lp) (1 at lp = 0):
+//   dl/dz_j = s_i w_y x^gamma (1 + gamma p_t q) (p_j - [j == y]),
+// which is 0, not NaN, where p_t rounds to 1.
+double SoftmaxFocalRow(const Row& r, int64_t cols, double row_weight,
+                       double gamma) {
+  const PlainLogits logit;
+  double m, log_sum;
+  RowLogSumExp(r, cols, logit, &m, &log_sum);
+  const double lp = (r.z[r.label] - m) - log_sum;
+  const double x = -std::expm1(lp);
+  const double modulator = std::pow(x, gamma);
+  const double loss = row_weight * modulator * -lp;
+  if (r.grad != nullptr) {
+    const double p_t = std::exp(lp);
+    const double q = lp == 0.0 ? 1.0 : lp / std::expm1(lp);
+    const double f =
+        row_weight * r.grad_scale * modulator * (1.0 + gamma * p_t * q);
     const double lse = m + log_sum;
     for (int64_t j = 0; j < cols; ++j) {
       const double p = std::exp(r.z[j] - lse);
@@ -191,11 +259,10 @@ double Denominator(const LossParams& params, const LossBatch& batch,
                    const Tally& tally) {
   switch (params.reduction) {
     case Reduction::kMean:
-      if (params.loss_type == LossType::kSigmoid ||
-          params.loss_type == LossType::kFocal) {
-        return tally.positives;
+      if (IsSoftmaxFamily(params.loss_type)) {
+        return static_cast<double>(tally.samples);
       }
-      return static_cast<double>(tally.samples);
+      return tally.positives;
     case Reduction::kElementMean:
       return static_cast<double>(tally.samples) *
              static_cast<double>(batch.cols);
@@ -251,8 +318,7 @@ absl::Status ValidateLossBatch(const LossParams& params,
         !s.ok()) {
       return s;
     }
-    if (params.loss_type == LossType::kSoftmax ||
-        params.loss_type == LossType::kSoftmaxBce) {
+    if (IsSoftmaxFamily(params.loss_type)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "targets are not allowed with loss type ",
           LossTypeName(params.loss_type),
@@ -287,6 +353,18 @@ absl::Status ValidateLossBatch(const LossParams& params,
   if (!std::isfinite(params.gamma) || params.gamma < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "config.gamma = ", params.gamma, " must be finite and >= 0"));
+  }
+  if (!std::isfinite(params.tau) || params.tau < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.tau = ", params.tau, " must be finite and >= 0"));
+  }
+  if (!std::isfinite(params.max_margin) || params.max_margin <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.max_margin = ", params.max_margin, " must be finite and > 0"));
+  }
+  if (!std::isfinite(params.scale) || params.scale <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.scale = ", params.scale, " must be finite and > 0"));
   }
 
   for (int64_t k = 0; k < B * C; ++k) {
@@ -332,12 +410,13 @@ absl::Status ValidateLossBatch(const LossParams& params,
 }
 
 absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
-                                       absl::Span<const double> w,
+                                       const ClassTerms& terms,
                                        const LossBatch& batch,
                                        const LossOutputs& out,
                                        const ComputeOptions& options) {
   const int64_t B = batch.rows;
   const int64_t C = batch.cols;
+  const absl::Span<const double> w = terms.weights;
   const int64_t rows_per_chunk = RowsPerChunk(C);
   const int64_t num_chunks = (B + rows_per_chunk - 1) / rows_per_chunk;
   const bool labels_mode = IsLabelsMode(batch);
@@ -405,7 +484,19 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
             labels_mode ? r.sample_weight * w[r.label] : 0.0;
         switch (params.loss_type) {
           case LossType::kSoftmax:
-            loss = SoftmaxRow(r, C, row_weight);
+            loss = SoftmaxRow(r, C, row_weight, PlainLogits{});
+            break;
+          case LossType::kBalancedSoftmax:
+          case LossType::kLogitAdjusted:
+            loss = SoftmaxRow(r, C, row_weight,
+                              OffsetLogits{terms.logit_offsets.data()});
+            break;
+          case LossType::kLdam:
+            loss = SoftmaxRow(r, C, row_weight,
+                              MarginLogits{terms.margins.data(), params.scale});
+            break;
+          case LossType::kSoftmaxFocal:
+            loss = SoftmaxFocalRow(r, C, row_weight, params.gamma);
             break;
           case LossType::kSigmoid:
             loss = BinaryRow<false>(r, C, w, 0.0, row_weight);

@@ -17,13 +17,12 @@
 //
 // Example:
 //   LossParams params;                      // softmax, beta 0.9999, mean
-//   std::vector<double> w(C);
-//   CHECK_OK(ClassWeights(counts, params.weighting, params.beta, w));
 //   LossBatch batch{B, C, logits, labels};
 //   CHECK_OK(ValidateLossBatch(params, batch));
+//   absl::StatusOr<ClassTerms> terms = MakeClassTerms(params, counts);
 //   std::vector<float> grad(B * C);
-//   absl::StatusOr<LossResult> r =
-//       ComputeLoss(params, w, batch, {.gradient = grad}, {});
+//   absl::StatusOr<LossResult> r = ComputeLoss(
+//       params, *terms, batch, {{}, absl::MakeSpan(grad)}, {});
 
 #ifndef CBLOSS_CORE_LOSS_H_
 #define CBLOSS_CORE_LOSS_H_
@@ -34,6 +33,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/class_weights.h"
 #include "core/loss_types.h"
 #include "core/thread_pool.h"
 
@@ -78,11 +78,12 @@ struct ComputeOptions {
 absl::Status ValidateLossBatch(const LossParams& params,
                                const LossBatch& batch);
 
-// Computes the loss of a validated batch. `class_weights` are the normalised
-// weights w of section 2 (batch.cols of them); outputs must be empty or of
-// the documented sizes.
+// Computes the loss of a validated batch. `terms` come from MakeClassTerms
+// for the same params and batch.cols classes (a caller may replace the
+// weights, e.g. with 1s before a deferred re-weighting epoch); outputs must
+// be empty or of the documented sizes.
 absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
-                                       absl::Span<const double> class_weights,
+                                       const ClassTerms& terms,
                                        const LossBatch& batch,
                                        const LossOutputs& outputs,
                                        const ComputeOptions& options);

@@ -14,8 +14,25 @@ absl::string_view LossTypeName(LossType t) {
       return "focal";
     case LossType::kSoftmaxBce:
       return "softmax_bce";
+    case LossType::kBalancedSoftmax:
+      return "balanced_softmax";
+    case LossType::kLogitAdjusted:
+      return "logit_adjusted";
+    case LossType::kLdam:
+      return "ldam";
+    case LossType::kSoftmaxFocal:
+      return "softmax_focal";
   }
   return "unknown";
+}
+
+bool IsSoftmaxFamily(LossType t) {
+  return t != LossType::kSigmoid && t != LossType::kFocal;
+}
+
+bool NeedsPositiveCounts(LossType t) {
+  return t == LossType::kBalancedSoftmax || t == LossType::kLogitAdjusted ||
+         t == LossType::kLdam;
 }
 
 absl::string_view WeightingSchemeName(WeightingScheme s) {

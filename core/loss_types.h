@@ -14,8 +14,24 @@
 
 namespace cbloss {
 
-// LOSS.md section 4.
-enum class LossType { kSoftmax, kSigmoid, kFocal, kSoftmaxBce };
+// LOSS.md section 4, then the count-aware losses of section 9.
+enum class LossType {
+  kSoftmax,
+  kSigmoid,
+  kFocal,
+  kSoftmaxBce,
+  kBalancedSoftmax,
+  kLogitAdjusted,
+  kLdam,
+  kSoftmaxFocal,
+};
+
+// True for the losses computed through a softmax over a row (labels mode
+// only, MEAN divides by N).
+bool IsSoftmaxFamily(LossType t);
+
+// True for the section 9 losses that need every class count >= 1.
+bool NeedsPositiveCounts(LossType t);
 
 // LOSS.md section 2.
 enum class WeightingScheme {
@@ -35,6 +51,10 @@ enum class DType { kFloat32, kFloat16, kBFloat16 };
 inline constexpr double kDefaultBeta = 0.9999;
 inline constexpr double kDefaultGamma = 2.0;
 inline constexpr int32_t kDefaultIgnoreIndex = -100;
+// Defaults of LOSS.md section 9.
+inline constexpr double kDefaultTau = 1.0;
+inline constexpr double kDefaultMaxMargin = 0.5;
+inline constexpr double kDefaultScale = 30.0;
 
 // Every parameter of one loss computation, fully resolved (no "unset").
 struct LossParams {
@@ -44,6 +64,9 @@ struct LossParams {
   double gamma = kDefaultGamma;
   Reduction reduction = Reduction::kMean;
   int32_t ignore_index = kDefaultIgnoreIndex;
+  double tau = kDefaultTau;               // LOGIT_ADJUSTED
+  double max_margin = kDefaultMaxMargin;  // LDAM
+  double scale = kDefaultScale;           // LDAM
 };
 
 // Short lower-case names, as the CLI and docs spell them ("focal", "mean").

@@ -211,18 +211,17 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   if (absl::Status s = ValidateLossBatch(*params, batch); !s.ok()) return s;
 
   // Class weights (LOSS.md section 2), or all 1 before the deferred
-  // re-weighting epoch (section 9).
-  std::vector<double> weights(C, 1.0);
+  // re-weighting epoch (section 9), which is the NONE scheme's w.
   const bool before_drw = resolved.has_drw_start_epoch() &&
                           request.has_epoch() &&
                           request.epoch() < resolved.drw_start_epoch();
-  if (!before_drw) {
-    if (absl::Status s = ClassWeights(src->counts, params->weighting,
-                                      params->beta, absl::MakeSpan(weights));
-        !s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrCat(src->description, ": ", s.message()));
-    }
+  LossParams term_params = *params;
+  if (before_drw) term_params.weighting = WeightingScheme::kNone;
+  absl::StatusOr<ClassTerms> terms = MakeClassTerms(term_params, src->counts);
+  if (!terms.ok()) {
+    return absl::Status(terms.status().code(),
+                        absl::StrCat(src->description, ": ",
+                                     terms.status().message()));
   }
 
   // Outputs go straight into the response where the layout allows.
@@ -267,7 +266,7 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   options.pool = pool;
   options.should_stop = std::move(should_stop);
   absl::StatusOr<LossResult> result =
-      ComputeLoss(*params, weights, batch, outputs, options);
+      ComputeLoss(*params, *terms, batch, outputs, options);
   if (!result.ok()) return result.status();
 
   if (gradient_bytes != nullptr) {
@@ -285,7 +284,8 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   response->set_num_samples(result->num_samples);
   response->set_dataset_version(src->version);
   *response->mutable_resolved_config() = resolved;
-  response->mutable_class_weights()->Assign(weights.begin(), weights.end());
+  response->mutable_class_weights()->Assign(terms->weights.begin(),
+                                            terms->weights.end());
   return absl::OkStatus();
 }
 

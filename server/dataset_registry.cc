@@ -85,7 +85,8 @@ absl::StatusOr<std::unique_ptr<DatasetRegistry>> DatasetRegistry::Create(
     absl::MutexLock lock(&registry->mu_);
     for (v1::Dataset& d : *page) {
       after = d.name();
-      registry->datasets_[d.name()] =
+      // Key from `after`: `d` is moved from in the same statement.
+      registry->datasets_[after] =
           std::make_shared<const v1::Dataset>(std::move(d));
     }
     if (static_cast<int>(page->size()) < kLoadPageSize) break;

@@ -10,11 +10,6 @@
 namespace cbloss {
 namespace {
 
-// LOSS.md section 9 defaults, reported in resolved_config.
-constexpr double kDefaultTau = 1.0;
-constexpr double kDefaultMaxMargin = 0.5;
-constexpr double kDefaultScale = 30.0;
-
 absl::Status EnumError(absl::string_view field, int value) {
   return absl::InvalidArgumentError(
       absl::StrCat(field, " = ", value, " is not a known value"));
@@ -114,11 +109,21 @@ absl::StatusOr<LossParams> ToLossParams(const v1::LossConfig& resolved) {
     case v1::LOSS_TYPE_SOFTMAX_BCE:
       p.loss_type = LossType::kSoftmaxBce;
       break;
+    case v1::LOSS_TYPE_BALANCED_SOFTMAX:
+      p.loss_type = LossType::kBalancedSoftmax;
+      break;
+    case v1::LOSS_TYPE_LOGIT_ADJUSTED:
+      p.loss_type = LossType::kLogitAdjusted;
+      break;
+    case v1::LOSS_TYPE_LDAM:
+      p.loss_type = LossType::kLdam;
+      break;
+    case v1::LOSS_TYPE_SOFTMAX_FOCAL:
+      p.loss_type = LossType::kSoftmaxFocal;
+      break;
     default:
-      return absl::UnimplementedError(absl::StrCat(
-          "config.loss_type ", v1::LossType_Name(resolved.loss_type()),
-          " (LOSS.md section 9) is not served by this version; use SOFTMAX, "
-          "SIGMOID, FOCAL or SOFTMAX_BCE"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "config.loss_type = ", resolved.loss_type(), " is not a known value"));
   }
   p.weighting = ToWeightingScheme(resolved.weighting());
   switch (resolved.reduction()) {
@@ -140,6 +145,9 @@ absl::StatusOr<LossParams> ToLossParams(const v1::LossConfig& resolved) {
   p.beta = resolved.beta();
   p.gamma = resolved.gamma();
   p.ignore_index = resolved.ignore_index();
+  p.tau = resolved.tau();
+  p.max_margin = resolved.max_margin();
+  p.scale = resolved.scale();
   return p;
 }
 

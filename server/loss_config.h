@@ -26,8 +26,7 @@ absl::Status ValidateLossConfig(const v1::LossConfig& config,
 v1::LossConfig ResolveLossConfig(const v1::LossConfig& defaults,
                                  const v1::LossConfig& request);
 
-// Engine parameters of a resolved config. UNIMPLEMENTED for loss types the
-// engine does not have yet (LOSS.md section 9).
+// Engine parameters of a resolved config.
 absl::StatusOr<LossParams> ToLossParams(const v1::LossConfig& resolved);
 
 // Engine scheme of a wire scheme (UNSPECIFIED = effective number).

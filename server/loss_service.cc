@@ -9,6 +9,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/support/proto_buffer_reader.h"
+#include "grpcpp/support/proto_buffer_writer.h"
 #include "server/compute_request.h"
 #include "spdlog/spdlog.h"
 
@@ -40,6 +42,54 @@ absl::StatusOr<std::string> DecodePageToken(absl::string_view token) {
   return name;
 }
 
+
+// Request bytes to a message; INVALID_ARGUMENT naming the type if they are
+// not one.
+template <typename Message>
+absl::Status Decode(const grpc::ByteBuffer* bytes, Message* message) {
+  grpc::ByteBuffer copy(*bytes);  // shares the slices; no data is copied
+  grpc::ProtoBufferReader reader(&copy);
+  if (!message->ParseFromZeroCopyStream(&reader)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the request is not a valid ", message->GetTypeName(), " message"));
+  }
+  return absl::OkStatus();
+}
+
+template <typename Message>
+void Encode(const Message& message, grpc::ByteBuffer* bytes) {
+  bool own_buffer;
+  (void)grpc::SerializationTraits<Message>::Serialize(message, bytes,
+                                                     &own_buffer);
+}
+
+// One unary call: decode, run `handler(context, &request, &response, done)`,
+// encode, finish. The call's state lives until `done` runs.
+template <typename Request, typename Response, typename Handler>
+grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* in,
+                                     grpc::ByteBuffer* out,
+                                     absl::string_view method,
+                                     Handler&& handler) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  struct Call {
+    Request request;
+    Response response;
+  };
+  auto call = std::make_unique<Call>();
+  if (absl::Status s = Decode(in, &call->request); !s.ok()) {
+    reactor->Finish(FinishStatus(method, s));
+    return reactor;
+  }
+  Call* raw = call.get();
+  handler(context, &raw->request, &raw->response,
+          Done([reactor, out, method, call = std::move(call)](absl::Status s) {
+            if (s.ok()) Encode(call->response, out);
+            reactor->Finish(FinishStatus(method, s));
+          }));
+  return reactor;
+}
+
 }  // namespace
 
 grpc::Status FinishStatus(absl::string_view method, const absl::Status& s) {
@@ -62,35 +112,86 @@ LossServiceImpl::LossServiceImpl(DatasetRegistry* registry,
       options_(options) {}
 
 grpc::ServerUnaryReactor* LossServiceImpl::PutDataset(
-    grpc::CallbackServerContext* context, const v1::PutDatasetRequest* request,
-    v1::Dataset* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  io_pool_->Schedule([this, reactor, request, response] {
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::PutDatasetRequest, v1::Dataset>(
+      context, request, response, "PutDataset",
+      [this](auto... args) { HandlePutDataset(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::GetDataset(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::GetDatasetRequest, v1::Dataset>(
+      context, request, response, "GetDataset",
+      [this](auto... args) { HandleGetDataset(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::ListDatasets(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::ListDatasetsRequest, v1::ListDatasetsResponse>(
+      context, request, response, "ListDatasets",
+      [this](auto... args) { HandleListDatasets(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::DeleteDataset(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::DeleteDatasetRequest, v1::DeleteDatasetResponse>(
+      context, request, response, "DeleteDataset",
+      [this](auto... args) { HandleDeleteDataset(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::AddClassCounts(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::AddClassCountsRequest, v1::Dataset>(
+      context, request, response, "AddClassCounts",
+      [this](auto... args) { HandleAddClassCounts(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::GetClassWeights(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::GetClassWeightsRequest, v1::ClassWeights>(
+      context, request, response, "GetClassWeights",
+      [this](auto... args) { HandleGetClassWeights(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::ComputeLoss(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::ComputeLossRequest, v1::ComputeLossResponse>(
+      context, request, response, "ComputeLoss",
+      [this](auto... args) { HandleComputeLoss(std::move(args)...); });
+}
+
+void LossServiceImpl::HandlePutDataset(grpc::CallbackServerContext* /*context*/,
+                                       const v1::PutDatasetRequest* request,
+                                       v1::Dataset* response, Done done) {
+  io_pool_->Schedule([this, request, response, done = std::move(done)]() mutable {
     absl::StatusOr<v1::Dataset> stored = registry_->Put(
         request->dataset(), Expected(request->has_expected_version(),
                                      request->expected_version()));
     if (stored.ok()) *response = *std::move(stored);
-    reactor->Finish(FinishStatus("PutDataset", stored.status()));
+    std::move(done)(stored.status());
   });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* LossServiceImpl::GetDataset(
-    grpc::CallbackServerContext* context, const v1::GetDatasetRequest* request,
-    v1::Dataset* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+void LossServiceImpl::HandleGetDataset(grpc::CallbackServerContext* /*context*/,
+                                       const v1::GetDatasetRequest* request,
+                                       v1::Dataset* response, Done done) {
   absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
       registry_->Get(request->name());
   if (d.ok()) *response = **d;
-  reactor->Finish(FinishStatus("GetDataset", d.status()));
-  return reactor;
+  std::move(done)(d.status());
 }
 
-grpc::ServerUnaryReactor* LossServiceImpl::ListDatasets(
-    grpc::CallbackServerContext* context,
-    const v1::ListDatasetsRequest* request,
-    v1::ListDatasetsResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+void LossServiceImpl::HandleListDatasets(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::ListDatasetsRequest* request, v1::ListDatasetsResponse* response,
+    Done done) {
   auto list = [&]() -> absl::Status {
     if (request->page_size() < 0) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -113,51 +214,44 @@ grpc::ServerUnaryReactor* LossServiceImpl::ListDatasets(
     if (more) response->set_next_page_token(EncodePageToken(page.back()->name()));
     return absl::OkStatus();
   };
-  reactor->Finish(FinishStatus("ListDatasets", list()));
-  return reactor;
+  std::move(done)(list());
 }
 
-grpc::ServerUnaryReactor* LossServiceImpl::DeleteDataset(
-    grpc::CallbackServerContext* context,
+void LossServiceImpl::HandleDeleteDataset(
+    grpc::CallbackServerContext* /*context*/,
     const v1::DeleteDatasetRequest* request,
-    v1::DeleteDatasetResponse* /*response*/) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  io_pool_->Schedule([this, reactor, request] {
-    absl::Status s = registry_->Delete(
+    v1::DeleteDatasetResponse* /*response*/, Done done) {
+  io_pool_->Schedule([this, request, done = std::move(done)]() mutable {
+    std::move(done)(registry_->Delete(
         request->name(), Expected(request->has_expected_version(),
-                                  request->expected_version()));
-    reactor->Finish(FinishStatus("DeleteDataset", s));
+                                  request->expected_version())));
   });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* LossServiceImpl::AddClassCounts(
-    grpc::CallbackServerContext* context,
-    const v1::AddClassCountsRequest* request, v1::Dataset* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  io_pool_->Schedule([this, reactor, request, response] {
+void LossServiceImpl::HandleAddClassCounts(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::AddClassCountsRequest* request, v1::Dataset* response,
+    Done done) {
+  io_pool_->Schedule([this, request, response, done = std::move(done)]() mutable {
     absl::StatusOr<v1::Dataset> stored = registry_->AddClassCounts(
         request->name(), request->deltas(), request->labels());
     if (stored.ok()) *response = *std::move(stored);
-    reactor->Finish(FinishStatus("AddClassCounts", stored.status()));
+    std::move(done)(stored.status());
   });
-  return reactor;
 }
 
-grpc::ServerUnaryReactor* LossServiceImpl::GetClassWeights(
-    grpc::CallbackServerContext* context,
-    const v1::GetClassWeightsRequest* request, v1::ClassWeights* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status s;
+void LossServiceImpl::HandleGetClassWeights(
+    grpc::CallbackServerContext* /*context*/,
+    const v1::GetClassWeightsRequest* request, v1::ClassWeights* response,
+    Done done) {
   if (request->source_case() == v1::GetClassWeightsRequest::kDataset) {
     absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
         registry_->Get(request->dataset());
-    s = d.ok() ? ClassWeightsFor(*request, d->get(), response) : d.status();
-  } else {
-    s = ClassWeightsFor(*request, nullptr, response);
+    std::move(done)(d.ok() ? ClassWeightsFor(*request, d->get(), response)
+                           : d.status());
+    return;
   }
-  reactor->Finish(FinishStatus("GetClassWeights", s));
-  return reactor;
+  std::move(done)(ClassWeightsFor(*request, nullptr, response));
 }
 
 absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
@@ -182,10 +276,10 @@ absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
   return s;
 }
 
-void LossServiceImpl::RunCompute(
-    grpc::CallbackServerContext* context, const v1::ComputeLossRequest* request,
-    v1::ComputeLossResponse* response,
-    absl::AnyInvocable<void(absl::Status) &&> done) {
+void LossServiceImpl::HandleComputeLoss(grpc::CallbackServerContext* context,
+                                        const v1::ComputeLossRequest* request,
+                                        v1::ComputeLossResponse* response,
+                                        Done done) {
   const int64_t elements = ClaimedElements(*request);
   if (elements >= 0 && elements <= options_.inline_elements) {
     std::move(done)(Compute(context, *request, response));
@@ -197,28 +291,18 @@ void LossServiceImpl::RunCompute(
       });
 }
 
-grpc::ServerUnaryReactor* LossServiceImpl::ComputeLoss(
-    grpc::CallbackServerContext* context, const v1::ComputeLossRequest* request,
-    v1::ComputeLossResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  RunCompute(context, request, response, [reactor](absl::Status s) {
-    reactor->Finish(FinishStatus("ComputeLoss", s));
-  });
-  return reactor;
-}
-
 namespace {
 
 // StreamLoss: read one request, compute it, write its response, repeat; so
-// responses come in request order. A failed request is answered in-band.
+// responses come in request order. A failed or undecodable request is
+// answered in-band (error_code, error_message) and the stream goes on.
 class StreamLossReactor final
-    : public grpc::ServerBidiReactor<v1::ComputeLossRequest,
-                                     v1::ComputeLossResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   StreamLossReactor(LossServiceImpl* service,
                     grpc::CallbackServerContext* context)
       : service_(service), context_(context) {
-    StartRead(&request_);
+    StartRead(&in_);
   }
 
   void OnReadDone(bool ok) override {
@@ -226,17 +310,15 @@ class StreamLossReactor final
       Finish(FinishStatus("StreamLoss", absl::OkStatus()));
       return;
     }
+    request_.Clear();
     response_.Clear();
-    service_->RunCompute(context_, &request_, &response_,
-                         [this](absl::Status s) {
-                           if (!s.ok()) {
-                             FinishStatus("StreamLoss request", s);
-                             response_.Clear();
-                             response_.set_error_code(static_cast<int>(s.code()));
-                             response_.set_error_message(std::string(s.message()));
-                           }
-                           StartWrite(&response_);
-                         });
+    absl::Status decoded = Decode(&in_, &request_);
+    if (!decoded.ok()) {
+      Respond(decoded);
+      return;
+    }
+    service_->HandleComputeLoss(context_, &request_, &response_,
+                                [this](absl::Status s) { Respond(s); });
   }
 
   void OnWriteDone(bool ok) override {
@@ -245,21 +327,34 @@ class StreamLossReactor final
                           "the stream was closed before a response was sent"));
       return;
     }
-    StartRead(&request_);
+    StartRead(&in_);
   }
 
   void OnDone() override { delete this; }
 
  private:
+  void Respond(const absl::Status& s) {
+    if (!s.ok()) {
+      FinishStatus("StreamLoss request", s);
+      response_.Clear();
+      response_.set_error_code(static_cast<int>(s.code()));
+      response_.set_error_message(std::string(s.message()));
+    }
+    out_.Clear();
+    Encode(response_, &out_);
+    StartWrite(&out_);
+  }
+
   LossServiceImpl* const service_;
   grpc::CallbackServerContext* const context_;
+  grpc::ByteBuffer in_, out_;
   v1::ComputeLossRequest request_;
   v1::ComputeLossResponse response_;
 };
 
 }  // namespace
 
-grpc::ServerBidiReactor<v1::ComputeLossRequest, v1::ComputeLossResponse>*
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 LossServiceImpl::StreamLoss(grpc::CallbackServerContext* context) {
   return new StreamLossReactor(this, context);
 }

@@ -1,10 +1,16 @@
 // Copyright 2026 The cbloss Authors.
 //
-// cbloss.v1.LossService (API.md section 1) on gRPC's callback API. Reads and
-// small computations run on gRPC's own threads; dataset writes (which wait
-// for fsync) run on `io_pool`; large computations run on `compute_pool`,
-// which also splits their rows. No gRPC thread ever waits on storage or on a
-// large batch.
+// cbloss.v1.LossService (API.md section 1) on gRPC's callback API.
+//
+// Every method is registered "raw": the service decodes request bytes
+// itself, so a malformed message gets INVALID_ARGUMENT naming the message
+// type (gRPC's own decoding would answer UNIMPLEMENTED with no message), and
+// a StreamLoss stream answers it in-band and goes on.
+//
+// Reads and small computations run on gRPC's own threads; dataset writes
+// (which wait for fsync) run on `io_pool`; large computations run on
+// `compute_pool`, which also splits their rows. No gRPC thread waits on
+// storage or on a large batch.
 //
 // Thread-safety: safe for concurrent calls, as gRPC makes them.
 
@@ -13,6 +19,7 @@
 
 #include <cstdint>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "cbloss/v1/cbloss.grpc.pb.h"
 #include "core/thread_pool.h"
@@ -28,47 +35,76 @@ struct LossServiceOptions {
   int max_page_size = 1000;
 };
 
-class LossServiceImpl final : public v1::LossService::CallbackService {
+namespace internal {
+using RawLossService = v1::LossService::WithRawCallbackMethod_PutDataset<
+    v1::LossService::WithRawCallbackMethod_GetDataset<
+        v1::LossService::WithRawCallbackMethod_ListDatasets<
+            v1::LossService::WithRawCallbackMethod_DeleteDataset<
+                v1::LossService::WithRawCallbackMethod_AddClassCounts<
+                    v1::LossService::WithRawCallbackMethod_GetClassWeights<
+                        v1::LossService::WithRawCallbackMethod_ComputeLoss<
+                            v1::LossService::WithRawCallbackMethod_StreamLoss<
+                                v1::LossService::Service>>>>>>>>;
+}  // namespace internal
+
+// Called once with a handler's final status.
+using Done = absl::AnyInvocable<void(absl::Status) &&>;
+
+class LossServiceImpl final : public internal::RawLossService {
  public:
   LossServiceImpl(DatasetRegistry* registry, ThreadPool* compute_pool,
                   ThreadPool* io_pool, LossServiceOptions options = {});
 
+  // gRPC entry points: decode, call the typed handler below, encode.
   grpc::ServerUnaryReactor* PutDataset(grpc::CallbackServerContext* context,
-                                       const v1::PutDatasetRequest* request,
-                                       v1::Dataset* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetDataset(grpc::CallbackServerContext* context,
-                                       const v1::GetDatasetRequest* request,
-                                       v1::Dataset* response) override;
-  grpc::ServerUnaryReactor* ListDatasets(
-      grpc::CallbackServerContext* context,
-      const v1::ListDatasetsRequest* request,
-      v1::ListDatasetsResponse* response) override;
-  grpc::ServerUnaryReactor* DeleteDataset(
-      grpc::CallbackServerContext* context,
-      const v1::DeleteDatasetRequest* request,
-      v1::DeleteDatasetResponse* response) override;
-  grpc::ServerUnaryReactor* AddClassCounts(
-      grpc::CallbackServerContext* context,
-      const v1::AddClassCountsRequest* request,
-      v1::Dataset* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListDatasets(grpc::CallbackServerContext* context,
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* DeleteDataset(grpc::CallbackServerContext* context,
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* AddClassCounts(grpc::CallbackServerContext* context,
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetClassWeights(
-      grpc::CallbackServerContext* context,
-      const v1::GetClassWeightsRequest* request,
-      v1::ClassWeights* response) override;
-  grpc::ServerUnaryReactor* ComputeLoss(
-      grpc::CallbackServerContext* context,
-      const v1::ComputeLossRequest* request,
-      v1::ComputeLossResponse* response) override;
-  grpc::ServerBidiReactor<v1::ComputeLossRequest, v1::ComputeLossResponse>*
-  StreamLoss(grpc::CallbackServerContext* context) override;
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ComputeLoss(grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StreamLoss(
+      grpc::CallbackServerContext* context) override;
 
-  // Runs one ComputeLoss request to completion and then calls `done` with
-  // its status, on this thread (small requests) or on the compute pool.
-  // Used by ComputeLoss and StreamLoss.
-  void RunCompute(grpc::CallbackServerContext* context,
-                  const v1::ComputeLossRequest* request,
-                  v1::ComputeLossResponse* response,
-                  absl::AnyInvocable<void(absl::Status) &&> done);
+  // Typed handlers. Each calls `done` exactly once, on this thread or on a
+  // pool; `request` and `response` live until then.
+  void HandlePutDataset(grpc::CallbackServerContext* context,
+                        const v1::PutDatasetRequest* request,
+                        v1::Dataset* response, Done done);
+  void HandleGetDataset(grpc::CallbackServerContext* context,
+                        const v1::GetDatasetRequest* request,
+                        v1::Dataset* response, Done done);
+  void HandleListDatasets(grpc::CallbackServerContext* context,
+                          const v1::ListDatasetsRequest* request,
+                          v1::ListDatasetsResponse* response, Done done);
+  void HandleDeleteDataset(grpc::CallbackServerContext* context,
+                           const v1::DeleteDatasetRequest* request,
+                           v1::DeleteDatasetResponse* response, Done done);
+  void HandleAddClassCounts(grpc::CallbackServerContext* context,
+                            const v1::AddClassCountsRequest* request,
+                            v1::Dataset* response, Done done);
+  void HandleGetClassWeights(grpc::CallbackServerContext* context,
+                             const v1::GetClassWeightsRequest* request,
+                             v1::ClassWeights* response, Done done);
+  // ComputeLoss and each StreamLoss request: small batches inline, large
+  // ones on the compute pool.
+  void HandleComputeLoss(grpc::CallbackServerContext* context,
+                         const v1::ComputeLossRequest* request,
+                         v1::ComputeLossResponse* response, Done done);
 
  private:
   absl::Status Compute(grpc::CallbackServerContext* context,

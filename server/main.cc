@@ -30,6 +30,7 @@
 #include "server/dataset_registry.h"
 #include "server/loss_service.h"
 #include "server/store/sqlite_dataset_store.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -110,6 +111,8 @@ absl::Status WritePortFile(const std::string& path, int port) {
 }
 
 int Run() {
+  // Logs go to stderr, as a service's should; stdout stays free.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("cbloss"));
   auto level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
   if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
     std::fprintf(stderr, "--log_level=%s is not a spdlog level\n",

@@ -18,10 +18,13 @@ EngineRun RunEngine(const EngineCase& c, ThreadPool* pool) {
   batch.upstream = c.upstream;
   run.status = ValidateLossBatch(c.params, batch);
   if (!run.status.ok()) return run;
-  run.class_weights.resize(c.counts.size());
-  run.status = ClassWeights(c.counts, c.params.weighting, c.params.beta,
-                            absl::MakeSpan(run.class_weights));
-  if (!run.status.ok()) return run;
+  absl::StatusOr<ClassTerms> terms = MakeClassTerms(c.params, c.counts);
+  if (!terms.ok()) {
+    run.status = terms.status();
+    return run;
+  }
+  if (c.unit_weights) terms->weights.assign(terms->weights.size(), 1.0);
+  run.class_weights = terms->weights;
   if (static_cast<int64_t>(c.counts.size()) != c.cols) {
     run.status = absl::InvalidArgumentError("counts/cols mismatch in test");
     return run;
@@ -33,7 +36,7 @@ EngineRun RunEngine(const EngineCase& c, ThreadPool* pool) {
   ComputeOptions options;
   options.pool = pool;
   absl::StatusOr<LossResult> r =
-      ComputeLoss(c.params, run.class_weights, batch, out, options);
+      ComputeLoss(c.params, *terms, batch, out, options);
   if (!r.ok()) {
     run.status = r.status();
     return run;

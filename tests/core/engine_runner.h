@@ -24,6 +24,8 @@ struct EngineCase {
   std::vector<float> targets;
   std::vector<float> sample_weights;
   std::vector<float> upstream;
+  // Deferred re-weighting before its epoch: every class weight 1.
+  bool unit_weights = false;
 };
 
 struct EngineRun {

@@ -37,6 +37,10 @@ LossType ParseLossType(const std::string& s) {
   if (s == "SIGMOID") return LossType::kSigmoid;
   if (s == "FOCAL") return LossType::kFocal;
   if (s == "SOFTMAX_BCE") return LossType::kSoftmaxBce;
+  if (s == "BALANCED_SOFTMAX") return LossType::kBalancedSoftmax;
+  if (s == "LOGIT_ADJUSTED") return LossType::kLogitAdjusted;
+  if (s == "LDAM") return LossType::kLdam;
+  if (s == "SOFTMAX_FOCAL") return LossType::kSoftmaxFocal;
   ADD_FAILURE() << "unknown loss type " << s;
   return LossType::kSoftmax;
 }
@@ -65,8 +69,14 @@ std::vector<T> Vec(const json& j, const char* key) {
   return j.contains(key) ? j[key].get<std::vector<T>>() : std::vector<T>{};
 }
 
+// Sections 1-8 and section 9 (with deferred re-weighting) in one list.
 const json& Cases() {
-  static const json* cases = new json(LoadJson("golden_cases.json")["cases"]);
+  static const json* cases = [] {
+    json all = LoadJson("golden_cases.json")["cases"];
+    const json section9 = LoadJson("golden_cases_section9.json");
+    for (const json& c : section9["cases"]) all.push_back(c);
+    return new json(std::move(all));
+  }();
   return *cases;
 }
 
@@ -93,6 +103,12 @@ EngineCase ToEngineCase(const json& g) {
   c.params.beta = g["beta"];
   c.params.gamma = g["gamma"];
   c.params.ignore_index = g["ignore_index"];
+  if (g.contains("tau")) c.params.tau = g["tau"];
+  if (g.contains("max_margin")) c.params.max_margin = g["max_margin"];
+  if (g.contains("scale")) c.params.scale = g["scale"];
+  // LOSS.md section 9: before the DRW start epoch every class weight is 1.
+  c.unit_weights = g.contains("drw_start_epoch") && g.contains("epoch") &&
+                   g["epoch"].get<int>() < g["drw_start_epoch"].get<int>();
   c.counts = Vec<int64_t>(g, "class_counts");
   c.rows = g["rows"];
   c.cols = g["cols"];
@@ -156,6 +172,19 @@ TEST_P(Golden, MatchesPyTorchFloat64) {
   ExpectMatchesReference(g, RunEngine(c, &pool));
 }
 
+TEST_P(Golden, LdamMarginsMatch) {
+  const json& g = FindCase(GetParam());
+  if (!g["expected"].contains("margins")) return;  // not an LDAM case
+  const EngineCase c = ToEngineCase(g);
+  absl::StatusOr<ClassTerms> terms = MakeClassTerms(c.params, c.counts);
+  ASSERT_TRUE(terms.ok()) << terms.status();
+  const auto margins = g["expected"]["margins"].get<std::vector<double>>();
+  ASSERT_EQ(terms->margins.size(), margins.size());
+  for (size_t j = 0; j < margins.size(); ++j) {
+    EXPECT_NEAR(terms->margins[j], margins[j], 1e-12) << j;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, Golden, ::testing::ValuesIn(CaseNames()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return i.param;
@@ -168,7 +197,9 @@ TEST(GoldenFile, CoversEveryLossReductionAndMode) {
                 c["reduction"].get<std::string>() + "/" +
                 (c.contains("labels") ? "labels" : "targets"));
   }
-  for (std::string loss : {"SOFTMAX", "SIGMOID", "FOCAL", "SOFTMAX_BCE"}) {
+  for (std::string loss : {"SOFTMAX", "SIGMOID", "FOCAL", "SOFTMAX_BCE",
+                           "BALANCED_SOFTMAX", "LOGIT_ADJUSTED", "LDAM",
+                           "SOFTMAX_FOCAL"}) {
     for (std::string red : {"MEAN", "SUM", "ELEMENT_MEAN", "WEIGHTED_MEAN", "NONE"}) {
       EXPECT_TRUE(seen.count(loss + "/" + red + "/labels")) << loss << " " << red;
       if ((loss == "SIGMOID" || loss == "FOCAL") && red != "WEIGHTED_MEAN") {
@@ -176,6 +207,36 @@ TEST(GoldenFile, CoversEveryLossReductionAndMode) {
       }
     }
   }
+}
+
+// LOSS.md section 9's check: counts [2,3,1,2,2], max_margin 0.5.
+TEST(Ldam, MarginsMatchSpecCheck) {
+  LossParams p;
+  p.loss_type = LossType::kLdam;
+  p.max_margin = 0.5;
+  absl::StatusOr<ClassTerms> terms = MakeClassTerms(p, {2, 3, 1, 2, 2});
+  ASSERT_TRUE(terms.ok());
+  const std::vector<double> want = {0.42044821, 0.37991784, 0.5, 0.42044821,
+                                    0.42044821};
+  for (size_t j = 0; j < want.size(); ++j) {
+    EXPECT_NEAR(terms->margins[j], want[j], 5e-9) << j;
+  }
+}
+
+TEST(Section9, ZeroCountIsFailedPreconditionNamingTheClass) {
+  for (LossType t : {LossType::kBalancedSoftmax, LossType::kLogitAdjusted,
+                     LossType::kLdam}) {
+    LossParams p;
+    p.loss_type = t;
+    absl::StatusOr<ClassTerms> terms = MakeClassTerms(p, {4, 0, 2});
+    EXPECT_EQ(terms.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(terms.status().message().find("class_counts[1] = 0"),
+              std::string::npos)
+        << terms.status();
+  }
+  LossParams focal;
+  focal.loss_type = LossType::kSoftmaxFocal;  // uses only the weights
+  EXPECT_TRUE(MakeClassTerms(focal, {4, 0, 2}).ok());
 }
 
 // The seed document's worked example (shared/spec/vectors/seed_example.json,

@@ -40,6 +40,10 @@ EngineCase MakeCase(const GradCase& g) {
   c.params.reduction = g.reduction;
   c.params.gamma = 1.5;
   c.counts = {30, 7, 0, 2, 11};
+  if (NeedsPositiveCounts(g.type)) c.counts[2] = 1;  // section 9: n_j >= 1
+  c.params.tau = 0.75;
+  c.params.max_margin = 0.4;
+  c.params.scale = 4.0;
   c.rows = 6;
   c.cols = 5;
   std::mt19937 rng(11);
@@ -88,7 +92,9 @@ std::vector<GradCase> AllGradCases() {
   for (Reduction r : {Reduction::kMean, Reduction::kSum, Reduction::kElementMean,
                       Reduction::kWeightedMean, Reduction::kNone}) {
     for (LossType t : {LossType::kSoftmax, LossType::kSigmoid, LossType::kFocal,
-                       LossType::kSoftmaxBce}) {
+                       LossType::kSoftmaxBce, LossType::kBalancedSoftmax,
+                       LossType::kLogitAdjusted, LossType::kLdam,
+                       LossType::kSoftmaxFocal}) {
       cases.push_back({t, r, false});
       const bool targets_ok = (t == LossType::kSigmoid || t == LossType::kFocal) &&
                               r != Reduction::kWeightedMean;
@@ -103,7 +109,9 @@ INSTANTIATE_TEST_SUITE_P(AllLosses, FiniteDifference,
 
 TEST(Extremes, EveryResultFiniteForLogitsUpTo1e4) {
   for (LossType t : {LossType::kSoftmax, LossType::kSigmoid, LossType::kFocal,
-                     LossType::kSoftmaxBce}) {
+                     LossType::kSoftmaxBce, LossType::kBalancedSoftmax,
+                     LossType::kLogitAdjusted, LossType::kLdam,
+                     LossType::kSoftmaxFocal}) {
     for (double gamma : {0.0, 0.5, 2.0}) {
       EngineCase c;
       c.params.loss_type = t;
@@ -120,6 +128,24 @@ TEST(Extremes, EveryResultFiniteForLogitsUpTo1e4) {
       for (float g : run.gradient) EXPECT_TRUE(std::isfinite(g)) << LossTypeName(t);
       for (float l : run.per_sample_losses) EXPECT_TRUE(std::isfinite(l));
     }
+  }
+}
+
+TEST(Extremes, SoftmaxFocalAtCertainPredictionHasZeroGradient) {
+  // p_t rounds to 1: loss 0 and gradient exactly 0, never NaN (issue 9).
+  for (double gamma : {0.5, 2.0}) {
+    EngineCase c;
+    c.params.loss_type = LossType::kSoftmaxFocal;
+    c.params.gamma = gamma;
+    c.counts = {1, 1, 1};
+    c.rows = 1;
+    c.cols = 3;
+    c.logits = {1000.0f, -1000.0f, 0.0f};
+    c.labels = {0};
+    const EngineRun run = RunEngine(c);
+    ASSERT_TRUE(run.status.ok());
+    EXPECT_EQ(run.result.loss, 0.0);
+    for (float g : run.gradient) EXPECT_EQ(g, 0.0f);
   }
 }
 

@@ -104,14 +104,15 @@ TEST(ThreadCountInvariance, SameBitsFor1_2_7Threads) {
 
 TEST(Cancellation, StopBetweenChunksReturnsCancelled) {
   const EngineCase c = BigCase(LossType::kSoftmax, false, Reduction::kMean);
-  std::vector<double> w(c.cols, 1.0);
+  ClassTerms terms;
+  terms.weights.assign(c.cols, 1.0);
   std::vector<float> grad(c.rows * c.cols);
   LossBatch batch{c.rows, c.cols, c.logits, c.labels, {}, {}, {}};
   ComputeOptions options;
   int polls = 0;
   options.should_stop = [&] { return ++polls > 2; };
   absl::StatusOr<LossResult> r =
-      ComputeLoss(c.params, w, batch, {{}, absl::MakeSpan(grad)}, options);
+      ComputeLoss(c.params, terms, batch, {{}, absl::MakeSpan(grad)}, options);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kCancelled);
 }
 

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <limits>
 
+#include "absl/strings/str_cat.h"
+
 #include "core/loss.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -201,6 +203,36 @@ TEST(Validation, AllZeroCountsIsFailedPrecondition) {
             absl::StatusCode::kFailedPrecondition);
   c.params.weighting = WeightingScheme::kNone;  // counts unused: fine
   EXPECT_TRUE(RunEngine(c).status.ok());
+}
+
+}  // namespace
+}  // namespace cbloss
+
+namespace cbloss {
+namespace {
+
+TEST(Validation, Section9ParametersOutOfRange) {
+  EngineCase c = ValidCase();
+  c.params.loss_type = LossType::kLogitAdjusted;
+  c.params.tau = -0.5;
+  ExpectInvalid(c, "config.tau = -0.5");
+  c.params = LossParams();
+  c.params.loss_type = LossType::kLdam;
+  c.params.max_margin = 0;
+  ExpectInvalid(c, "config.max_margin = 0");
+  c.params.max_margin = 0.5;
+  c.params.scale = -1;
+  ExpectInvalid(c, "config.scale = -1");
+}
+
+TEST(Validation, TargetsWithSection9LossesAreInvalid) {
+  for (LossType t : {LossType::kBalancedSoftmax, LossType::kLogitAdjusted,
+                     LossType::kLdam, LossType::kSoftmaxFocal}) {
+    EngineCase c = ValidTargetsCase();
+    c.params.loss_type = t;
+    ExpectInvalid(c, absl::StrCat("targets are not allowed with loss type ",
+                                  LossTypeName(t)));
+  }
 }
 
 }  // namespace
