@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -28,6 +29,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/dataset_registry.h"
+#include "server/in_flight_calls.h"
 #include "server/loss_service.h"
 #include "server/store/sqlite_dataset_store.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -169,6 +171,11 @@ int Run() {
   builder.SetMaxReceiveMessageSize(max_message_mb * 1024 * 1024);
   builder.SetMaxSendMessageSize(max_message_mb * 1024 * 1024);
   builder.RegisterService(&service);
+  InFlightCalls in_flight;
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(in_flight.MakeInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     spdlog::critical("cannot listen on {}", listen);
@@ -196,10 +203,23 @@ int Run() {
   const double grace = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   spdlog::info("signal {} received: draining in-flight calls (up to {} s)",
                signal_number, grace);
-  health->Shutdown();  // every service NOT_SERVING from here on
-  server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(grace * 1000)));
+  // Drain: NOT_SERVING tells clients and load balancers to stop sending;
+  // in-flight calls (and open streams) get up to the grace period; then the
+  // server stops at once, cancelling whatever is left (in_flight_calls.h).
+  health->Shutdown();
+  const absl::Time drain_start = absl::Now();
+  const int left = in_flight.AwaitIdle(absl::Seconds(grace));
+  if (left > 0) {
+    spdlog::warn("grace period over with {} calls in flight: cancelling them",
+                 left);
+  } else {
+    spdlog::info("in-flight calls drained in {:.3f} s",
+                 absl::ToDoubleSeconds(absl::Now() - drain_start));
+  }
+  server->Shutdown(std::chrono::system_clock::now());
+  spdlog::debug("server shut down; waiting for its threads");
   server->Wait();
+  spdlog::debug("server threads done");
   server.reset();
   registry->reset();  // closes the store
   spdlog::info("cbloss-server stopped");

@@ -43,6 +43,8 @@ class Writer(threading.Thread):
         self.acked_main = None  # last acknowledged (version, counts) of "main"
         self.created = {}  # name -> acknowledged Dataset
         self.deleted = set()  # acknowledged deletions
+        # A deletion in flight at the kill may or may not have committed.
+        self.delete_in_flight = None
         self.unexpected = []
         self.acks = 0
 
@@ -77,7 +79,9 @@ class Writer(threading.Thread):
                     self.acks += 1
                     # Delete every other created dataset, also acknowledged.
                     if (i // 5) % 2 == 1:
+                        self.delete_in_flight = name
                         self.stub.DeleteDataset(pb.DeleteDatasetRequest(name=name), timeout=5)
+                        self.delete_in_flight = None
                         self.deleted.add(name)
                         self.acks += 1
             except grpc.RpcError as e:
@@ -111,7 +115,7 @@ class DurabilityTest(ServerTestCase):
             dataset=pb.Dataset(name="main", class_counts=counts_at(1))), timeout=T)
         self.assertEqual(first.version, 1)
 
-        all_created, all_deleted = {}, set()
+        all_created, all_deleted, maybe_deleted = {}, set(), set()
         main_version = 1
         for round_index, delay in enumerate([0.25, 0.6, 1.1]):
             writer = Writer(server.stub, main_version, round_index)
@@ -128,6 +132,8 @@ class DurabilityTest(ServerTestCase):
                   % (round_index, writer.acks, delay), file=sys.stderr)
             all_created.update(writer.created)
             all_deleted |= writer.deleted
+            if writer.delete_in_flight is not None:
+                maybe_deleted.add(writer.delete_in_flight)
 
             server.start()
             stub = server.stub
@@ -146,7 +152,15 @@ class DurabilityTest(ServerTestCase):
             main_version = main.version
 
             for name, acked in all_created.items():
-                if name in all_deleted:
+                if name in maybe_deleted:
+                    # Unacknowledged delete: either outcome is correct, but
+                    # not a torn one.
+                    try:
+                        got = stub.GetDataset(pb.GetDatasetRequest(name=name), timeout=T)
+                        self.assertEqual(list(got.class_counts), list(acked.class_counts))
+                    except grpc.RpcError as e:
+                        self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+                elif name in all_deleted:
                     self.assertRpcError(grpc.StatusCode.NOT_FOUND, stub.GetDataset,
                                         pb.GetDatasetRequest(name=name))
                 else:

@@ -1,0 +1,55 @@
+"""Python client of cbloss, the class-balanced loss service.
+
+cbloss computes the class-balanced losses of Cui et al. (CVPR 2019) and their
+analytic gradients over gRPC (shared/spec/API.md, shared/spec/LOSS.md).
+
+Example::
+
+    import cbloss
+    client = cbloss.Client("127.0.0.1:50051")
+    client.put_dataset("my-data", [5000, 2997, 1796, 1077, 645])
+    r = client.compute_loss(logits, labels, dataset="my-data", loss_type="focal")
+    r.loss, r.gradient          # float, numpy float32 array [B, C]
+
+PyTorch users want ``cbloss.torch.ClassBalancedLoss`` (docs/PYTHON.md).
+
+A Client is safe to share between threads (it wraps one gRPC channel).
+"""
+
+import os as _os
+
+# The generated stubs live in _proto/cbloss/v1/ and import their messages as
+# `cbloss.v1`; adding _proto/cbloss to this package's path makes that name
+# resolve here (see _proto/__init__.py).
+__path__.append(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "_proto", "cbloss"))
+
+try:
+    from cbloss._proto import cbloss_pb2 as _pb  # noqa: F401
+except ImportError as _e:  # pragma: no cover - a broken install
+    raise ImportError(
+        "cbloss: the generated stubs cbloss/_proto/cbloss/v1/cbloss_pb2.py are missing "
+        "(build the CMake target cbloss_python_stubs, or `pip install` the python/ "
+        "folder, which runs protoc): %s" % _e) from _e
+
+from cbloss.client import Client, LossStream  # noqa: E402
+from cbloss.errors import CblossError  # noqa: E402
+from cbloss.messages import Dataset, LossConfig, LossResult  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CblossError",
+    "Client",
+    "Dataset",
+    "LossConfig",
+    "LossResult",
+    "LossStream",
+]
+
+
+def __getattr__(name):
+    # `cbloss.torch` is imported on first use: torch is optional.
+    if name == "torch":
+        import importlib
+        return importlib.import_module("cbloss.torch")
+    raise AttributeError("module 'cbloss' has no attribute %r" % name)

@@ -1,0 +1,393 @@
+"""Client: the LossService over one gRPC channel (API.md section 1).
+
+Example::
+
+    client = cbloss.Client("127.0.0.1:50051", timeout=10)
+    client.put_dataset("cifar10-lt", counts, beta=0.9999, loss_type="focal")
+    w = client.class_weights(dataset="cifar10-lt")            # numpy float64 [C]
+    r = client.compute_loss(logits, labels, dataset="cifar10-lt")
+    r.loss, r.gradient                                       # float, numpy [B, C]
+
+    with client.stream_loss() as stream:                     # one StreamLoss call
+        for logits, labels in batches:
+            r = stream.compute_loss(logits, labels, dataset="cifar10-lt")
+
+A Client is safe to use from several threads at once; a LossStream
+serialises its requests (one outstanding request at a time).
+Every failed call raises CblossError (code + details).
+"""
+
+import os
+import queue
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from cbloss import enums, tensors
+from cbloss._proto import cbloss_pb2 as pb
+from cbloss._proto import cbloss_pb2_grpc as pb_grpc
+from cbloss.errors import CblossError, status_code_from_number
+from cbloss.messages import Dataset, LossConfig, LossResult
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+# The service answers with up to --max_message_mb (64 MiB by default); grpc's
+# Python default receive limit (4 MiB) would cut large gradients.
+_DEFAULT_OPTIONS = (
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+)
+
+_HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def _health_request(service):
+    # grpc.health.v1.HealthCheckRequest{string service = 1}, encoded by hand
+    # (the health stubs are not part of Debian's grpcio).
+    data = service.encode("utf-8")
+    if not data:
+        return b""
+    if len(data) > 127:
+        raise ValueError("service name too long")
+    return b"\x0a" + bytes([len(data)]) + data
+
+
+def _health_status(raw):
+    # HealthCheckResponse{ServingStatus status = 1}: one varint field.
+    if len(raw) >= 2 and raw[0] == 0x08:
+        return _HEALTH_STATUS.get(raw[1], "UNKNOWN")
+    return "UNKNOWN"
+
+
+def _config(config, **fields):
+    """Wire LossConfig from a LossConfig (or None) overridden by `fields`."""
+    base = LossConfig() if config is None else config
+    if not isinstance(base, LossConfig):
+        raise TypeError("config must be a cbloss.LossConfig, got %r" % type(base))
+    values = {f: getattr(base, f) for f in LossConfig.__dataclass_fields__}
+    values.update({k: v for k, v in fields.items() if v is not None})
+    return LossConfig(**values).to_proto()
+
+
+def _set_source(request, dataset, class_counts):
+    if (dataset is None) == (class_counts is None):
+        raise ValueError("give exactly one of dataset= and class_counts=")
+    if dataset is not None:
+        request.dataset = dataset
+    else:
+        request.class_counts.counts.extend(tensors.int64_list(class_counts, "class_counts"))
+
+
+def build_loss_request(logits, labels=None, targets=None, *, dataset=None, class_counts=None,
+                       config=None, loss_type=None, reduction=None, beta=None, gamma=None,
+                       weighting=None, ignore_index=None, tau=None, max_margin=None,
+                       scale=None, drw_start_epoch=None, sample_weights=None, upstream=None,
+                       want_gradient=True, want_per_sample_losses=False, gradient_dtype=None,
+                       expected_dataset_version=None, epoch=None):
+    """The ComputeLossRequest of Client.compute_loss (same arguments)."""
+    if (labels is None) == (targets is None):
+        raise ValueError("give exactly one of labels and targets")
+    request = pb.ComputeLossRequest(
+        want_gradient=bool(want_gradient),
+        want_per_sample_losses=bool(want_per_sample_losses),
+        gradient_dtype=enums.dtype_number(gradient_dtype))
+    _set_source(request, dataset, class_counts)
+    request.config.CopyFrom(_config(
+        config, loss_type=loss_type, reduction=reduction, beta=beta, gamma=gamma,
+        weighting=weighting, ignore_index=ignore_index, tau=tau, max_margin=max_margin,
+        scale=scale, drw_start_epoch=drw_start_epoch))
+    request.logits.CopyFrom(tensors.encode_logits(logits))
+    if labels is not None:
+        request.labels.extend(tensors.int32_list(labels, "labels"))
+    else:
+        request.targets.CopyFrom(tensors.encode_targets(targets))
+    if sample_weights is not None:
+        request.sample_weights.extend(tensors.float_list(sample_weights, "sample_weights"))
+    if upstream is not None:
+        request.upstream.extend(tensors.float_list(upstream, "upstream"))
+    if expected_dataset_version is not None:
+        request.expected_dataset_version = expected_dataset_version
+    if epoch is not None:
+        request.epoch = epoch
+    return request
+
+
+def loss_result(response):
+    """LossResult of a ComputeLossResponse."""
+    gradient = gradient_dtype = None
+    tensor = response.gradient if response.HasField("gradient") else None
+    if tensor is not None and (tensor.data or len(tensor.float_data) or list(tensor.shape)):
+        gradient, gradient_dtype = tensors.decode_tensor(tensor)
+    else:
+        tensor = None
+    per_sample = None
+    if len(response.per_sample_losses):
+        per_sample = np.asarray(response.per_sample_losses, dtype=np.float32)
+    return LossResult(
+        loss=float(response.loss),
+        gradient=gradient,
+        per_sample_losses=per_sample,
+        class_weights=np.asarray(response.class_weights, dtype=np.float64),
+        num_samples=int(response.num_samples),
+        resolved_config=LossConfig.from_proto(response.resolved_config),
+        dataset_version=int(response.dataset_version),
+        gradient_dtype=gradient_dtype,
+        gradient_tensor=tensor)
+
+
+class Client:
+    """The cbloss LossService at `target`.
+
+    Args:
+      target: "HOST:PORT"; None means $CBLOSS_TARGET, else 127.0.0.1:50051.
+      timeout: default deadline of every unary call, in seconds (None: none).
+      options: extra gRPC channel options, [(key, value)], applied after the
+        client's defaults (no client-side message size limit).
+      credentials: a grpc.ChannelCredentials (e.g. grpc.ssl_channel_credentials())
+        for a TLS channel; None for plaintext.
+      metadata: [(key, value)] sent with every call (e.g. an authorization
+        header).
+      channel: an existing grpc.Channel to use instead of opening one (the
+        Client does not close it).
+    """
+
+    def __init__(self, target=None, *, timeout=None, options=None, credentials=None,
+                 metadata=None, channel=None):
+        self.target = target or os.environ.get("CBLOSS_TARGET") or DEFAULT_TARGET
+        self.timeout = timeout
+        self._metadata = tuple(metadata) if metadata else None
+        self._owns_channel = channel is None
+        if channel is None:
+            opts = list(_DEFAULT_OPTIONS) + list(options or ())
+            if credentials is not None:
+                channel = grpc.secure_channel(self.target, credentials, options=opts)
+            else:
+                channel = grpc.insecure_channel(self.target, options=opts)
+        self._channel = channel
+        self._stub = pb_grpc.LossServiceStub(channel)
+
+    # -- plumbing --------------------------------------------------------------
+
+    def close(self):
+        """Closes the channel (if this client opened it)."""
+        if self._owns_channel and self._channel is not None:
+            self._channel.close()
+        self._channel = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return "cbloss.Client(%r)" % self.target
+
+    def _call(self, method, request, timeout=None):
+        try:
+            return method(request, timeout=self.timeout if timeout is None else timeout,
+                          metadata=self._metadata)
+        except grpc.RpcError as e:
+            raise CblossError.from_rpc_error(e) from None
+
+    def health(self, service="", timeout=None):
+        """grpc.health.v1 status of `service` ("" = the whole server):
+        "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" or "UNKNOWN"."""
+        check = self._channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=_health_request, response_deserializer=lambda raw: raw)
+        return _health_status(self._call(check, service, timeout))
+
+    def wait_until_serving(self, timeout=10.0):
+        """Polls health until the server is SERVING; raises CblossError
+        (DEADLINE_EXCEEDED) after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                status = self.health(timeout=max(0.05, min(1.0, left)))
+                if status == "SERVING":
+                    return
+                last = status
+            except CblossError as e:
+                last = str(e)
+            if time.monotonic() >= deadline:
+                raise CblossError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  "%s not SERVING after %.1f s (last: %s)"
+                                  % (self.target, timeout, last))
+            time.sleep(0.05)
+
+    # -- datasets --------------------------------------------------------------
+
+    def put_dataset(self, name, class_counts, *, class_names=None, loss_type=None, beta=None,
+                    gamma=None, reduction=None, weighting=None, ignore_index=None, tau=None,
+                    max_margin=None, scale=None, drw_start_epoch=None, expected_version=None,
+                    timeout=None):
+        """Creates or replaces dataset `name` with counts n_j and default loss
+        parameters. expected_version: None = unconditional, 0 = must not
+        exist yet, N = must be at version N (else CblossError ABORTED).
+        Returns the stored Dataset."""
+        dataset = pb.Dataset(name=name,
+                             class_counts=tensors.int64_list(class_counts, "class_counts"),
+                             class_names=list(class_names or ()))
+        dataset.defaults.CopyFrom(_config(
+            None, loss_type=loss_type, beta=beta, gamma=gamma, reduction=reduction,
+            weighting=weighting, ignore_index=ignore_index, tau=tau, max_margin=max_margin,
+            scale=scale, drw_start_epoch=drw_start_epoch))
+        request = pb.PutDatasetRequest(dataset=dataset)
+        if expected_version is not None:
+            request.expected_version = expected_version
+        return Dataset.from_proto(self._call(self._stub.PutDataset, request, timeout))
+
+    def get_dataset(self, name, *, timeout=None):
+        """The Dataset `name` (CblossError NOT_FOUND if absent)."""
+        return Dataset.from_proto(
+            self._call(self._stub.GetDataset, pb.GetDatasetRequest(name=name), timeout))
+
+    def list_datasets(self, *, page_size=0, timeout=None):
+        """Every dataset, ordered by name; fetches pages of `page_size`
+        (0 = server default) as the iteration goes."""
+        token = ""
+        while True:
+            page = self._call(self._stub.ListDatasets,
+                              pb.ListDatasetsRequest(page_size=page_size, page_token=token),
+                              timeout)
+            for dataset in page.datasets:
+                yield Dataset.from_proto(dataset)
+            token = page.next_page_token
+            if not token:
+                return
+
+    def delete_dataset(self, name, *, expected_version=None, timeout=None):
+        """Deletes dataset `name` (NOT_FOUND if absent; ABORTED if not at
+        expected_version)."""
+        request = pb.DeleteDatasetRequest(name=name)
+        if expected_version is not None:
+            request.expected_version = expected_version
+        self._call(self._stub.DeleteDataset, request, timeout)
+
+    def add_counts(self, name, deltas=None, labels=None, *, timeout=None):
+        """Atomically adds `deltas` (C entries) to the counts and/or one
+        sample per entry of `labels`. Returns the updated Dataset."""
+        if deltas is None and labels is None:
+            raise ValueError("give deltas and/or labels")
+        request = pb.AddClassCountsRequest(name=name)
+        if deltas is not None:
+            request.deltas.extend(tensors.int64_list(deltas, "deltas"))
+        if labels is not None:
+            request.labels.extend(tensors.int32_list(labels, "labels"))
+        return Dataset.from_proto(self._call(self._stub.AddClassCounts, request, timeout))
+
+    def class_weights(self, dataset=None, class_counts=None, *, beta=None, weighting=None,
+                      timeout=None):
+        """The normalised class weights w of LOSS.md section 2, float64 [C]."""
+        request = pb.GetClassWeightsRequest()
+        _set_source(request, dataset, class_counts)
+        request.config.CopyFrom(_config(None, beta=beta, weighting=weighting))
+        response = self._call(self._stub.GetClassWeights, request, timeout)
+        return np.asarray(response.weights, dtype=np.float64)
+
+    # -- losses ----------------------------------------------------------------
+
+    def compute_loss(self, logits, labels=None, targets=None, *, timeout=None, **kwargs):
+        """Loss (and gradient) of one batch; returns a LossResult.
+
+        Args:
+          logits: [B, C] numpy array or torch tensor; float32, float16 and
+            bfloat16 are sent as they are, other types as float32.
+          labels: B class indices (labels mode), or
+          targets: [B, C] values in [0, 1] (targets mode; sigmoid and focal).
+          dataset / class_counts: exactly one: a stored dataset's name, or C
+            counts given inline.
+          loss_type, reduction, weighting, beta, gamma, ignore_index, tau,
+          max_margin, scale, drw_start_epoch: overrides of the dataset's
+            defaults (None = unset); enum names as in cbloss.enums.
+          config: a cbloss.LossConfig to start from (the keywords win).
+          sample_weights: B weights s_i >= 0. upstream: B values u_i
+            (reduction "none" only).
+          want_gradient (default True), want_per_sample_losses (default False).
+          gradient_dtype: None/"float32", "float16"/"f16", "bfloat16"/"bf16".
+          expected_dataset_version: ABORTED if the dataset is at another one.
+          epoch: training epoch, for deferred re-weighting.
+        """
+        request = build_loss_request(logits, labels, targets, **kwargs)
+        return loss_result(self._call(self._stub.ComputeLoss, request, timeout))
+
+    def stream_loss(self, *, timeout=None):
+        """Opens a StreamLoss call: a LossStream with compute_loss(...) taking
+        the arguments of Client.compute_loss. `timeout` bounds the whole
+        stream (None: no deadline)."""
+        return LossStream(self, timeout=timeout)
+
+
+_END = object()
+
+
+class LossStream:
+    """One open StreamLoss call: compute_loss() sends one request and waits
+    for its response, so results come back in order. A request the service
+    rejects raises CblossError and the stream goes on; a broken stream
+    (transport error, deadline) raises CblossError and `broken` becomes True.
+    Thread-safe (requests are serialised). Close it, or use `with`."""
+
+    def __init__(self, client, timeout=None):
+        self._requests = queue.Queue()
+        self._lock = threading.Lock()
+        self.broken = False
+        self.closed = False
+        self._responses = client._stub.StreamLoss(
+            iter(self._requests.get, _END), timeout=timeout, metadata=client._metadata)
+
+    def compute_loss(self, logits, labels=None, targets=None, **kwargs):
+        """Same arguments and result as Client.compute_loss (no timeout)."""
+        request = build_loss_request(logits, labels, targets, **kwargs)
+        return self.send(request)
+
+    def send(self, request):
+        """Sends one ComputeLossRequest and returns its LossResult."""
+        with self._lock:
+            if self.closed or self.broken:
+                raise CblossError(grpc.StatusCode.FAILED_PRECONDITION,
+                                  "the loss stream is %s" % ("closed" if self.closed else "broken"))
+            self._requests.put(request)
+            try:
+                response = next(self._responses)
+            except StopIteration:
+                self.broken = True
+                raise CblossError(grpc.StatusCode.UNAVAILABLE,
+                                  "the server ended the loss stream") from None
+            except grpc.RpcError as e:
+                self.broken = True
+                raise CblossError.from_rpc_error(e) from None
+        if response.error_code:
+            raise CblossError(status_code_from_number(response.error_code),
+                              response.error_message)
+        return loss_result(response)
+
+    def close(self):
+        """Half-closes the stream and waits for the server to end it."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            self._requests.put(_END)
+            if not self.broken:
+                try:
+                    for _ in self._responses:
+                        pass
+                except grpc.RpcError:
+                    pass
+
+    def cancel(self):
+        """Ends the stream at once (no waiting)."""
+        self.closed = True
+        self._responses.cancel()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,233 @@
+"""PyTorch loss modules whose value and gradient come from cbloss.
+
+Example::
+
+    from cbloss.torch import ClassBalancedLoss
+    criterion = ClassBalancedLoss(target="127.0.0.1:50051",
+                                  class_counts=[5000, 2997, 1796, 1077, 645],
+                                  loss_type="focal", beta=0.9999, gamma=2.0)
+    loss = criterion(model(x), y)      # a scalar tensor
+    loss.backward()                    # dL/dlogits is the service's gradient
+
+How backward works. The forward pass asks the service for the loss and the
+analytic gradient G = dL/dz in one call (one request per forward) and keeps G;
+backward returns grad_output * G. For the scalar reductions this is the chain
+rule as is. For reduction "none" the module returns the per-sample losses l_i
+and the forward requests G with upstream u = 1, i.e. row i of G is dl_i/dz_i
+(each l_i depends on row i of the logits only, for every loss type of
+LOSS.md); backward scales row i by grad_output[i], which is exactly
+sum_k grad_output[k] * dl_k/dz. To keep that exact in 16-bit, for "none" the
+gradient is requested in float32, scaled in float32 and rounded once to the
+logits' dtype. The alternative (a second request in backward with upstream =
+grad_output) would cost a second call and could see a dataset that changed
+between forward and backward.
+
+Only the logits receive a gradient (targets and sample weights are data).
+The gradient is requested only when the logits require grad and grad mode is
+on, so evaluation under torch.no_grad() is a loss-only call.
+
+Logits in float32, float16 or bfloat16 are sent as they are and, for the
+scalar reductions, the gradient comes back in the same dtype; float64 logits
+are sent as float32 (what the service computes on). CUDA tensors are copied
+to the CPU and the gradient is moved back to the logits' device and dtype.
+The returned loss is float32 for 16-bit logits (the logits' dtype otherwise),
+on the logits' device.
+"""
+
+import threading
+
+import numpy as np
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from cbloss import enums
+from cbloss.client import Client, build_loss_request, loss_result
+
+__all__ = ["ClassBalancedLoss", "StreamingClassBalancedLoss"]
+
+_WIRE_GRADIENT_DTYPES = {torch.float32: "float32", torch.float16: "float16",
+                         torch.bfloat16: "bfloat16"}
+_NONE = enums.REDUCTIONS["none"]
+
+
+class _ServiceLoss(torch.autograd.Function):
+    """Autograd node: forward = one service call, backward = its gradient."""
+
+    @staticmethod
+    def forward(ctx, logits, compute, want_gradient):
+        result = compute(want_gradient)
+        ctx.per_sample = result.resolved_config.reduction == "none"
+        ctx.logits_dtype = logits.dtype
+        ctx.gradient = None
+        if want_gradient:
+            # bfloat16 gradients arrive as float32 holding bfloat16 values, so
+            # the conversion below is exact; for "none" the gradient stays
+            # float32 until backward has scaled it (see the module docstring).
+            gradient = torch.from_numpy(result.gradient)
+            ctx.gradient = gradient.to(
+                device=logits.device,
+                dtype=torch.float32 if ctx.per_sample else logits.dtype)
+        if ctx.per_sample:
+            out = torch.from_numpy(result.per_sample_losses)
+        else:
+            out = torch.tensor(result.loss, dtype=torch.float64)
+        out_dtype = torch.float32 if logits.dtype in (torch.float16, torch.bfloat16) \
+            else logits.dtype
+        return out.to(device=logits.device, dtype=out_dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        if ctx.gradient is None:
+            raise RuntimeError("cbloss: the gradient was not requested in forward "
+                               "(the logits did not require grad)")
+        if ctx.per_sample:
+            scale = grad_output.to(torch.float32).reshape(-1, 1)
+            grad = (ctx.gradient * scale).to(ctx.logits_dtype)
+        elif float(grad_output) == 1.0:
+            grad = ctx.gradient
+        else:
+            grad = (ctx.gradient.to(torch.float32) * grad_output.to(torch.float32)).to(
+                ctx.logits_dtype)
+        return grad, None, None
+
+
+class ClassBalancedLoss(nn.Module):
+    """Class-balanced loss computed by the cbloss service (LOSS.md).
+
+    Args:
+      client: a cbloss.Client; or
+      target: "HOST:PORT" of the service to open one for (default
+        $CBLOSS_TARGET, else 127.0.0.1:50051).
+      dataset / class_counts: exactly one: a stored dataset's name (its
+        counts and defaults are used), or the C class counts inline.
+      loss_type: "softmax", "sigmoid", "focal", "softmax_bce", or a loss of
+        LOSS.md section 9 ("balanced_softmax", "logit_adjusted", "ldam",
+        "softmax_focal"); None = the dataset's default.
+      beta, gamma, weighting, ignore_index, tau, max_margin, scale: as in
+        LOSS.md; None = the dataset's default, then LOSS.md's.
+      reduction: "mean" (default), "sum", "element_mean", "weighted_mean",
+        "none" (per-sample losses, shape [B]); None = the dataset's default.
+      timeout: deadline of each call, seconds.
+
+    forward(logits [B, C], labels_or_targets, sample_weights=None): an integer
+    tensor [B] is labels, a floating tensor [B, C] is targets (multi-label or
+    soft). Set `epoch` (attribute) for deferred re-weighting.
+    `last_result` holds the LossResult of the latest forward (class weights,
+    resolved config, num_samples...).
+    """
+
+    def __init__(self, client=None, target=None, dataset=None, class_counts=None,
+                 loss_type="softmax", beta=None, gamma=None, reduction="mean",
+                 weighting=None, ignore_index=None, *, tau=None, max_margin=None,
+                 scale=None, timeout=None):
+        super().__init__()
+        if (dataset is None) == (class_counts is None):
+            raise ValueError("give exactly one of dataset= and class_counts=")
+        if client is not None and target is not None:
+            raise ValueError("give client= or target=, not both")
+        self.client = client if client is not None else Client(target)
+        self.dataset = dataset
+        self.class_counts = None if class_counts is None else \
+            [int(n) for n in np.asarray(
+                class_counts.cpu() if isinstance(class_counts, torch.Tensor) else class_counts,
+                dtype=np.int64).reshape(-1)]
+        self.config = dict(loss_type=loss_type, beta=beta, gamma=gamma, reduction=reduction,
+                           weighting=weighting, ignore_index=ignore_index, tau=tau,
+                           max_margin=max_margin, scale=scale)
+        # Check the names now rather than at the first batch.
+        enums.loss_type_number(loss_type)
+        enums.reduction_number(reduction)
+        enums.weighting_number(weighting)
+        self.timeout = timeout
+        self.epoch = None
+        self.last_result = None
+
+    def extra_repr(self):
+        source = "dataset=%r" % self.dataset if self.dataset is not None else \
+            "class_counts=%s" % self.class_counts
+        options = ", ".join("%s=%r" % (k, v) for k, v in self.config.items() if v is not None)
+        return "%s, %s, target=%r" % (source, options, self.client.target)
+
+    def _request(self, logits, labels_or_targets, sample_weights, want_gradient):
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+            raise ValueError("logits must be a tensor of shape [B, C]")
+        y = labels_or_targets
+        if not isinstance(y, torch.Tensor):
+            y = torch.as_tensor(y)
+        if y.is_floating_point():
+            if tuple(y.shape) != tuple(logits.shape):
+                raise ValueError("targets must have the logits' shape %s; got %s"
+                                 % (list(logits.shape), list(y.shape)))
+            labels, targets = None, y
+        elif y.dtype == torch.bool and tuple(y.shape) == tuple(logits.shape):
+            labels, targets = None, y.to(torch.float32)
+        else:
+            if y.dim() != 1:
+                raise ValueError("labels must be an integer tensor of shape [B]; got %s"
+                                 % list(y.shape))
+            labels, targets = y, None
+        # For "none", or a reduction left to the dataset's defaults (which
+        # may be "none"), the gradient travels in float32 and per-sample
+        # losses are asked for (B floats).
+        reduction = self.config["reduction"]
+        per_sample = reduction is None or enums.reduction_number(reduction) == _NONE
+        gradient_dtype = "float32" if per_sample else \
+            _WIRE_GRADIENT_DTYPES.get(logits.dtype, "float32")
+        return build_loss_request(
+            logits, labels, targets, dataset=self.dataset, class_counts=self.class_counts,
+            sample_weights=sample_weights, want_gradient=want_gradient,
+            want_per_sample_losses=per_sample, gradient_dtype=gradient_dtype,
+            epoch=self.epoch, **self.config)
+
+    def _send(self, request):
+        """LossResult of one ComputeLossRequest."""
+        return loss_result(self.client._call(self.client._stub.ComputeLoss, request,
+                                             self.timeout))
+
+    def forward(self, logits, labels_or_targets, sample_weights=None):
+        want_gradient = torch.is_grad_enabled() and logits.requires_grad
+
+        def compute(want):
+            request = self._request(logits, labels_or_targets, sample_weights, want)
+            result = self._send(request)
+            self.last_result = result
+            return result
+
+        return _ServiceLoss.apply(logits, compute, want_gradient)
+
+
+class StreamingClassBalancedLoss(ClassBalancedLoss):
+    """ClassBalancedLoss over one long-lived StreamLoss call: each forward
+    sends one request on the stream and reads its response (no per-call
+    connection setup). Same arguments and results as ClassBalancedLoss. A
+    request the service rejects raises CblossError and the stream goes on; if
+    the stream itself breaks, the next forward opens a new one. Call close()
+    when done (also on garbage collection)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._stream = None
+        self._stream_lock = threading.Lock()
+
+    def _send(self, request):
+        with self._stream_lock:
+            if self._stream is None or self._stream.broken or self._stream.closed:
+                self._stream = self.client.stream_loss()
+            stream = self._stream
+        return stream.send(request)
+
+    def close(self):
+        with self._stream_lock:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+
+    def __del__(self):
+        try:
+            stream = self.__dict__.get("_stream")
+            if stream is not None:
+                stream.cancel()
+        except Exception:
+            pass

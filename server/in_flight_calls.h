@@ -1,0 +1,48 @@
+// Copyright 2026 The cbloss Authors.
+//
+// Counts the calls a server has started and not finished, from the moment
+// their headers arrive (a gRPC server interceptor is created per call), so a
+// large request still being received counts too. Draining waits on it:
+// health says NOT_SERVING, clients stop sending, in-flight calls finish, and
+// then the server stops at once. gRPC's own Shutdown(deadline) would also
+// wait out idle connections' graceful GOAWAY, up to the whole deadline.
+//
+// Long-lived watch streams (grpc.health.v1.Health/Watch, reflection) are not
+// counted: they end with the server, not by themselves.
+//
+// Thread-safety: every method may be called concurrently.
+
+#ifndef CBLOSS_SERVER_IN_FLIGHT_CALLS_H_
+#define CBLOSS_SERVER_IN_FLIGHT_CALLS_H_
+
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/support/server_interceptor.h"
+
+namespace cbloss {
+
+class InFlightCalls {
+ public:
+  int count() const;
+  // Waits until no call is in flight or `timeout` passes; returns the count.
+  int AwaitIdle(absl::Duration timeout) const;
+
+  // An interceptor factory for grpc::ServerBuilder::experimental()
+  // .SetInterceptorCreators; it must not outlive this object.
+  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
+  MakeInterceptorFactory();
+
+  void Started();
+  void Finished();
+
+ private:
+  mutable absl::Mutex mu_;
+  int count_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace cbloss
+
+#endif  // CBLOSS_SERVER_IN_FLIGHT_CALLS_H_
