@@ -16,6 +16,7 @@ BUILD_PACKAGES=(
   libhwy-dev libcli11-dev
   # Golden files, Python client and tests: PyTorch float64 is the oracle.
   python3 python3-numpy python3-torch python3-grpcio python3-protobuf python3-sklearn
+  python3-matplotlib python3-pip python3-setuptools python3-venv openssl
 )
 
 RUNTIME_PACKAGES=(

@@ -20,7 +20,7 @@ class LongTailDigitsExampleTest(unittest.TestCase):
     def test_tiny_run_writes_figure_and_table(self):
         for module in ("sklearn", "matplotlib"):
             if importlib.util.find_spec(module) is None:
-                self.skipTest("%s is not installed (python3-%s)"
+                self.fail("%s is not installed (python3-%s)"
                               % (module, "sklearn" if module == "sklearn" else "matplotlib"))
         docs = tempfile.mkdtemp(prefix="cbloss-demo-docs-")
         self.addCleanup(shutil.rmtree, docs, True)
