@@ -92,6 +92,15 @@ std::string ConfigText(const v1::LossConfig& c) {
   if (c.has_gamma()) parts.push_back(absl::StrCat("gamma=", c.gamma()));
   if (c.reduction()) parts.push_back("reduction=" + ShortName(v1::Reduction_Name(c.reduction()), "REDUCTION_"));
   if (c.has_ignore_index()) parts.push_back(absl::StrCat("ignore_index=", c.ignore_index()));
+  // Section 9 parameters only where their loss uses them.
+  if (c.has_tau() && c.loss_type() == v1::LOSS_TYPE_LOGIT_ADJUSTED) {
+    parts.push_back(absl::StrCat("tau=", c.tau()));
+  }
+  if (c.loss_type() == v1::LOSS_TYPE_LDAM) {
+    if (c.has_max_margin()) parts.push_back(absl::StrCat("max_margin=", c.max_margin()));
+    if (c.has_scale()) parts.push_back(absl::StrCat("scale=", c.scale()));
+  }
+  if (c.has_drw_start_epoch()) parts.push_back(absl::StrCat("drw_start_epoch=", c.drw_start_epoch()));
   return parts.empty() ? "(service defaults)" : absl::StrJoin(parts, " ");
 }
 
@@ -115,7 +124,8 @@ struct LossFlags {
   std::string loss, reduction, scheme;
   double beta = -1, gamma = -1;
   int ignore_index = 0;
-  bool has_ignore_index = false;
+  double tau = 0, max_margin = 0, scale = 0;  // LOSS.md section 9
+  int drw_start_epoch = 0;
 };
 
 // True if `cmd` has the option and it was given.
@@ -144,6 +154,10 @@ absl::StatusOr<v1::LossConfig> ConfigFrom(const LossFlags& f, CLI::App* cmd) {
   if (Given(cmd, "--beta")) c.set_beta(f.beta);
   if (Given(cmd, "--gamma")) c.set_gamma(f.gamma);
   if (Given(cmd, "--ignore-index")) c.set_ignore_index(f.ignore_index);
+  if (Given(cmd, "--tau")) c.set_tau(f.tau);
+  if (Given(cmd, "--max-margin")) c.set_max_margin(f.max_margin);
+  if (Given(cmd, "--scale")) c.set_scale(f.scale);
+  if (Given(cmd, "--drw-start-epoch")) c.set_drw_start_epoch(f.drw_start_epoch);
   return c;
 }
 
@@ -167,6 +181,11 @@ void AddConfigFlags(CLI::App* cmd, LossFlags* f, bool loss_flags) {
                   "mean, sum, element_mean, weighted_mean, none");
   cmd->add_option("--ignore-index", f->ignore_index,
                   "label value of ignored samples (default -100)");
+  cmd->add_option("--tau", f->tau, "logit_adjusted: temperature tau >= 0 (default 1)");
+  cmd->add_option("--max-margin", f->max_margin, "ldam: largest margin > 0 (default 0.5)");
+  cmd->add_option("--scale", f->scale, "ldam: logit scale > 0 (default 30)");
+  cmd->add_option("--drw-start-epoch", f->drw_start_epoch,
+                  "deferred re-weighting: class weights are 1 before this epoch");
 }
 
 int Fail(const absl::Status& s) {
@@ -245,6 +264,8 @@ int Main(int argc, char** argv) {
   loss->add_option("--gradient-out", gradient_out, "write dL/dlogits here (.npy, or .csv)");
   loss->add_option("--gradient-dtype", gradient_dtype_arg, "f32 (default), f16 or bf16");
   loss->add_flag("--per-sample", per_sample, "also print per-sample losses");
+  int epoch = 0;
+  loss->add_option("--epoch", epoch, "training epoch, for deferred re-weighting");
   loss->callback([&] {
     if (!*l_opt && !*t_opt) throw CLI::ValidationError("give --labels or --targets");
   });
@@ -400,6 +421,7 @@ int Main(int argc, char** argv) {
     lo.sample_weights = sample_weights;
     lo.want_gradient = !gradient_out.empty();
     lo.want_per_sample_losses = per_sample;
+    if (Given(loss, "--epoch")) lo.epoch = epoch;
     if (!gradient_dtype_arg.empty()) {
       absl::StatusOr<v1::DType> d = ParseDType(gradient_dtype_arg);
       if (!d.ok()) return Fail(d.status());
