@@ -29,7 +29,8 @@ std::string ServiceConfig(const ClientOptions& options) {
                                    "\", \"method\": \"", method, "\"}"));
     }
     absl::StrAppend(
-        &config, ", \"methodConfig\": [{\"name\": [", absl::StrJoin(names, ", "),
+        &config, ", \"methodConfig\": [{\"name\": [",
+        absl::StrJoin(names, ", "),
         "], \"retryPolicy\": {\"maxAttempts\": 5, \"initialBackoff\": "
         "\"0.05s\", \"maxBackoff\": \"1s\", \"backoffMultiplier\": 2, "
         "\"retryableStatusCodes\": [\"UNAVAILABLE\"]}}]");
@@ -75,7 +76,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("cannot create a channel to '", target, "'"));
   }
-  return std::unique_ptr<Client>(new Client(std::move(channel), std::move(options)));
+  return std::unique_ptr<Client>(
+      new Client(std::move(channel), std::move(options)));
 }
 
 Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
@@ -120,9 +122,11 @@ absl::StatusOr<std::vector<v1::Dataset>> Client::ListDatasets() {
     grpc::ClientContext context;
     PrepareContext(&context, absl::nullopt);
     v1::ListDatasetsResponse response;
-    absl::Status s = FromGrpc(stub_->ListDatasets(&context, request, &response));
+    absl::Status s =
+        FromGrpc(stub_->ListDatasets(&context, request, &response));
     if (!s.ok()) return s;
-    for (v1::Dataset& d : *response.mutable_datasets()) all.push_back(std::move(d));
+    for (v1::Dataset& d : *response.mutable_datasets())
+      all.push_back(std::move(d));
     request.set_page_token(response.next_page_token());
   } while (!request.page_token().empty());
   return all;
@@ -149,7 +153,8 @@ absl::StatusOr<v1::Dataset> Client::AddClassCounts(
   grpc::ClientContext context;
   PrepareContext(&context, absl::nullopt);
   v1::Dataset response;
-  absl::Status s = FromGrpc(stub_->AddClassCounts(&context, request, &response));
+  absl::Status s =
+      FromGrpc(stub_->AddClassCounts(&context, request, &response));
   if (!s.ok()) return s;
   return response;
 }
@@ -181,9 +186,9 @@ absl::StatusOr<v1::ComputeLossRequest> MakeComputeLossRequest(
   const size_t elements = f32 ? logits.f32.size() : logits.half.size();
   if (logits.rows < 1 || logits.cols < 1 ||
       elements != static_cast<size_t>(logits.rows * logits.cols)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "logits: ", elements, " values do not fill shape [", logits.rows, ", ",
-        logits.cols, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("logits: ", elements, " values do not fill shape [",
+                     logits.rows, ", ", logits.cols, "]"));
   }
   v1::ComputeLossRequest request;
   SetSource(source, &request);
@@ -243,8 +248,8 @@ absl::StatusOr<LossResult> ReadComputeLossResponse(
   const bool half =
       g.dtype() == v1::DTYPE_FLOAT16 || g.dtype() == v1::DTYPE_BFLOAT16;
   const size_t width = half ? sizeof(uint16_t) : sizeof(float);
-  const size_t n = g.float_data_size() > 0 ? g.float_data_size()
-                                           : g.data().size() / width;
+  const size_t n =
+      g.float_data_size() > 0 ? g.float_data_size() : g.data().size() / width;
   if (half) {
     r.gradient_half.resize(n);
     std::memcpy(r.gradient_half.data(), g.data().data(), n * width);
@@ -253,9 +258,9 @@ absl::StatusOr<LossResult> ReadComputeLossResponse(
   float* out = nullptr;
   if (!options.gradient_out.empty()) {
     if (options.gradient_out.size() != n) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "gradient_out has ", options.gradient_out.size(),
-          " floats; the gradient has ", n));
+      return absl::InvalidArgumentError(
+          absl::StrCat("gradient_out has ", options.gradient_out.size(),
+                       " floats; the gradient has ", n));
     }
     out = options.gradient_out.data();
   } else {

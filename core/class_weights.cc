@@ -24,8 +24,8 @@ absl::Status ValidateClassCounts(absl::Span<const int64_t> counts) {
   }
   for (size_t j = 0; j < counts.size(); ++j) {
     if (counts[j] < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "class_counts[", j, "] = ", counts[j], " is negative"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("class_counts[", j, "] = ", counts[j], " is negative"));
     }
   }
   return absl::OkStatus();
@@ -96,10 +96,11 @@ absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
   if (!NeedsPositiveCounts(params.loss_type)) return terms;
   for (size_t j = 0; j < counts.size(); ++j) {
     if (counts[j] < 1) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "class_counts[", j, "] = 0: loss type ",
-          LossTypeName(params.loss_type),
-          " needs every class to have at least one sample (LOSS.md section 9)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("class_counts[", j, "] = 0: loss type ",
+                       LossTypeName(params.loss_type),
+                       " needs every class to have at least one sample "
+                       "(LOSS.md section 9)"));
     }
   }
   switch (params.loss_type) {
@@ -112,8 +113,8 @@ absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
       double total = 0.0;
       for (int64_t n : counts) total += static_cast<double>(n);
       for (int64_t n : counts) {
-        terms.logit_offsets.push_back(
-            params.tau * std::log(static_cast<double>(n) / total));
+        terms.logit_offsets.push_back(params.tau *
+                                      std::log(static_cast<double>(n) / total));
       }
       break;
     }
@@ -122,7 +123,8 @@ absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
       // n^(-1/4) belongs to the smallest count.
       int64_t smallest = counts[0];
       for (int64_t n : counts) smallest = std::min(smallest, n);
-      const double largest_term = std::pow(static_cast<double>(smallest), -0.25);
+      const double largest_term =
+          std::pow(static_cast<double>(smallest), -0.25);
       for (int64_t n : counts) {
         terms.margins.push_back(params.max_margin *
                                 std::pow(static_cast<double>(n), -0.25) /

@@ -42,8 +42,7 @@ absl::Status ClassWeights(absl::Span<const int64_t> counts,
 inline absl::Status EffectiveNumberWeights(absl::Span<const int64_t> counts,
                                            double beta,
                                            absl::Span<double> weights) {
-  return ClassWeights(counts, WeightingScheme::kEffectiveNumber, beta,
-                      weights);
+  return ClassWeights(counts, WeightingScheme::kEffectiveNumber, beta, weights);
 }
 
 // Everything a loss computation needs from the class counts, derived once

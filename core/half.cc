@@ -36,12 +36,12 @@ uint16_t FloatToFloat16(float f) {
   if (magnitude < 0x38800000u) {  // below 2^-14: subnormal or zero
     // Scaling by 2^24 is exact; nearbyint rounds half to even.
     const float units = BitsToFloat(magnitude) * 16777216.0f;
-    return static_cast<uint16_t>(sign | static_cast<uint16_t>(
-                                            std::nearbyint(units)));
+    return static_cast<uint16_t>(sign |
+                                 static_cast<uint16_t>(std::nearbyint(units)));
   }
   const uint32_t odd = (magnitude >> 13) & 1u;
-  magnitude += 0xfffu + odd;          // round to nearest even at bit 13
-  magnitude -= (127u - 15u) << 23;    // rebias the exponent
+  magnitude += 0xfffu + odd;        // round to nearest even at bit 13
+  magnitude -= (127u - 15u) << 23;  // rebias the exponent
   return static_cast<uint16_t>(sign | (magnitude >> 13));
 }
 

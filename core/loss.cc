@@ -32,17 +32,17 @@ const char* NonFiniteName(double v) {
 absl::Status CheckLength(absl::string_view field, size_t actual,
                          int64_t expected, absl::string_view what) {
   if (static_cast<int64_t>(actual) != expected) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, " has ", actual, " entries, expected ", expected, " (", what,
-        ")"));
+    return absl::InvalidArgumentError(absl::StrCat(field, " has ", actual,
+                                                   " entries, expected ",
+                                                   expected, " (", what, ")"));
   }
   return absl::OkStatus();
 }
 
 // sp(x) = log(1 + e^x) and sp(-x), sharing log1p(exp(-|x|)) (section 4).
 struct Softplus {
-  double pos;  // sp(x)
-  double neg;  // sp(-x)
+  double pos;    // sp(x)
+  double neg;    // sp(-x)
   double sigma;  // 1 / (1 + e^-x)
 };
 
@@ -102,7 +102,8 @@ void RowLogSumExp(const Row& r, int64_t cols, const Logit& logit, double* max,
   double m = logit(r.z, 0, r.label);
   for (int64_t j = 1; j < cols; ++j) m = std::max(m, logit(r.z, j, r.label));
   double sum = 0.0;
-  for (int64_t j = 0; j < cols; ++j) sum += std::exp(logit(r.z, j, r.label) - m);
+  for (int64_t j = 0; j < cols; ++j)
+    sum += std::exp(logit(r.z, j, r.label) - m);
   *max = m;
   *log_sum = std::log(sum);
 }
@@ -226,9 +227,9 @@ double SoftmaxBceRow(const Row& r, int64_t cols, double omega) {
 
 // Counts behind the denominators of section 5, for a range of rows.
 struct Tally {
-  int64_t samples = 0;    // N
-  double positives = 0;   // P
-  double weighted = 0;    // sum_i s_i w_{y_i}
+  int64_t samples = 0;   // N
+  double positives = 0;  // P
+  double weighted = 0;   // sum_i s_i w_{y_i}
 };
 
 Tally TallyRows(const LossParams& params, absl::Span<const double> w,
@@ -237,7 +238,8 @@ Tally TallyRows(const LossParams& params, absl::Span<const double> w,
   Tally tally;
   const bool labels_mode = IsLabelsMode(batch);
   for (int64_t i = begin; i < end; ++i) {
-    const double s = batch.sample_weights.empty() ? 1.0 : batch.sample_weights[i];
+    const double s =
+        batch.sample_weights.empty() ? 1.0 : batch.sample_weights[i];
     if (labels_mode) {
       const int32_t y = batch.labels[i];
       if (IsIgnored(y, params.ignore_index)) continue;
@@ -290,8 +292,8 @@ absl::Status ValidateLossBatch(const LossParams& params,
         "logits.shape = [", B, ", ", C, "]: both dimensions must be >= 1"));
   }
   if (B > std::numeric_limits<int64_t>::max() / C) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "logits.shape = [", B, ", ", C, "] overflows"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("logits.shape = [", B, ", ", C, "] overflows"));
   }
   if (absl::Status s = CheckLength("logits", batch.logits.size(), B * C,
                                    absl::StrCat("shape [", B, ", ", C, "]"));
@@ -319,10 +321,10 @@ absl::Status ValidateLossBatch(const LossParams& params,
       return s;
     }
     if (IsSoftmaxFamily(params.loss_type)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "targets are not allowed with loss type ",
-          LossTypeName(params.loss_type),
-          "; use labels, or loss type sigmoid or focal"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("targets are not allowed with loss type ",
+                       LossTypeName(params.loss_type),
+                       "; use labels, or loss type sigmoid or focal"));
     }
     if (params.reduction == Reduction::kWeightedMean) {
       return absl::InvalidArgumentError(
@@ -330,18 +332,18 @@ absl::Status ValidateLossBatch(const LossParams& params,
     }
   }
   if (!batch.sample_weights.empty()) {
-    if (absl::Status s = CheckLength("sample_weights",
-                                     batch.sample_weights.size(), B,
-                                     "one per row of logits, or none");
+    if (absl::Status s =
+            CheckLength("sample_weights", batch.sample_weights.size(), B,
+                        "one per row of logits, or none");
         !s.ok()) {
       return s;
     }
   }
   if (!batch.upstream.empty()) {
     if (params.reduction != Reduction::kNone) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "upstream is only allowed with reduction none, not ",
-          ReductionName(params.reduction)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("upstream is only allowed with reduction none, not ",
+                       ReductionName(params.reduction)));
     }
     if (absl::Status s = CheckLength("upstream", batch.upstream.size(), B,
                                      "one per row of logits, or none");
@@ -355,8 +357,8 @@ absl::Status ValidateLossBatch(const LossParams& params,
         "config.gamma = ", params.gamma, " must be finite and >= 0"));
   }
   if (!std::isfinite(params.tau) || params.tau < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config.tau = ", params.tau, " must be finite and >= 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("config.tau = ", params.tau, " must be finite and >= 0"));
   }
   if (!std::isfinite(params.max_margin) || params.max_margin <= 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -377,9 +379,9 @@ absl::Status ValidateLossBatch(const LossParams& params,
   for (int64_t i = 0; i < static_cast<int64_t>(batch.labels.size()); ++i) {
     const int32_t y = batch.labels[i];
     if ((y < 0 || y >= C) && !IsIgnored(y, params.ignore_index)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "labels[", i, "] = ", y, " is outside [0, ", C,
-          ") and is not ignore_index ", params.ignore_index));
+      return absl::InvalidArgumentError(
+          absl::StrCat("labels[", i, "] = ", y, " is outside [0, ", C,
+                       ") and is not ignore_index ", params.ignore_index));
     }
   }
   for (int64_t k = 0; k < static_cast<int64_t>(batch.targets.size()); ++k) {

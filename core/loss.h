@@ -58,9 +58,9 @@ struct LossOutputs {
 };
 
 struct LossResult {
-  double loss = 0.0;        // the reduced scalar L of section 5
-  int64_t num_samples = 0;  // N: samples not ignored
-  double denominator = 0.0; // D of section 5 (1 for SUM and NONE)
+  double loss = 0.0;         // the reduced scalar L of section 5
+  int64_t num_samples = 0;   // N: samples not ignored
+  double denominator = 0.0;  // D of section 5 (1 for SUM and NONE)
 };
 
 struct ComputeOptions {

@@ -9,7 +9,8 @@
 
 namespace cbloss {
 
-ThreadPool::ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
+ThreadPool::ThreadPool(int num_threads)
+    : num_threads_(std::max(1, num_threads)) {
   workers_.reserve(num_threads_);
   for (int i = 0; i < num_threads_; ++i) {
     workers_.emplace_back([this] { WorkerLoop(); });
@@ -92,9 +93,8 @@ void ThreadPool::ParallelFor(int64_t n, absl::FunctionRef<void(int64_t)> fn) {
   state->Drain();
   absl::MutexLock lock(&state->mu);
   state->mu.Await(absl::Condition(
-      +[](ParallelForState* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) {
-        return s->done == s->n;
-      },
+      +[](ParallelForState* s)
+           ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->done == s->n; },
       state.get()));
 }
 

@@ -41,9 +41,9 @@ std::string ShapeString(const v1::Tensor& t) {
 
 absl::Status CheckShape2D(const v1::Tensor& t, absl::string_view field) {
   if (t.shape_size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".shape = ", ShapeString(t), " has ", t.shape_size(),
-        " dimensions; expected 2 ([B, C])"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".shape = ", ShapeString(t), " has ",
+                     t.shape_size(), " dimensions; expected 2 ([B, C])"));
   }
   const int64_t rows = t.shape(0), cols = t.shape(1);
   if (rows < 1 || cols < 1) {
@@ -53,8 +53,8 @@ absl::Status CheckShape2D(const v1::Tensor& t, absl::string_view field) {
   // Elements and their bytes must fit in int64 (and in practice in memory,
   // which the data byte count then checks).
   if (rows > std::numeric_limits<int64_t>::max() / 4 / cols) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".shape = ", ShapeString(t), " is too large"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".shape = ", ShapeString(t), " is too large"));
   }
   return absl::OkStatus();
 }
@@ -62,7 +62,8 @@ absl::Status CheckShape2D(const v1::Tensor& t, absl::string_view field) {
 absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
                           Matrix* out) {
   if (absl::Status s = CheckShape2D(t, field); !s.ok()) return s;
-  absl::StatusOr<DType> dtype = ToDType(t.dtype(), absl::StrCat(field, ".dtype"));
+  absl::StatusOr<DType> dtype =
+      ToDType(t.dtype(), absl::StrCat(field, ".dtype"));
   if (!dtype.ok()) return dtype.status();
   out->rows = t.shape(0);
   out->cols = t.shape(1);
@@ -76,15 +77,15 @@ absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
   }
   if (has_floats) {
     if (*dtype != DType::kFloat32) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".float_data holds float32 values, but ", field, ".dtype is ",
-          v1::DType_Name(t.dtype()), "; send 16-bit values in ", field,
-          ".data"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".float_data holds float32 values, but ", field,
+                       ".dtype is ", v1::DType_Name(t.dtype()),
+                       "; send 16-bit values in ", field, ".data"));
     }
     if (t.float_data_size() != n) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ".float_data has ", t.float_data_size(), " values; shape ",
-          ShapeString(t), " needs ", n));
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".float_data has ", t.float_data_size(),
+                       " values; shape ", ShapeString(t), " needs ", n));
     }
     out->values = absl::MakeConstSpan(t.float_data().data(), n);
     return absl::OkStatus();
@@ -183,9 +184,9 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   }
   const int64_t B = logits.rows, C = logits.cols;
   if (C != static_cast<int64_t>(src->counts.size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "logits.shape[1] = ", C, " but ", src->description, " has ",
-        src->counts.size(), " classes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("logits.shape[1] = ", C, " but ", src->description,
+                     " has ", src->counts.size(), " classes"));
   }
   Matrix targets;
   if (request.has_targets()) {
@@ -219,9 +220,9 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   if (before_drw) term_params.weighting = WeightingScheme::kNone;
   absl::StatusOr<ClassTerms> terms = MakeClassTerms(term_params, src->counts);
   if (!terms.ok()) {
-    return absl::Status(terms.status().code(),
-                        absl::StrCat(src->description, ": ",
-                                     terms.status().message()));
+    return absl::Status(
+        terms.status().code(),
+        absl::StrCat(src->description, ": ", terms.status().message()));
   }
 
   // Outputs go straight into the response where the layout allows.
@@ -229,8 +230,8 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   if (request.want_per_sample_losses() ||
       params->reduction == Reduction::kNone) {
     response->mutable_per_sample_losses()->Resize(static_cast<int>(B), 0.0f);
-    outputs.per_sample_losses =
-        absl::MakeSpan(response->mutable_per_sample_losses()->mutable_data(), B);
+    outputs.per_sample_losses = absl::MakeSpan(
+        response->mutable_per_sample_losses()->mutable_data(), B);
   }
   std::vector<float> gradient_scratch;
   std::string* gradient_bytes = nullptr;
@@ -251,7 +252,8 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
       gradient_bytes->resize(B * C * DTypeSize(*gradient_dtype));
       if (*gradient_dtype == DType::kFloat32 &&
           reinterpret_cast<uintptr_t>(gradient_bytes->data()) %
-                  alignof(float) == 0) {
+                  alignof(float) ==
+              0) {
         outputs.gradient = absl::MakeSpan(
             reinterpret_cast<float*>(gradient_bytes->data()), B * C);
         gradient_bytes = nullptr;  // written in place

@@ -26,13 +26,13 @@ bool IsNameChar(char c) {
 
 absl::Status ValidateDatasetName(absl::string_view name,
                                  absl::string_view field) {
-  bool ok = !name.empty() && name.size() <= kMaxNameLength &&
-            IsNameStart(name[0]);
+  bool ok =
+      !name.empty() && name.size() <= kMaxNameLength && IsNameStart(name[0]);
   for (size_t i = 1; ok && i < name.size(); ++i) ok = IsNameChar(name[i]);
   if (!ok) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, " = '", name.substr(0, 200),
-        "' must match [a-z0-9][a-z0-9._-]{0,127}"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " = '", name.substr(0, 200),
+                     "' must match [a-z0-9][a-z0-9._-]{0,127}"));
   }
   return absl::OkStatus();
 }
@@ -50,8 +50,8 @@ absl::Status ValidateDataset(const v1::Dataset& dataset) {
   for (int j = 0; j < classes; ++j) {
     if (dataset.class_counts(j) < 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("dataset.class_counts[", j, "] = ",
-                       dataset.class_counts(j), " is negative"));
+          absl::StrCat("dataset.class_counts[", j,
+                       "] = ", dataset.class_counts(j), " is negative"));
     }
   }
   if (dataset.class_names_size() != 0 &&
@@ -105,8 +105,8 @@ absl::StatusOr<v1::Dataset> DatasetRegistry::Put(
   return stored;
 }
 
-absl::Status DatasetRegistry::Delete(absl::string_view name,
-                                     absl::optional<uint64_t> expected_version) {
+absl::Status DatasetRegistry::Delete(
+    absl::string_view name, absl::optional<uint64_t> expected_version) {
   absl::MutexLock write_lock(&write_mu_);
   if (absl::Status s = store_->Delete(name, expected_version); !s.ok()) {
     return s;

@@ -14,7 +14,8 @@ class CountingInterceptor final : public grpc::experimental::Interceptor {
     calls_->Started();
   }
   ~CountingInterceptor() override { calls_->Finished(); }
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
     methods->Proceed();
   }
 
@@ -50,8 +51,9 @@ int InFlightCalls::count() const {
 
 int InFlightCalls::AwaitIdle(absl::Duration timeout) const {
   absl::MutexLock lock(&mu_);
-  mu_.AwaitWithTimeout(
-      absl::Condition(+[](const int* n) { return *n == 0; }, &count_), timeout);
+  mu_.AwaitWithTimeout(absl::Condition(
+                           +[](const int* n) { return *n == 0; }, &count_),
+                       timeout);
   return count_;
 }
 

@@ -29,8 +29,8 @@ absl::Status ValidateLossConfig(const v1::LossConfig& config,
     return EnumError(absl::StrCat(field, ".reduction"), config.reduction());
   }
   if (config.has_beta() && !(config.beta() >= 0.0 && config.beta() <= 1.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".beta = ", config.beta(), " is outside [0, 1]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".beta = ", config.beta(), " is outside [0, 1]"));
   }
   if (config.has_gamma() &&
       !(std::isfinite(config.gamma()) && config.gamma() >= 0.0)) {
@@ -43,8 +43,9 @@ absl::Status ValidateLossConfig(const v1::LossConfig& config,
   }
   if (config.has_max_margin() &&
       !(std::isfinite(config.max_margin()) && config.max_margin() > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".max_margin = ", config.max_margin(), " must be finite and > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ".max_margin = ", config.max_margin(),
+                     " must be finite and > 0"));
   }
   if (config.has_scale() &&
       !(std::isfinite(config.scale()) && config.scale() > 0)) {
@@ -122,8 +123,9 @@ absl::StatusOr<LossParams> ToLossParams(const v1::LossConfig& resolved) {
       p.loss_type = LossType::kSoftmaxFocal;
       break;
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "config.loss_type = ", resolved.loss_type(), " is not a known value"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("config.loss_type = ", resolved.loss_type(),
+                       " is not a known value"));
   }
   p.weighting = ToWeightingScheme(resolved.weighting());
   switch (resolved.reduction()) {

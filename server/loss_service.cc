@@ -42,7 +42,6 @@ absl::StatusOr<std::string> DecodePageToken(absl::string_view token) {
   return name;
 }
 
-
 // Request bytes to a message; INVALID_ARGUMENT naming the type if they are
 // not one.
 template <typename Message>
@@ -60,7 +59,7 @@ template <typename Message>
 void Encode(const Message& message, grpc::ByteBuffer* bytes) {
   bool own_buffer;
   (void)grpc::SerializationTraits<Message>::Serialize(message, bytes,
-                                                     &own_buffer);
+                                                      &own_buffer);
 }
 
 // One unary call: decode, run `handler(context, &request, &response, done)`,
@@ -170,10 +169,11 @@ grpc::ServerUnaryReactor* LossServiceImpl::ComputeLoss(
 void LossServiceImpl::HandlePutDataset(grpc::CallbackServerContext* /*context*/,
                                        const v1::PutDatasetRequest* request,
                                        v1::Dataset* response, Done done) {
-  io_pool_->Schedule([this, request, response, done = std::move(done)]() mutable {
+  io_pool_->Schedule([this, request, response,
+                      done = std::move(done)]() mutable {
     absl::StatusOr<v1::Dataset> stored = registry_->Put(
-        request->dataset(), Expected(request->has_expected_version(),
-                                     request->expected_version()));
+        request->dataset(),
+        Expected(request->has_expected_version(), request->expected_version()));
     if (stored.ok()) *response = *std::move(stored);
     std::move(done)(stored.status());
   });
@@ -194,8 +194,8 @@ void LossServiceImpl::HandleListDatasets(
     Done done) {
   auto list = [&]() -> absl::Status {
     if (request->page_size() < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "page_size = ", request->page_size(), " is negative"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("page_size = ", request->page_size(), " is negative"));
     }
     int page_size = request->page_size() == 0 ? options_.default_page_size
                                               : request->page_size();
@@ -211,7 +211,8 @@ void LossServiceImpl::HandleListDatasets(
     const bool more = static_cast<int>(page.size()) > page_size;
     if (more) page.pop_back();
     for (const auto& d : page) *response->add_datasets() = *d;
-    if (more) response->set_next_page_token(EncodePageToken(page.back()->name()));
+    if (more)
+      response->set_next_page_token(EncodePageToken(page.back()->name()));
     return absl::OkStatus();
   };
   std::move(done)(list());
@@ -222,9 +223,9 @@ void LossServiceImpl::HandleDeleteDataset(
     const v1::DeleteDatasetRequest* request,
     v1::DeleteDatasetResponse* /*response*/, Done done) {
   io_pool_->Schedule([this, request, done = std::move(done)]() mutable {
-    std::move(done)(registry_->Delete(
-        request->name(), Expected(request->has_expected_version(),
-                                  request->expected_version())));
+    std::move(done)(registry_->Delete(request->name(),
+                                      Expected(request->has_expected_version(),
+                                               request->expected_version())));
   });
 }
 
@@ -232,12 +233,13 @@ void LossServiceImpl::HandleAddClassCounts(
     grpc::CallbackServerContext* /*context*/,
     const v1::AddClassCountsRequest* request, v1::Dataset* response,
     Done done) {
-  io_pool_->Schedule([this, request, response, done = std::move(done)]() mutable {
-    absl::StatusOr<v1::Dataset> stored = registry_->AddClassCounts(
-        request->name(), request->deltas(), request->labels());
-    if (stored.ok()) *response = *std::move(stored);
-    std::move(done)(stored.status());
-  });
+  io_pool_->Schedule(
+      [this, request, response, done = std::move(done)]() mutable {
+        absl::StatusOr<v1::Dataset> stored = registry_->AddClassCounts(
+            request->name(), request->deltas(), request->labels());
+        if (stored.ok()) *response = *std::move(stored);
+        std::move(done)(stored.status());
+      });
 }
 
 void LossServiceImpl::HandleGetClassWeights(
@@ -267,8 +269,8 @@ absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
   auto should_stop = [context] {
     return context->IsCancelled() || DeadlinePassed(context);
   };
-  absl::Status s = ComputeLossResponseFor(request, dataset.get(),
-                                          compute_pool_, should_stop, response);
+  absl::Status s = ComputeLossResponseFor(request, dataset.get(), compute_pool_,
+                                          should_stop, response);
   if (s.code() == absl::StatusCode::kCancelled && DeadlinePassed(context)) {
     return absl::DeadlineExceededError(
         "the deadline passed while the batch was being computed");

@@ -44,7 +44,8 @@ ABSL_FLAG(std::string, data_dir, "./cbloss-data",
 ABSL_FLAG(std::string, datasets_file, "",
           "JSON file of datasets (protobuf JSON of ListDatasetsResponse) "
           "loaded at start; each is put unless an equal one exists.");
-ABSL_FLAG(int, compute_threads, static_cast<int>(std::thread::hardware_concurrency()),
+ABSL_FLAG(int, compute_threads,
+          static_cast<int>(std::thread::hardware_concurrency()),
           "Size of the compute thread pool.");
 ABSL_FLAG(int, max_message_mb, 64, "Receive and send message size limit, MiB.");
 ABSL_FLAG(std::string, log_level, "info",
@@ -63,7 +64,8 @@ absl::Status LoadDatasetsFile(const std::string& path,
                               DatasetRegistry* registry) {
   std::ifstream in(path);
   if (!in.good()) {
-    return absl::NotFoundError(absl::StrCat("cannot read --datasets_file ", path));
+    return absl::NotFoundError(
+        absl::StrCat("cannot read --datasets_file ", path));
   }
   std::stringstream text;
   text << in.rdbuf();
@@ -71,9 +73,10 @@ absl::Status LoadDatasetsFile(const std::string& path,
   const google::protobuf::util::Status parsed =
       google::protobuf::util::JsonStringToMessage(text.str(), &file);
   if (!parsed.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--datasets_file ", path, " is not protobuf JSON of ListDatasetsResponse: ",
-        parsed.message().as_string()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--datasets_file ", path,
+                     " is not protobuf JSON of ListDatasetsResponse: ",
+                     parsed.message().as_string()));
   }
   int put = 0, kept = 0;
   for (int i = 0; i < file.datasets_size(); ++i) {
@@ -107,7 +110,8 @@ absl::Status WritePortFile(const std::string& path, int port) {
     }
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot rename ", tmp, " to ", path));
+    return absl::UnavailableError(
+        absl::StrCat("cannot rename ", tmp, " to ", path));
   }
   return absl::OkStatus();
 }
@@ -125,7 +129,8 @@ int Run() {
   const int compute_threads = absl::GetFlag(FLAGS_compute_threads);
   const int max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
   if (compute_threads < 1 || max_message_mb < 1 || max_message_mb > 2047) {
-    spdlog::critical("--compute_threads must be >= 1 and --max_message_mb in [1, 2047]");
+    spdlog::critical(
+        "--compute_threads must be >= 1 and --max_message_mb in [1, 2047]");
     return 2;
   }
 
@@ -151,7 +156,8 @@ int Run() {
                      registry.status().ToString());
     return 1;
   }
-  if (const std::string file = absl::GetFlag(FLAGS_datasets_file); !file.empty()) {
+  if (const std::string file = absl::GetFlag(FLAGS_datasets_file);
+      !file.empty()) {
     if (absl::Status s = LoadDatasetsFile(file, registry->get()); !s.ok()) {
       spdlog::critical("{}", s.ToString());
       return 1;
@@ -172,7 +178,8 @@ int Run() {
   builder.SetMaxSendMessageSize(max_message_mb * 1024 * 1024);
   builder.RegisterService(&service);
   InFlightCalls in_flight;
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
   interceptors.push_back(in_flight.MakeInterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

@@ -20,7 +20,8 @@ namespace {
 
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in.good()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  if (!in.good())
+    return absl::NotFoundError(absl::StrCat("cannot read ", path));
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
@@ -45,8 +46,8 @@ absl::StatusOr<std::string> HeaderField(absl::string_view header,
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": .npy header has no '", key, "'"));
   }
-  absl::string_view rest = absl::StripLeadingAsciiWhitespace(
-      header.substr(at + quoted.size()));
+  absl::string_view rest =
+      absl::StripLeadingAsciiWhitespace(header.substr(at + quoted.size()));
   size_t end;
   if (absl::StartsWith(rest, "(")) {
     end = rest.find(')') + 1;
@@ -83,9 +84,9 @@ absl::StatusOr<std::vector<std::vector<double>>> ParseCsv(
       ++column;
     }
     if (!rows.empty() && row.size() != rows[0].size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": line ", line_number, " has ", row.size(),
-          " values, the first row has ", rows[0].size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": line ", line_number, " has ", row.size(),
+                       " values, the first row has ", rows[0].size()));
     }
     rows.push_back(std::move(row));
   }
@@ -105,9 +106,9 @@ absl::StatusOr<std::vector<double>> CsvVector(const std::string& path) {
   if (rows->size() == 1) return (*rows)[0];
   for (const auto& r : *rows) {
     if (r.size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": expected one column or one row, got ", rows->size(), " x ",
-          r.size()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": expected one column or one row, got ",
+                       rows->size(), " x ", r.size()));
     }
     out.push_back(r[0]);
   }
@@ -154,18 +155,22 @@ absl::StatusOr<NpyArray> ParseNpy(const std::string& bytes,
   absl::StatusOr<std::string> descr = HeaderField(header, "descr", what);
   if (!descr.ok()) return descr.status();
   a.descr = std::string(absl::StripPrefix(absl::StripSuffix(*descr, "'"), "'"));
-  absl::StatusOr<std::string> fortran = HeaderField(header, "fortran_order", what);
+  absl::StatusOr<std::string> fortran =
+      HeaderField(header, "fortran_order", what);
   if (!fortran.ok()) return fortran.status();
   if (absl::StripAsciiWhitespace(*fortran) != "False") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        what, ": Fortran-order arrays are not supported; save "
-              "np.ascontiguousarray(x)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what,
+                     ": Fortran-order arrays are not supported; save "
+                     "np.ascontiguousarray(x)"));
   }
   absl::StatusOr<std::string> shape = HeaderField(header, "shape", what);
   if (!shape.ok()) return shape.status();
-  absl::string_view dims = absl::StripSuffix(absl::StripPrefix(*shape, "("), ")");
+  absl::string_view dims =
+      absl::StripSuffix(absl::StripPrefix(*shape, "("), ")");
   int64_t count = 1;
-  for (absl::string_view d : absl::StrSplit(dims, ',', absl::SkipWhitespace())) {
+  for (absl::string_view d :
+       absl::StrSplit(dims, ',', absl::SkipWhitespace())) {
     int64_t v;
     if (!absl::SimpleAtoi(absl::StripAsciiWhitespace(d), &v) || v < 0 ||
         (v > 0 && count > std::numeric_limits<int64_t>::max() / 16 / v)) {
@@ -206,7 +211,8 @@ absl::StatusOr<LogitsMatrix> LoadLogits(const std::string& path) {
   if (IsCsv(path)) {
     absl::StatusOr<std::string> text = ReadFile(path);
     if (!text.ok()) return text.status();
-    absl::StatusOr<std::vector<std::vector<double>>> rows = ParseCsv(*text, path);
+    absl::StatusOr<std::vector<std::vector<double>>> rows =
+        ParseCsv(*text, path);
     if (!rows.ok()) return rows.status();
     m.rows = rows->size();
     m.cols = (*rows)[0].size();
@@ -218,9 +224,9 @@ absl::StatusOr<LogitsMatrix> LoadLogits(const std::string& path) {
   absl::StatusOr<NpyArray> a = ReadNpy(path);
   if (!a.ok()) return a.status();
   if (a->shape.size() != 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": logits must be 2-D [batch, classes], got shape ",
-        ShapeString(a->shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": logits must be 2-D [batch, classes], got shape ",
+                     ShapeString(a->shape)));
   }
   m.rows = a->shape[0];
   m.cols = a->shape[1];
@@ -245,25 +251,26 @@ absl::StatusOr<std::vector<float>> LoadFloatMatrix(const std::string& path,
     absl::StatusOr<LogitsMatrix> m = LoadLogits(path);
     if (!m.ok()) return m.status();
     if (m->rows != rows || m->cols != cols) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": shape (", m->rows, ", ", m->cols, ") must be (", rows, ", ",
-          cols, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": shape (", m->rows, ", ", m->cols, ") must be (",
+                       rows, ", ", cols, ")"));
     }
     return m->f32;
   }
   absl::StatusOr<NpyArray> a = ReadNpy(path);
   if (!a.ok()) return a.status();
   if (a->descr != "<f4" || a->shape != std::vector<int64_t>{rows, cols}) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": expected float32 of shape (", rows, ", ", cols, "), got ",
-        a->descr, " ", ShapeString(a->shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected float32 of shape (", rows, ", ", cols,
+                     "), got ", a->descr, " ", ShapeString(a->shape)));
   }
   out.resize(rows * cols);
   std::memcpy(out.data(), a->data.data(), a->data.size());
   return out;
 }
 
-absl::StatusOr<std::vector<int32_t>> LoadLabels(const std::string& file_or_list) {
+absl::StatusOr<std::vector<int32_t>> LoadLabels(
+    const std::string& file_or_list) {
   std::vector<int32_t> out;
   if (!FileExists(file_or_list)) {
     for (absl::string_view item :
@@ -294,8 +301,9 @@ absl::StatusOr<std::vector<int32_t>> LoadLabels(const std::string& file_or_list)
   absl::StatusOr<NpyArray> a = ReadNpy(file_or_list);
   if (!a.ok()) return a.status();
   if (a->shape.size() != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        file_or_list, ": labels must be 1-D, got shape ", ShapeString(a->shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_or_list, ": labels must be 1-D, got shape ",
+                     ShapeString(a->shape)));
   }
   const int64_t n = a->shape[0];
   if (a->descr == "<i4") {
@@ -326,8 +334,9 @@ absl::StatusOr<std::vector<float>> LoadFloats(const std::string& file_or_list) {
          absl::StrSplit(file_or_list, ',', absl::SkipWhitespace())) {
       float v;
       if (!absl::SimpleAtof(absl::StripAsciiWhitespace(item), &v)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "'", file_or_list, "' is neither a readable file nor a list of numbers"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("'", file_or_list,
+                         "' is neither a readable file nor a list of numbers"));
       }
       out.push_back(v);
     }
@@ -342,19 +351,21 @@ absl::StatusOr<std::vector<float>> LoadFloats(const std::string& file_or_list) {
   absl::StatusOr<NpyArray> a = ReadNpy(file_or_list);
   if (!a.ok()) return a.status();
   if (a->shape.size() != 1 || a->descr != "<f4") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        file_or_list, ": expected a 1-D float32 array, got ", a->descr, " ",
-        ShapeString(a->shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat(file_or_list, ": expected a 1-D float32 array, got ",
+                     a->descr, " ", ShapeString(a->shape)));
   }
   out.resize(a->shape[0]);
   std::memcpy(out.data(), a->data.data(), a->data.size());
   return out;
 }
 
-absl::Status WriteMatrix(const std::string& path, absl::Span<const float> values,
-                         int64_t rows, int64_t cols) {
+absl::Status WriteMatrix(const std::string& path,
+                         absl::Span<const float> values, int64_t rows,
+                         int64_t cols) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  if (!out.good())
+    return absl::UnavailableError(absl::StrCat("cannot write ", path));
   if (IsCsv(path)) {
     for (int64_t i = 0; i < rows; ++i) {
       for (int64_t j = 0; j < cols; ++j) {
@@ -363,8 +374,9 @@ absl::Status WriteMatrix(const std::string& path, absl::Span<const float> values
       out << "\n";
     }
   } else {
-    std::string header = absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': (",
-                                      rows, ", ", cols, "), }");
+    std::string header =
+        absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': (",
+                     rows, ", ", cols, "), }");
     // Pad so the data starts on a 64-byte boundary, ending with '\n'.
     const size_t unpadded = 10 + header.size() + 1;
     header.append((64 - unpadded % 64) % 64, ' ');
@@ -378,7 +390,8 @@ absl::Status WriteMatrix(const std::string& path, absl::Span<const float> values
     out.write(reinterpret_cast<const char*>(values.data()),
               values.size() * sizeof(float));
   }
-  if (!out.good()) return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  if (!out.good())
+    return absl::UnavailableError(absl::StrCat("cannot write ", path));
   return absl::OkStatus();
 }
 

@@ -45,13 +45,15 @@ absl::StatusOr<LogitsMatrix> LoadLogits(const std::string& path);
 absl::StatusOr<std::vector<float>> LoadFloatMatrix(const std::string& path,
                                                    int64_t rows, int64_t cols);
 // A file (.npy int32/int64 1-D, or .csv) or an inline list "0,3,4".
-absl::StatusOr<std::vector<int32_t>> LoadLabels(const std::string& file_or_list);
+absl::StatusOr<std::vector<int32_t>> LoadLabels(
+    const std::string& file_or_list);
 // A file (.npy float32 1-D, or .csv) or an inline list "1,0.5,2".
 absl::StatusOr<std::vector<float>> LoadFloats(const std::string& file_or_list);
 
 // Writes a float32 [rows, cols] matrix as .npy, or .csv if the name ends so.
-absl::Status WriteMatrix(const std::string& path, absl::Span<const float> values,
-                         int64_t rows, int64_t cols);
+absl::Status WriteMatrix(const std::string& path,
+                         absl::Span<const float> values, int64_t rows,
+                         int64_t cols);
 
 }  // namespace cbloss::cli
 

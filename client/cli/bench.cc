@@ -15,14 +15,15 @@ namespace {
 
 double Percentile(std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
-  const size_t at = std::min(sorted.size() - 1,
-                             static_cast<size_t>(q * (sorted.size() - 1) + 0.5));
+  const size_t at = std::min(
+      sorted.size() - 1, static_cast<size_t>(q * (sorted.size() - 1) + 0.5));
   return sorted[at];
 }
 
 }  // namespace
 
-absl::StatusOr<BenchReport> RunBench(Client* client, const BenchOptions& options) {
+absl::StatusOr<BenchReport> RunBench(Client* client,
+                                     const BenchOptions& options) {
   if (options.concurrency < 1 || options.batch < 1) {
     return absl::InvalidArgumentError("--concurrency and --batch must be >= 1");
   }
@@ -56,11 +57,13 @@ absl::StatusOr<BenchReport> RunBench(Client* client, const BenchOptions& options
     threads.emplace_back([&, t] {
       std::mt19937 rng(1234 + t);
       std::normal_distribution<float> normal(0.0f, 2.0f);
-      std::uniform_int_distribution<int32_t> label(0, static_cast<int32_t>(classes - 1));
+      std::uniform_int_distribution<int32_t> label(
+          0, static_cast<int32_t>(classes - 1));
       std::vector<float> z(options.batch * classes);
       for (float& v : z) v = normal(rng);
       std::vector<uint16_t> half(z.size());
-      if (options.dtype == v1::DTYPE_BFLOAT16 || options.dtype == v1::DTYPE_FLOAT16) {
+      if (options.dtype == v1::DTYPE_BFLOAT16 ||
+          options.dtype == v1::DTYPE_FLOAT16) {
         EncodeHalf(options.dtype == v1::DTYPE_BFLOAT16 ? DType::kBFloat16
                                                        : DType::kFloat16,
                    z, absl::MakeSpan(half));
@@ -68,13 +71,15 @@ absl::StatusOr<BenchReport> RunBench(Client* client, const BenchOptions& options
       std::vector<int32_t> labels(options.batch);
       for (int32_t& y : labels) y = label(rng);
       const Logits logits =
-          options.dtype == v1::DTYPE_FLOAT32 || options.dtype == v1::DTYPE_UNSPECIFIED
+          options.dtype == v1::DTYPE_FLOAT32 ||
+                  options.dtype == v1::DTYPE_UNSPECIFIED
               ? Logits::Float32(z, options.batch, classes)
               : Logits::Half(options.dtype, half, options.batch, classes);
       LossOptions loss_options;
       loss_options.config.set_loss_type(options.loss);
-      loss_options.gradient_dtype =
-          options.dtype == v1::DTYPE_UNSPECIFIED ? v1::DTYPE_FLOAT32 : options.dtype;
+      loss_options.gradient_dtype = options.dtype == v1::DTYPE_UNSPECIFIED
+                                        ? v1::DTYPE_FLOAT32
+                                        : options.dtype;
       std::vector<double> mine;
       int64_t requests = 0, errors = 0;
       std::vector<std::string> samples;

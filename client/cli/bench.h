@@ -36,10 +36,11 @@ struct BenchReport {
   double seconds = 0;
   double rps = 0;
   double p50_us = 0, p90_us = 0, p99_us = 0;  // successful calls
-  std::vector<std::string> error_samples;      // first few distinct errors
+  std::vector<std::string> error_samples;     // first few distinct errors
 };
 
-absl::StatusOr<BenchReport> RunBench(Client* client, const BenchOptions& options);
+absl::StatusOr<BenchReport> RunBench(Client* client,
+                                     const BenchOptions& options);
 
 }  // namespace cbloss::cli
 

@@ -33,13 +33,15 @@ using json = nlohmann::json;
 // Short names of the CLI and docs ("focal", "mean", "bf16"), or the enum's
 // full name ("LOSS_TYPE_FOCAL").
 template <typename Enum>
-absl::StatusOr<Enum> ParseEnum(
-    const std::string& text, const std::string& prefix,
-    bool (*parse)(const std::string&, Enum*), const std::string& what) {
+absl::StatusOr<Enum> ParseEnum(const std::string& text,
+                               const std::string& prefix,
+                               bool (*parse)(const std::string&, Enum*),
+                               const std::string& what) {
   std::string upper = absl::AsciiStrToUpper(text);
   Enum value;
   if (parse(upper, &value) || parse(prefix + upper, &value)) return value;
-  return absl::InvalidArgumentError(absl::StrCat(what, " '", text, "' is not known"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, " '", text, "' is not known"));
 }
 
 absl::StatusOr<v1::LossType> ParseLossType(const std::string& s) {
@@ -78,29 +80,39 @@ json ProtoJson(const google::protobuf::Message& m) {
 // strings).
 json DatasetJson(const v1::Dataset& d) {
   json j = ProtoJson(d);
-  j["class_counts"] = std::vector<int64_t>(d.class_counts().begin(),
-                                           d.class_counts().end());
+  j["class_counts"] =
+      std::vector<int64_t>(d.class_counts().begin(), d.class_counts().end());
   j["version"] = d.version();
   return j;
 }
 
 std::string ConfigText(const v1::LossConfig& c) {
   std::vector<std::string> parts;
-  if (c.loss_type()) parts.push_back("loss=" + ShortName(v1::LossType_Name(c.loss_type()), "LOSS_TYPE_"));
-  if (c.weighting()) parts.push_back("scheme=" + ShortName(v1::WeightingScheme_Name(c.weighting()), "WEIGHTING_SCHEME_"));
+  if (c.loss_type())
+    parts.push_back("loss=" +
+                    ShortName(v1::LossType_Name(c.loss_type()), "LOSS_TYPE_"));
+  if (c.weighting())
+    parts.push_back("scheme=" +
+                    ShortName(v1::WeightingScheme_Name(c.weighting()),
+                              "WEIGHTING_SCHEME_"));
   if (c.has_beta()) parts.push_back(absl::StrCat("beta=", c.beta()));
   if (c.has_gamma()) parts.push_back(absl::StrCat("gamma=", c.gamma()));
-  if (c.reduction()) parts.push_back("reduction=" + ShortName(v1::Reduction_Name(c.reduction()), "REDUCTION_"));
-  if (c.has_ignore_index()) parts.push_back(absl::StrCat("ignore_index=", c.ignore_index()));
+  if (c.reduction())
+    parts.push_back("reduction=" +
+                    ShortName(v1::Reduction_Name(c.reduction()), "REDUCTION_"));
+  if (c.has_ignore_index())
+    parts.push_back(absl::StrCat("ignore_index=", c.ignore_index()));
   // Section 9 parameters only where their loss uses them.
   if (c.has_tau() && c.loss_type() == v1::LOSS_TYPE_LOGIT_ADJUSTED) {
     parts.push_back(absl::StrCat("tau=", c.tau()));
   }
   if (c.loss_type() == v1::LOSS_TYPE_LDAM) {
-    if (c.has_max_margin()) parts.push_back(absl::StrCat("max_margin=", c.max_margin()));
+    if (c.has_max_margin())
+      parts.push_back(absl::StrCat("max_margin=", c.max_margin()));
     if (c.has_scale()) parts.push_back(absl::StrCat("scale=", c.scale()));
   }
-  if (c.has_drw_start_epoch()) parts.push_back(absl::StrCat("drw_start_epoch=", c.drw_start_epoch()));
+  if (c.has_drw_start_epoch())
+    parts.push_back(absl::StrCat("drw_start_epoch=", c.drw_start_epoch()));
   return parts.empty() ? "(service defaults)" : absl::StrJoin(parts, " ");
 }
 
@@ -111,9 +123,9 @@ void PrintDataset(const v1::Dataset& d) {
             << "defaults: " << ConfigText(d.defaults()) << "\n";
   std::cout << absl::StrFormat("%6s  %-16s %12s\n", "class", "name", "count");
   for (int j = 0; j < d.class_counts_size(); ++j) {
-    std::cout << absl::StrFormat("%6d  %-16s %12d\n", j,
-                                 j < d.class_names_size() ? d.class_names(j) : "",
-                                 d.class_counts(j));
+    std::cout << absl::StrFormat(
+        "%6d  %-16s %12d\n", j,
+        j < d.class_names_size() ? d.class_names(j) : "", d.class_counts(j));
   }
 }
 
@@ -163,7 +175,8 @@ absl::StatusOr<v1::LossConfig> ConfigFrom(const LossFlags& f, CLI::App* cmd) {
 
 void AddSourceFlags(CLI::App* cmd, LossFlags* f) {
   auto* d = cmd->add_option("--dataset", f->dataset, "a stored dataset's name");
-  auto* c = cmd->add_option("--counts", f->counts, "inline class counts, e.g. 5000,2997,1796")
+  auto* c = cmd->add_option("--counts", f->counts,
+                            "inline class counts, e.g. 5000,2997,1796")
                 ->delimiter(',');
   d->excludes(c);
   c->excludes(d);
@@ -172,20 +185,25 @@ void AddSourceFlags(CLI::App* cmd, LossFlags* f) {
 void AddConfigFlags(CLI::App* cmd, LossFlags* f, bool loss_flags) {
   cmd->add_option("--beta", f->beta, "effective-number beta in [0, 1]");
   cmd->add_option("--scheme", f->scheme,
-                  "weighting: effective_number, inverse_frequency, inverse_sqrt_frequency, none");
+                  "weighting: effective_number, inverse_frequency, "
+                  "inverse_sqrt_frequency, none");
   if (!loss_flags) return;
-  cmd->add_option("--loss", f->loss,
-                  "softmax, sigmoid, focal, softmax_bce (and LOSS.md section 9 types)");
+  cmd->add_option(
+      "--loss", f->loss,
+      "softmax, sigmoid, focal, softmax_bce (and LOSS.md section 9 types)");
   cmd->add_option("--gamma", f->gamma, "focal gamma >= 0");
   cmd->add_option("--reduction", f->reduction,
                   "mean, sum, element_mean, weighted_mean, none");
   cmd->add_option("--ignore-index", f->ignore_index,
                   "label value of ignored samples (default -100)");
-  cmd->add_option("--tau", f->tau, "logit_adjusted: temperature tau >= 0 (default 1)");
-  cmd->add_option("--max-margin", f->max_margin, "ldam: largest margin > 0 (default 0.5)");
+  cmd->add_option("--tau", f->tau,
+                  "logit_adjusted: temperature tau >= 0 (default 1)");
+  cmd->add_option("--max-margin", f->max_margin,
+                  "ldam: largest margin > 0 (default 0.5)");
   cmd->add_option("--scale", f->scale, "ldam: logit scale > 0 (default 30)");
-  cmd->add_option("--drw-start-epoch", f->drw_start_epoch,
-                  "deferred re-weighting: class weights are 1 before this epoch");
+  cmd->add_option(
+      "--drw-start-epoch", f->drw_start_epoch,
+      "deferred re-weighting: class weights are 1 before this epoch");
 }
 
 int Fail(const absl::Status& s) {
@@ -203,14 +221,18 @@ int Main(int argc, char** argv) {
   std::string target = env_target ? env_target : "127.0.0.1:50051";
   bool as_json = false;
   double timeout_s = 30;
-  app.add_option("--target", target,
-                 "server address HOST:PORT (default 127.0.0.1:50051, or $CBLOSS_TARGET)");
+  app.add_option(
+      "--target", target,
+      "server address HOST:PORT (default 127.0.0.1:50051, or $CBLOSS_TARGET)");
   app.add_flag("--json", as_json, "print one JSON document on stdout");
-  app.add_option("--timeout", timeout_s, "per-call deadline in seconds (default 30)");
+  app.add_option("--timeout", timeout_s,
+                 "per-call deadline in seconds (default 30)");
 
-  auto* health = app.add_subcommand("health", "exit 0 if the server is SERVING");
+  auto* health =
+      app.add_subcommand("health", "exit 0 if the server is SERVING");
 
-  auto* datasets = app.add_subcommand("datasets", "manage datasets (class counts + defaults)");
+  auto* datasets = app.add_subcommand(
+      "datasets", "manage datasets (class counts + defaults)");
   datasets->require_subcommand(1);
   std::string name;
   std::vector<int64_t> counts;
@@ -219,9 +241,12 @@ int Main(int argc, char** argv) {
   uint64_t expected_version = 0;
   auto* put = datasets->add_subcommand("put", "create or replace a dataset");
   put->add_option("name", name, "dataset name")->required();
-  put->add_option("--counts", put_flags.counts, "class counts, e.g. 5000,2997,1796")
-      ->delimiter(',')->required();
-  put->add_option("--names", names, "class names, e.g. cat,dog")->delimiter(',');
+  put->add_option("--counts", put_flags.counts,
+                  "class counts, e.g. 5000,2997,1796")
+      ->delimiter(',')
+      ->required();
+  put->add_option("--names", names, "class names, e.g. cat,dog")
+      ->delimiter(',');
   AddConfigFlags(put, &put_flags, /*loss_flags=*/true);
   put->add_option("--expected-version", expected_version,
                   "0: must not exist yet; N: must be at version N");
@@ -230,56 +255,76 @@ int Main(int argc, char** argv) {
   auto* list = datasets->add_subcommand("list", "list every dataset");
   auto* del = datasets->add_subcommand("delete", "delete a dataset");
   del->add_option("name", name, "dataset name")->required();
-  del->add_option("--expected-version", expected_version, "must be at version N");
+  del->add_option("--expected-version", expected_version,
+                  "must be at version N");
   std::vector<int64_t> deltas;
   std::string add_labels;
-  auto* add = datasets->add_subcommand("add-counts", "add to a dataset's counts, atomically");
+  auto* add = datasets->add_subcommand("add-counts",
+                                       "add to a dataset's counts, atomically");
   add->add_option("name", name, "dataset name")->required();
-  auto* deltas_opt = add->add_option("--deltas", deltas, "one delta per class, e.g. 10,0,-2")
-                         ->delimiter(',');
-  auto* labels_opt = add->add_option("--labels", add_labels,
-                                     "labels of new samples: a list 0,3,3 or a .npy/.csv file");
+  auto* deltas_opt =
+      add->add_option("--deltas", deltas, "one delta per class, e.g. 10,0,-2")
+          ->delimiter(',');
+  auto* labels_opt = add->add_option(
+      "--labels", add_labels,
+      "labels of new samples: a list 0,3,3 or a .npy/.csv file");
   add->callback([&] {
-    if (!*deltas_opt && !*labels_opt) throw CLI::ValidationError("give --deltas and/or --labels");
+    if (!*deltas_opt && !*labels_opt)
+      throw CLI::ValidationError("give --deltas and/or --labels");
   });
 
   LossFlags weights_flags;
-  auto* weights = app.add_subcommand("weights", "class weights w of LOSS.md section 2");
+  auto* weights =
+      app.add_subcommand("weights", "class weights w of LOSS.md section 2");
   AddSourceFlags(weights, &weights_flags);
   AddConfigFlags(weights, &weights_flags, /*loss_flags=*/false);
 
   LossFlags loss_flags;
-  std::string logits_path, labels_arg, targets_path, gradient_out, sample_weights_arg,
-      gradient_dtype_arg;
+  std::string logits_path, labels_arg, targets_path, gradient_out,
+      sample_weights_arg, gradient_dtype_arg;
   bool per_sample = false;
-  auto* loss = app.add_subcommand("loss", "compute a batch's loss (and gradient)");
+  auto* loss =
+      app.add_subcommand("loss", "compute a batch's loss (and gradient)");
   AddSourceFlags(loss, &loss_flags);
   AddConfigFlags(loss, &loss_flags, /*loss_flags=*/true);
-  loss->add_option("--logits", logits_path, "logits [B, C]: .npy (float32/float16) or .csv")
+  loss->add_option("--logits", logits_path,
+                   "logits [B, C]: .npy (float32/float16) or .csv")
       ->required();
-  auto* l_opt = loss->add_option("--labels", labels_arg, "labels: .npy (int32/int64), .csv, or a list");
-  auto* t_opt = loss->add_option("--targets", targets_path, "targets [B, C] in [0, 1]: .npy (float32) or .csv");
+  auto* l_opt = loss->add_option("--labels", labels_arg,
+                                 "labels: .npy (int32/int64), .csv, or a list");
+  auto* t_opt =
+      loss->add_option("--targets", targets_path,
+                       "targets [B, C] in [0, 1]: .npy (float32) or .csv");
   l_opt->excludes(t_opt);
-  loss->add_option("--sample-weights", sample_weights_arg, "per-sample weights: file or list");
-  loss->add_option("--gradient-out", gradient_out, "write dL/dlogits here (.npy, or .csv)");
-  loss->add_option("--gradient-dtype", gradient_dtype_arg, "f32 (default), f16 or bf16");
+  loss->add_option("--sample-weights", sample_weights_arg,
+                   "per-sample weights: file or list");
+  loss->add_option("--gradient-out", gradient_out,
+                   "write dL/dlogits here (.npy, or .csv)");
+  loss->add_option("--gradient-dtype", gradient_dtype_arg,
+                   "f32 (default), f16 or bf16");
   loss->add_flag("--per-sample", per_sample, "also print per-sample losses");
   int epoch = 0;
-  loss->add_option("--epoch", epoch, "training epoch, for deferred re-weighting");
+  loss->add_option("--epoch", epoch,
+                   "training epoch, for deferred re-weighting");
   loss->callback([&] {
-    if (!*l_opt && !*t_opt) throw CLI::ValidationError("give --labels or --targets");
+    if (!*l_opt && !*t_opt)
+      throw CLI::ValidationError("give --labels or --targets");
   });
 
   BenchOptions bench_options;
   double duration_s = 10;
   std::string bench_dtype = "f32", bench_loss;
   LossFlags bench_flags;
-  auto* bench = app.add_subcommand("bench", "load generator: ComputeLoss back to back");
+  auto* bench =
+      app.add_subcommand("bench", "load generator: ComputeLoss back to back");
   bench->add_option("--duration", duration_s, "seconds to run (default 10)");
-  bench->add_option("--concurrency", bench_options.concurrency, "concurrent callers (default 4)");
+  bench->add_option("--concurrency", bench_options.concurrency,
+                    "concurrent callers (default 4)");
   AddSourceFlags(bench, &bench_flags);
-  bench->add_option("--batch", bench_options.batch, "rows per request (default 256)");
-  bench->add_option("--classes", bench_options.classes, "classes (default: from the dataset or counts)");
+  bench->add_option("--batch", bench_options.batch,
+                    "rows per request (default 256)");
+  bench->add_option("--classes", bench_options.classes,
+                    "classes (default: from the dataset or counts)");
   bench->add_option("--dtype", bench_dtype, "f32 (default), f16 or bf16");
   bench->add_option("--loss", bench_loss, "loss type (default: the dataset's)");
 
@@ -291,14 +336,16 @@ int Main(int argc, char** argv) {
 
   ClientOptions options;
   options.default_deadline = absl::Seconds(timeout_s);
-  absl::StatusOr<std::unique_ptr<Client>> created = Client::Create(target, options);
+  absl::StatusOr<std::unique_ptr<Client>> created =
+      Client::Create(target, options);
   if (!created.ok()) return Fail(created.status());
   Client& client = **created;
 
   if (*health) {
     absl::Status s = client.CheckHealth();
     if (as_json) {
-      std::cout << json{{"status", s.ok() ? "SERVING" : "NOT_SERVING"}}.dump() << "\n";
+      std::cout << json{{"status", s.ok() ? "SERVING" : "NOT_SERVING"}}.dump()
+                << "\n";
     } else {
       std::cout << (s.ok() ? "SERVING" : "NOT_SERVING") << "\n";
     }
@@ -308,7 +355,8 @@ int Main(int argc, char** argv) {
   if (*put) {
     v1::Dataset d;
     d.set_name(name);
-    d.mutable_class_counts()->Assign(put_flags.counts.begin(), put_flags.counts.end());
+    d.mutable_class_counts()->Assign(put_flags.counts.begin(),
+                                     put_flags.counts.end());
     for (const std::string& n : names) d.add_class_names(n);
     absl::StatusOr<v1::LossConfig> config = ConfigFrom(put_flags, put);
     if (!config.ok()) return Fail(config.status());
@@ -317,15 +365,19 @@ int Main(int argc, char** argv) {
     if (put->count("--expected-version")) expected = expected_version;
     absl::StatusOr<v1::Dataset> stored = client.PutDataset(d, expected);
     if (!stored.ok()) return Fail(stored.status());
-    if (as_json) std::cout << DatasetJson(*stored).dump() << "\n";
-    else PrintDataset(*stored);
+    if (as_json)
+      std::cout << DatasetJson(*stored).dump() << "\n";
+    else
+      PrintDataset(*stored);
     return 0;
   }
   if (*get) {
     absl::StatusOr<v1::Dataset> d = client.GetDataset(name);
     if (!d.ok()) return Fail(d.status());
-    if (as_json) std::cout << DatasetJson(*d).dump() << "\n";
-    else PrintDataset(*d);
+    if (as_json)
+      std::cout << DatasetJson(*d).dump() << "\n";
+    else
+      PrintDataset(*d);
     return 0;
   }
   if (*list) {
@@ -336,10 +388,12 @@ int Main(int argc, char** argv) {
       for (const v1::Dataset& d : *all) j.push_back(DatasetJson(d));
       std::cout << json{{"datasets", j}}.dump() << "\n";
     } else {
-      std::cout << absl::StrFormat("%-32s %8s %8s  %s\n", "name", "version", "classes", "defaults");
+      std::cout << absl::StrFormat("%-32s %8s %8s  %s\n", "name", "version",
+                                   "classes", "defaults");
       for (const v1::Dataset& d : *all) {
-        std::cout << absl::StrFormat("%-32s %8d %8d  %s\n", d.name(), d.version(),
-                                     d.class_counts_size(), ConfigText(d.defaults()));
+        std::cout << absl::StrFormat("%-32s %8d %8d  %s\n", d.name(),
+                                     d.version(), d.class_counts_size(),
+                                     ConfigText(d.defaults()));
       }
     }
     return 0;
@@ -349,8 +403,10 @@ int Main(int argc, char** argv) {
     if (del->count("--expected-version")) expected = expected_version;
     absl::Status s = client.DeleteDataset(name, expected);
     if (!s.ok()) return Fail(s);
-    if (as_json) std::cout << json{{"deleted", name}}.dump() << "\n";
-    else std::cout << "deleted " << name << "\n";
+    if (as_json)
+      std::cout << json{{"deleted", name}}.dump() << "\n";
+    else
+      std::cout << "deleted " << name << "\n";
     return 0;
   }
   if (*add) {
@@ -362,13 +418,16 @@ int Main(int argc, char** argv) {
     }
     absl::StatusOr<v1::Dataset> d = client.AddClassCounts(name, deltas, labels);
     if (!d.ok()) return Fail(d.status());
-    if (as_json) std::cout << DatasetJson(*d).dump() << "\n";
-    else PrintDataset(*d);
+    if (as_json)
+      std::cout << DatasetJson(*d).dump() << "\n";
+    else
+      PrintDataset(*d);
     return 0;
   }
 
   auto source_of = [](const LossFlags& f) {
-    return f.dataset.empty() ? LossSource::Counts(f.counts) : LossSource::Dataset(f.dataset);
+    return f.dataset.empty() ? LossSource::Counts(f.counts)
+                             : LossSource::Dataset(f.dataset);
   };
 
   if (*weights) {
@@ -377,10 +436,12 @@ int Main(int argc, char** argv) {
     }
     absl::StatusOr<v1::LossConfig> config = ConfigFrom(weights_flags, weights);
     if (!config.ok()) return Fail(config.status());
-    absl::StatusOr<v1::ClassWeights> w = client.GetClassWeights(source_of(weights_flags), *config);
+    absl::StatusOr<v1::ClassWeights> w =
+        client.GetClassWeights(source_of(weights_flags), *config);
     if (!w.ok()) return Fail(w.status());
     if (as_json) {
-      json j{{"weights", std::vector<double>(w->weights().begin(), w->weights().end())}};
+      json j{{"weights",
+              std::vector<double>(w->weights().begin(), w->weights().end())}};
       if (w->dataset_version()) j["dataset_version"] = w->dataset_version();
       std::cout << j.dump() << "\n";
     } else {
@@ -407,7 +468,8 @@ int Main(int argc, char** argv) {
       if (!l.ok()) return Fail(l.status());
       labels = *std::move(l);
     } else {
-      absl::StatusOr<std::vector<float>> t = LoadFloatMatrix(targets_path, z->rows, z->cols);
+      absl::StatusOr<std::vector<float>> t =
+          LoadFloatMatrix(targets_path, z->rows, z->cols);
       if (!t.ok()) return Fail(t.status());
       targets = *std::move(t);
     }
@@ -431,10 +493,13 @@ int Main(int argc, char** argv) {
       }
       lo.gradient_dtype = *d;
     }
-    const Logits logits = z->float16 ? Logits::Half(v1::DTYPE_FLOAT16, z->f16, z->rows, z->cols)
-                                     : Logits::Float32(z->f32, z->rows, z->cols);
-    const Target target = labels.empty() && !targets.empty() ? Targets(targets) : Labels(labels);
-    absl::StatusOr<LossResult> r = client.ComputeLoss(source_of(loss_flags), logits, target, lo);
+    const Logits logits =
+        z->float16 ? Logits::Half(v1::DTYPE_FLOAT16, z->f16, z->rows, z->cols)
+                   : Logits::Float32(z->f32, z->rows, z->cols);
+    const Target target =
+        labels.empty() && !targets.empty() ? Targets(targets) : Labels(labels);
+    absl::StatusOr<LossResult> r =
+        client.ComputeLoss(source_of(loss_flags), logits, target, lo);
     if (!r.ok()) return Fail(r.status());
     if (!gradient_out.empty()) {
       absl::Status s = WriteMatrix(gradient_out, r->gradient, z->rows, z->cols);
@@ -446,7 +511,8 @@ int Main(int argc, char** argv) {
              {"class_weights", r->class_weights},
              {"resolved_config", ProtoJson(r->resolved_config)}};
       if (r->dataset_version) j["dataset_version"] = r->dataset_version;
-      if (!r->per_sample_losses.empty()) j["per_sample_losses"] = r->per_sample_losses;
+      if (!r->per_sample_losses.empty())
+        j["per_sample_losses"] = r->per_sample_losses;
       if (!gradient_out.empty()) j["gradient_out"] = gradient_out;
       std::cout << j.dump() << "\n";
     } else {
@@ -454,9 +520,11 @@ int Main(int argc, char** argv) {
                 << "num_samples  " << r->num_samples << "\n"
                 << "config       " << ConfigText(r->resolved_config) << "\n";
       if (!r->per_sample_losses.empty()) {
-        std::cout << "per_sample   " << absl::StrJoin(r->per_sample_losses, " ") << "\n";
+        std::cout << "per_sample   " << absl::StrJoin(r->per_sample_losses, " ")
+                  << "\n";
       }
-      if (!gradient_out.empty()) std::cout << "gradient     written to " << gradient_out << "\n";
+      if (!gradient_out.empty())
+        std::cout << "gradient     written to " << gradient_out << "\n";
     }
     return 0;
   }
@@ -476,17 +544,23 @@ int Main(int argc, char** argv) {
     absl::StatusOr<BenchReport> r = RunBench(&client, bench_options);
     if (!r.ok()) return Fail(r.status());
     if (as_json) {
-      std::cout << json{{"requests", r->requests}, {"errors", r->errors},
-                        {"seconds", r->seconds}, {"rps", r->rps},
-                        {"p50_us", r->p50_us}, {"p90_us", r->p90_us},
-                        {"p99_us", r->p99_us}, {"error_samples", r->error_samples}}
+      std::cout << json{{"requests", r->requests},
+                        {"errors", r->errors},
+                        {"seconds", r->seconds},
+                        {"rps", r->rps},
+                        {"p50_us", r->p50_us},
+                        {"p90_us", r->p90_us},
+                        {"p99_us", r->p99_us},
+                        {"error_samples", r->error_samples}}
                        .dump()
                 << "\n";
     } else {
       std::cout << absl::StrFormat(
-          "requests %d  errors %d  %.1f req/s  p50 %.0f us  p90 %.0f us  p99 %.0f us\n",
+          "requests %d  errors %d  %.1f req/s  p50 %.0f us  p90 %.0f us  p99 "
+          "%.0f us\n",
           r->requests, r->errors, r->rps, r->p50_us, r->p90_us, r->p99_us);
-      for (const std::string& e : r->error_samples) std::cout << "  error: " << e << "\n";
+      for (const std::string& e : r->error_samples)
+        std::cout << "  error: " << e << "\n";
     }
     return 0;
   }

@@ -34,7 +34,8 @@ TEST(ClassWeights, MatchesSpecCheckValues) {
 }
 
 TEST(ClassWeights, BetaZeroGivesOnes) {
-  for (double w : Weights({1, 10, 1000}, WeightingScheme::kEffectiveNumber, 0)) {
+  for (double w :
+       Weights({1, 10, 1000}, WeightingScheme::kEffectiveNumber, 0)) {
     EXPECT_DOUBLE_EQ(w, 1.0);
   }
 }
@@ -45,8 +46,8 @@ TEST(ClassWeights, BetaOneIsInverseFrequency) {
       Weights({1, 4}, WeightingScheme::kEffectiveNumber, 1.0);
   EXPECT_DOUBLE_EQ(w[0], 1.6);
   EXPECT_DOUBLE_EQ(w[1], 0.4);
-  std::vector<double> inv = Weights({1, 4}, WeightingScheme::kInverseFrequency,
-                                    0.5);
+  std::vector<double> inv =
+      Weights({1, 4}, WeightingScheme::kInverseFrequency, 0.5);
   EXPECT_DOUBLE_EQ(inv[0], 1.6);
   EXPECT_DOUBLE_EQ(inv[1], 0.4);
 }
@@ -60,8 +61,9 @@ TEST(ClassWeights, BetaNearOneKeepsPrecisionForLargeCounts) {
       Weights(counts, WeightingScheme::kEffectiveNumber, beta);
   long double r[2];
   for (int j = 0; j < 2; ++j) {
-    r[j] = (1.0L - beta) / (1.0L - std::pow(static_cast<long double>(beta),
-                                            static_cast<long double>(counts[j])));
+    r[j] =
+        (1.0L - beta) / (1.0L - std::pow(static_cast<long double>(beta),
+                                         static_cast<long double>(counts[j])));
   }
   for (int j = 0; j < 2; ++j) {
     const double expected = static_cast<double>(2 * r[j] / (r[0] + r[1]));

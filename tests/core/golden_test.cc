@@ -58,7 +58,8 @@ Reduction ParseReduction(const std::string& s) {
 WeightingScheme ParseScheme(const std::string& s) {
   if (s == "EFFECTIVE_NUMBER") return WeightingScheme::kEffectiveNumber;
   if (s == "INVERSE_FREQUENCY") return WeightingScheme::kInverseFrequency;
-  if (s == "INVERSE_SQRT_FREQUENCY") return WeightingScheme::kInverseSqrtFrequency;
+  if (s == "INVERSE_SQRT_FREQUENCY")
+    return WeightingScheme::kInverseSqrtFrequency;
   if (s == "NONE") return WeightingScheme::kNone;
   ADD_FAILURE() << "unknown scheme " << s;
   return WeightingScheme::kEffectiveNumber;
@@ -197,13 +198,16 @@ TEST(GoldenFile, CoversEveryLossReductionAndMode) {
                 c["reduction"].get<std::string>() + "/" +
                 (c.contains("labels") ? "labels" : "targets"));
   }
-  for (std::string loss : {"SOFTMAX", "SIGMOID", "FOCAL", "SOFTMAX_BCE",
-                           "BALANCED_SOFTMAX", "LOGIT_ADJUSTED", "LDAM",
-                           "SOFTMAX_FOCAL"}) {
-    for (std::string red : {"MEAN", "SUM", "ELEMENT_MEAN", "WEIGHTED_MEAN", "NONE"}) {
-      EXPECT_TRUE(seen.count(loss + "/" + red + "/labels")) << loss << " " << red;
+  for (std::string loss :
+       {"SOFTMAX", "SIGMOID", "FOCAL", "SOFTMAX_BCE", "BALANCED_SOFTMAX",
+        "LOGIT_ADJUSTED", "LDAM", "SOFTMAX_FOCAL"}) {
+    for (std::string red :
+         {"MEAN", "SUM", "ELEMENT_MEAN", "WEIGHTED_MEAN", "NONE"}) {
+      EXPECT_TRUE(seen.count(loss + "/" + red + "/labels"))
+          << loss << " " << red;
       if ((loss == "SIGMOID" || loss == "FOCAL") && red != "WEIGHTED_MEAN") {
-        EXPECT_TRUE(seen.count(loss + "/" + red + "/targets")) << loss << " " << red;
+        EXPECT_TRUE(seen.count(loss + "/" + red + "/targets"))
+            << loss << " " << red;
       }
     }
   }
@@ -252,7 +256,8 @@ TEST(SeedExample, GivesPublishedLossAndWeights) {
   const auto rows = seed["logits"].get<std::vector<std::vector<float>>>();
   c.rows = rows.size();
   c.cols = rows[0].size();
-  for (const auto& r : rows) c.logits.insert(c.logits.end(), r.begin(), r.end());
+  for (const auto& r : rows)
+    c.logits.insert(c.logits.end(), r.begin(), r.end());
   c.labels = seed["labels"].get<std::vector<int32_t>>();
   const EngineRun run = RunEngine(c);
   ASSERT_TRUE(run.status.ok()) << run.status;

@@ -52,12 +52,14 @@ EngineCase MakeCase(const GradCase& g) {
   std::uniform_real_distribution<float> unit(0.0f, 1.0f);
   for (int k = 0; k < 30; ++k) c.logits.push_back(grid(rng) / 64.0f);
   if (g.targets) {
-    for (int k = 0; k < 30; ++k) c.targets.push_back(k % 3 == 0 ? 1.0f : unit(rng) * 0.5f);
+    for (int k = 0; k < 30; ++k)
+      c.targets.push_back(k % 3 == 0 ? 1.0f : unit(rng) * 0.5f);
   } else {
     c.labels = {0, 1, 3, 4, -100, 0};
   }
   c.sample_weights = {1.0f, 0.5f, 2.0f, 0.0f, 1.0f, 0.75f};
-  if (g.reduction == Reduction::kNone) c.upstream = {0.5f, -1.0f, 2.0f, 1.0f, 3.0f, 0.25f};
+  if (g.reduction == Reduction::kNone)
+    c.upstream = {0.5f, -1.0f, 2.0f, 1.0f, 3.0f, 0.25f};
   return c;
 }
 
@@ -73,7 +75,8 @@ TEST_P(FiniteDifference, AnalyticGradientMatches) {
   const EngineRun run = RunEngine(c);
   ASSERT_TRUE(run.status.ok()) << run.status;
   double max_abs = 0;
-  for (float g : run.gradient) max_abs = std::max(max_abs, std::fabs(double{g}));
+  for (float g : run.gradient)
+    max_abs = std::max(max_abs, std::fabs(double{g}));
   ASSERT_GT(max_abs, 0.0);
   const float h = 1.0f / 64.0f;
   for (int k = 0; k < static_cast<int>(c.logits.size()); ++k) {
@@ -89,15 +92,17 @@ TEST_P(FiniteDifference, AnalyticGradientMatches) {
 
 std::vector<GradCase> AllGradCases() {
   std::vector<GradCase> cases;
-  for (Reduction r : {Reduction::kMean, Reduction::kSum, Reduction::kElementMean,
-                      Reduction::kWeightedMean, Reduction::kNone}) {
-    for (LossType t : {LossType::kSoftmax, LossType::kSigmoid, LossType::kFocal,
-                       LossType::kSoftmaxBce, LossType::kBalancedSoftmax,
-                       LossType::kLogitAdjusted, LossType::kLdam,
-                       LossType::kSoftmaxFocal}) {
+  for (Reduction r :
+       {Reduction::kMean, Reduction::kSum, Reduction::kElementMean,
+        Reduction::kWeightedMean, Reduction::kNone}) {
+    for (LossType t :
+         {LossType::kSoftmax, LossType::kSigmoid, LossType::kFocal,
+          LossType::kSoftmaxBce, LossType::kBalancedSoftmax,
+          LossType::kLogitAdjusted, LossType::kLdam, LossType::kSoftmaxFocal}) {
       cases.push_back({t, r, false});
-      const bool targets_ok = (t == LossType::kSigmoid || t == LossType::kFocal) &&
-                              r != Reduction::kWeightedMean;
+      const bool targets_ok =
+          (t == LossType::kSigmoid || t == LossType::kFocal) &&
+          r != Reduction::kWeightedMean;
       if (targets_ok) cases.push_back({t, r, true});
     }
   }
@@ -108,10 +113,10 @@ INSTANTIATE_TEST_SUITE_P(AllLosses, FiniteDifference,
                          ::testing::ValuesIn(AllGradCases()), Name);
 
 TEST(Extremes, EveryResultFiniteForLogitsUpTo1e4) {
-  for (LossType t : {LossType::kSoftmax, LossType::kSigmoid, LossType::kFocal,
-                     LossType::kSoftmaxBce, LossType::kBalancedSoftmax,
-                     LossType::kLogitAdjusted, LossType::kLdam,
-                     LossType::kSoftmaxFocal}) {
+  for (LossType t :
+       {LossType::kSoftmax, LossType::kSigmoid, LossType::kFocal,
+        LossType::kSoftmaxBce, LossType::kBalancedSoftmax,
+        LossType::kLogitAdjusted, LossType::kLdam, LossType::kSoftmaxFocal}) {
     for (double gamma : {0.0, 0.5, 2.0}) {
       EngineCase c;
       c.params.loss_type = t;
@@ -119,13 +124,14 @@ TEST(Extremes, EveryResultFiniteForLogitsUpTo1e4) {
       c.counts = {3, 1, 4};
       c.rows = 4;
       c.cols = 3;
-      c.logits = {1e4f, -1e4f, 0, -1e4f, 1e4f, 88.8f, -1000, 1000, -88.8f,
-                  0, 0, 0};
+      c.logits = {1e4f,  -1e4f, 0,      -1e4f, 1e4f, 88.8f,
+                  -1000, 1000,  -88.8f, 0,     0,    0};
       c.labels = {1, 0, 0, 2};
       const EngineRun run = RunEngine(c);
       ASSERT_TRUE(run.status.ok());
       EXPECT_TRUE(std::isfinite(run.result.loss)) << LossTypeName(t);
-      for (float g : run.gradient) EXPECT_TRUE(std::isfinite(g)) << LossTypeName(t);
+      for (float g : run.gradient)
+        EXPECT_TRUE(std::isfinite(g)) << LossTypeName(t);
       for (float l : run.per_sample_losses) EXPECT_TRUE(std::isfinite(l));
     }
   }

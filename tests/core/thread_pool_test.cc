@@ -62,7 +62,8 @@ EngineCase BigCase(LossType type, bool targets_mode, Reduction reduction) {
     if (!targets_mode) c.labels.push_back(i % 11 == 0 ? -100 : label(rng));
   }
   if (targets_mode) {
-    for (int64_t k = 0; k < c.rows * c.cols; ++k) c.targets.push_back(unit(rng));
+    for (int64_t k = 0; k < c.rows * c.cols; ++k)
+      c.targets.push_back(unit(rng));
   }
   return c;
 }
@@ -88,11 +89,12 @@ TEST(ThreadCountInvariance, SameBitsFor1_2_7Threads) {
     bool targets;
     Reduction reduction;
   };
-  for (const Config& cfg : {Config{LossType::kSoftmax, false, Reduction::kMean},
-                            Config{LossType::kSoftmaxBce, false, Reduction::kWeightedMean},
-                            Config{LossType::kSigmoid, true, Reduction::kMean},
-                            Config{LossType::kFocal, false, Reduction::kElementMean},
-                            Config{LossType::kFocal, true, Reduction::kSum}}) {
+  for (const Config& cfg :
+       {Config{LossType::kSoftmax, false, Reduction::kMean},
+        Config{LossType::kSoftmaxBce, false, Reduction::kWeightedMean},
+        Config{LossType::kSigmoid, true, Reduction::kMean},
+        Config{LossType::kFocal, false, Reduction::kElementMean},
+        Config{LossType::kFocal, true, Reduction::kSum}}) {
     SCOPED_TRACE(std::string(LossTypeName(cfg.type)));
     const EngineCase c = BigCase(cfg.type, cfg.targets, cfg.reduction);
     const EngineRun inline_run = RunEngine(c, nullptr);

@@ -7,7 +7,6 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-
 #include "core/loss.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -199,8 +198,7 @@ TEST(Validation, NegativeCountNamesIndex) {
 TEST(Validation, AllZeroCountsIsFailedPrecondition) {
   EngineCase c = ValidCase();
   c.counts = {0, 0, 0, 0};
-  EXPECT_EQ(RunEngine(c).status.code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(RunEngine(c).status.code(), absl::StatusCode::kFailedPrecondition);
   c.params.weighting = WeightingScheme::kNone;  // counts unused: fine
   EXPECT_TRUE(RunEngine(c).status.ok());
 }

@@ -6,8 +6,9 @@
 // A Client owns one gRPC channel, reused for every call. Idempotent calls
 // (GetDataset, ListDatasets, GetClassWeights, ComputeLoss) are retried on
 // UNAVAILABLE through gRPC's service config, and calls are spread round-robin
-// over every address a target resolves to, so `ipv4:10.0.0.1:50051,10.0.0.2:50051`
-// or `dns:///cbloss-headless:50051` reach every replica.
+// over every address a target resolves to, so
+// `ipv4:10.0.0.1:50051,10.0.0.2:50051` or `dns:///cbloss-headless:50051` reach
+// every replica.
 //
 // Thread-safety: a Client is safe for concurrent use from any number of
 // threads. A LossStream is not: give each training loop its own.
@@ -21,7 +22,8 @@
 //   options.gradient_out = absl::MakeSpan(grad);
 //   absl::StatusOr<cbloss::LossResult> r = (*client)->ComputeLoss(
 //       cbloss::LossSource::Dataset("cifar10-lt"),
-//       cbloss::Logits::Float32(logits, B, C), cbloss::Labels(labels), options);
+//       cbloss::Logits::Float32(logits, B, C), cbloss::Labels(labels),
+//       options);
 //   if (r.ok()) std::cout << r->loss;   // grad now holds dL/dlogits
 
 #ifndef CBLOSS_CLIENT_INCLUDE_CBLOSS_CLIENT_H_
@@ -128,7 +130,7 @@ struct LossOptions {
 struct LossResult {
   double loss = 0.0;
   int64_t num_samples = 0;
-  uint64_t dataset_version = 0;  // 0 for inline counts
+  uint64_t dataset_version = 0;         // 0 for inline counts
   std::vector<float> gradient;          // float32, unless gradient_out given
   std::vector<uint16_t> gradient_half;  // FLOAT16 / BFLOAT16 gradient bits
   std::vector<float> per_sample_losses;
@@ -190,8 +192,7 @@ class LossStream {
  public:
   ~LossStream();
   absl::StatusOr<LossResult> Compute(const LossSource& source,
-                                     const Logits& logits,
-                                     const Target& target,
+                                     const Logits& logits, const Target& target,
                                      const LossOptions& options = {});
   // Half-closes the stream and returns its final status.
   absl::Status Close();
