@@ -295,7 +295,7 @@ absl::Status Client::CheckHealth() {
   // the response's field 1 (tag 0x08) is the status, SERVING = 1.
   grpc::GenericStub generic(channel_);
   grpc::ClientContext context;
-  PrepareContext(&context, absl::Seconds(5));
+  PrepareContext(&context, absl::nullopt);
   grpc::ByteBuffer request, response;
   grpc::Slice empty("");
   request = grpc::ByteBuffer(&empty, 1);

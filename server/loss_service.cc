@@ -75,6 +75,13 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* context,
     Request request;
     Response response;
   };
+  // A call cancelled before it was delivered (e.g. its deadline passed while
+  // the server was busy) may carry no request at all: do not run it.
+  if (context->IsCancelled()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                                 "the call was cancelled before it started"));
+    return reactor;
+  }
   auto call = std::make_unique<Call>();
   if (absl::Status s = Decode(in, &call->request); !s.ok()) {
     reactor->Finish(FinishStatus(method, s));

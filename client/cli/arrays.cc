@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -360,39 +361,63 @@ absl::StatusOr<std::vector<float>> LoadFloats(const std::string& file_or_list) {
   return out;
 }
 
+namespace {
+
+// A .npy version 1.0 header for a C-order [rows, cols] array of `descr`,
+// padded so the data starts on a 64-byte boundary.
+std::string NpyHeader(absl::string_view descr, int64_t rows, int64_t cols) {
+  std::string header =
+      absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (",
+                   rows, ", ", cols, "), }");
+  const size_t unpadded = 10 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header.push_back('\n');
+  const uint16_t len = static_cast<uint16_t>(header.size());
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out.push_back(static_cast<char>(len & 0xff));
+  out.push_back(static_cast<char>(len >> 8));
+  return out + header;
+}
+
+absl::Status WriteBytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out.good()) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status WriteMatrix(const std::string& path,
                          absl::Span<const float> values, int64_t rows,
                          int64_t cols) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out.good())
-    return absl::UnavailableError(absl::StrCat("cannot write ", path));
+  std::string bytes;
   if (IsCsv(path)) {
     for (int64_t i = 0; i < rows; ++i) {
       for (int64_t j = 0; j < cols; ++j) {
-        out << (j ? "," : "") << absl::StrCat(values[i * cols + j]);
+        // %.9g: every float32 reads back as itself.
+        absl::StrAppend(&bytes, j ? "," : "",
+                        absl::StrFormat("%.9g", values[i * cols + j]));
       }
-      out << "\n";
+      bytes.push_back('\n');
     }
   } else {
-    std::string header =
-        absl::StrCat("{'descr': '<f4', 'fortran_order': False, 'shape': (",
-                     rows, ", ", cols, "), }");
-    // Pad so the data starts on a 64-byte boundary, ending with '\n'.
-    const size_t unpadded = 10 + header.size() + 1;
-    header.append((64 - unpadded % 64) % 64, ' ');
-    header.push_back('\n');
-    out.write("\x93NUMPY\x01\x00", 8);
-    const uint16_t len = static_cast<uint16_t>(header.size());
-    const char len_bytes[2] = {static_cast<char>(len & 0xff),
-                               static_cast<char>(len >> 8)};
-    out.write(len_bytes, 2);
-    out << header;
-    out.write(reinterpret_cast<const char*>(values.data()),
-              values.size() * sizeof(float));
+    bytes = NpyHeader("<f4", rows, cols);
+    bytes.append(reinterpret_cast<const char*>(values.data()),
+                 values.size() * sizeof(float));
   }
-  if (!out.good())
-    return absl::UnavailableError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
+  return WriteBytes(path, bytes);
+}
+
+absl::Status WriteFloat16Npy(const std::string& path,
+                             absl::Span<const uint16_t> bits, int64_t rows,
+                             int64_t cols) {
+  std::string bytes = NpyHeader("<f2", rows, cols);
+  bytes.append(reinterpret_cast<const char*>(bits.data()),
+               bits.size() * sizeof(uint16_t));
+  return WriteBytes(path, bytes);
 }
 
 }  // namespace cbloss::cli

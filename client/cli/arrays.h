@@ -55,6 +55,11 @@ absl::Status WriteMatrix(const std::string& path,
                          absl::Span<const float> values, int64_t rows,
                          int64_t cols);
 
+// Writes float16 bit patterns as a [rows, cols] float16 .npy.
+absl::Status WriteFloat16Npy(const std::string& path,
+                             absl::Span<const uint16_t> bits, int64_t rows,
+                             int64_t cols);
+
 }  // namespace cbloss::cli
 
 #endif  // CBLOSS_CLIENT_CLI_ARRAYS_H_

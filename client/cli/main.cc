@@ -22,6 +22,7 @@
 #include "arrays.h"
 #include "bench.h"
 #include "cbloss/client.h"
+#include "core/half.h"
 #include "google/protobuf/util/json_util.h"
 #include "nlohmann/json.hpp"
 
@@ -487,10 +488,6 @@ int Main(int argc, char** argv) {
     if (!gradient_dtype_arg.empty()) {
       absl::StatusOr<v1::DType> d = ParseDType(gradient_dtype_arg);
       if (!d.ok()) return Fail(d.status());
-      if (*d != v1::DTYPE_FLOAT32 && !gradient_out.empty()) {
-        return Fail(absl::InvalidArgumentError(
-            "--gradient-out writes float32; leave --gradient-dtype at f32"));
-      }
       lo.gradient_dtype = *d;
     }
     const Logits logits =
@@ -502,7 +499,19 @@ int Main(int argc, char** argv) {
         client.ComputeLoss(source_of(loss_flags), logits, target, lo);
     if (!r.ok()) return Fail(r.status());
     if (!gradient_out.empty()) {
-      absl::Status s = WriteMatrix(gradient_out, r->gradient, z->rows, z->cols);
+      // float16 goes to .npy as float16; bfloat16 (which NumPy lacks) and
+      // CSV as the float32 values of the rounded gradient.
+      absl::Status s;
+      if (lo.gradient_dtype == v1::DTYPE_FLOAT16 && !absl::EndsWithIgnoreCase(gradient_out, ".csv")) {
+        s = WriteFloat16Npy(gradient_out, r->gradient_half, z->rows, z->cols);
+      } else if (!r->gradient_half.empty()) {
+        std::vector<float> decoded(r->gradient_half.size());
+        DecodeHalf(lo.gradient_dtype == v1::DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16,
+                   r->gradient_half, absl::MakeSpan(decoded));
+        s = WriteMatrix(gradient_out, decoded, z->rows, z->cols);
+      } else {
+        s = WriteMatrix(gradient_out, r->gradient, z->rows, z->cols);
+      }
       if (!s.ok()) return Fail(s);
     }
     if (as_json) {
@@ -531,6 +540,7 @@ int Main(int argc, char** argv) {
 
   if (*bench) {
     bench_options.duration = absl::Seconds(duration_s);
+    if (Given(&app, "--timeout")) bench_options.call_deadline = absl::Seconds(timeout_s);
     bench_options.dataset = bench_flags.dataset;
     bench_options.counts = bench_flags.counts;
     absl::StatusOr<v1::DType> d = ParseDType(bench_dtype);

@@ -1,0 +1,162 @@
+// Copyright 2026 The cbloss Authors.
+
+#include "server_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+extern char** environ;
+
+namespace cbloss::testing {
+namespace {
+
+constexpr absl::Duration kStartTimeout = absl::Seconds(20);
+
+std::string MakeTempDir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern =
+      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/cbloss-client-test-XXXXXX");
+  char* made = ::mkdtemp(pattern.data());
+  return made != nullptr ? std::string(made) : std::string();
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// True once every thread of `pid` is in the stopped state ('T' in
+// /proc/PID/task/TID/stat): SIGSTOP takes effect asynchronously.
+bool AllThreadsStopped(pid_t pid) {
+  std::error_code error;
+  const std::string tasks = absl::StrCat("/proc/", pid, "/task");
+  for (const auto& task : std::filesystem::directory_iterator(tasks, error)) {
+    const std::string stat = ReadAll(task.path().string() + "/stat");
+    const size_t paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= stat.size()) return false;
+    const char state = stat[paren + 2];
+    if (state != 'T' && state != 't') return false;
+  }
+  return !error;
+}
+
+}  // namespace
+
+ServerProcess::ServerProcess() : dir_(MakeTempDir()) {}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) Stop(absl::Seconds(5));
+  std::error_code ignored;
+  if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
+}
+
+absl::Status ServerProcess::Start(const std::vector<std::string>& extra_flags) {
+  if (dir_.empty()) return absl::InternalError("mkdtemp failed");
+  if (pid_ > 0) return absl::FailedPreconditionError("already running");
+  const std::string port_file = dir_ + "/port";
+  std::filesystem::remove(port_file);
+  std::vector<std::string> args = {
+      CBLOSS_SERVER_PATH,         "--listen=127.0.0.1:0",
+      "--port_file=" + port_file, "--data_dir=" + dir_ + "/data",
+      "--compute_threads=2",      "--shutdown_grace_seconds=5",
+  };
+  args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  const std::string log = dir_ + "/server.log";
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  const int rc =
+      posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    pid_ = -1;
+    return absl::InternalError(absl::StrCat("posix_spawn ", argv[0], ": ", rc));
+  }
+
+  const absl::Time give_up = absl::Now() + kStartTimeout;
+  while (absl::Now() < give_up) {
+    int status;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::InternalError(absl::StrCat(
+          "cbloss-server exited during start (status ", status, "):\n", Log()));
+    }
+    const std::string text = ReadAll(port_file);
+    int port;
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &port) && port > 0) {
+      port_ = port;
+      return absl::OkStatus();
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  Kill();
+  return absl::DeadlineExceededError(
+      absl::StrCat("no port file after ", absl::FormatDuration(kStartTimeout),
+                   ":\n", Log()));
+}
+
+int ServerProcess::Stop(absl::Duration grace) {
+  if (pid_ <= 0) return -1;
+  if (paused_) Resume();
+  ::kill(pid_, SIGTERM);
+  const absl::Time give_up = absl::Now() + grace;
+  int status = 0;
+  while (true) {
+    const pid_t done = ::waitpid(pid_, &status, WNOHANG);
+    if (done == pid_ || done < 0) break;
+    if (absl::Now() >= give_up) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  pid_ = -1;
+  return status;
+}
+
+void ServerProcess::Kill() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status;
+  ::waitpid(pid_, &status, 0);
+  pid_ = -1;
+  paused_ = false;
+}
+
+void ServerProcess::Pause() {
+  if (pid_ <= 0 || ::kill(pid_, SIGSTOP) != 0) return;
+  paused_ = true;
+  const absl::Time give_up = absl::Now() + absl::Seconds(5);
+  while (!AllThreadsStopped(pid_) && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+}
+
+void ServerProcess::Resume() {
+  if (pid_ > 0 && ::kill(pid_, SIGCONT) == 0) paused_ = false;
+}
+
+std::string ServerProcess::Log() const { return ReadAll(dir_ + "/server.log"); }
+
+}  // namespace cbloss::testing
