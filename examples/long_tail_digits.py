@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Long-tailed digits: plain cross-entropy vs class-balanced losses from cbloss.
+"""Long-tailed digits: plain cross-entropy vs count-aware losses from cbloss.
 
 A small, honest replay of the experiment of Cui et al. (CVPR 2019) on a data
 set that ships with scikit-learn (8x8 digits, no download):
@@ -10,11 +10,16 @@ set that ships with scikit-learn (8x8 digits, no download):
   imbalance 10, 50 and 100 (120 down to 12, 2 and 1). Which digit gets which
   rank is a random permutation drawn per seed, so no digit is always the tail.
 - Model: MLP 64-64-10 (ReLU, float32), Adam (lr 3e-3, weight decay 1e-4),
-  80 epochs of mini-batches of 32, inputs standardised on the training split.
+  60 epochs of mini-batches of 32, inputs standardised on the training split.
 - Losses: F.cross_entropy (the baseline), and through the service
   (cbloss.torch.ClassBalancedLoss with the training split's class counts):
   CB softmax (beta 0.9999) and CB focal (beta 0.9999, gamma 1, output bias
-  initialised to -log(9) as the paper does for its sigmoid-based losses).
+  initialised to -log(9) as the paper does for its sigmoid-based losses),
+  and two losses of LOSS.md section 9: balanced softmax (Ren et al. 2020,
+  no class weights) and LDAM-DRW (Cao et al. 2019: LDAM with max_margin 0.5
+  and scale 2, class weights 1 for epochs 0-47 of 60 (80%), effective-number
+  weights with beta 0.9999 from epoch 48 on; the module's `epoch` attribute
+  is set at the start of every epoch).
 - 5 seeds; reports mean +- std of balanced accuracy (= accuracy on the
   balanced test split), top-1 error, and accuracy of the 3 most frequent
   (head) and 3 rarest (tail) classes.
@@ -30,7 +35,7 @@ Run (from the repository root, after `cmake --build build`):
 It starts its own cbloss-server (--server, default build/bin/cbloss-server)
 on a free port with a temporary data dir, or uses --target HOST:PORT.
 Needs scikit-learn and matplotlib (Debian: python3-sklearn,
-python3-matplotlib). About two minutes on 2 cores.
+python3-matplotlib). About three minutes on 2 cores.
 """
 
 import argparse
@@ -64,13 +69,26 @@ TEST_PER_CLASS = 50
 NUM_CLASSES = 10
 BETA = 0.9999
 GAMMA = 1.0
-EPOCHS = 80
+EPOCHS = 60
 BATCH = 32
 LR = 3e-3
 WEIGHT_DECAY = 1e-4
 HEAD = 3  # the 3 most frequent classes ...
 TAIL = 3  # ... and the 3 rarest
-LOSSES = ("CE (softmax)", "CB softmax", "CB focal")
+LOSSES = ("CE (softmax)", "CB softmax", "CB focal", "Balanced softmax", "LDAM-DRW")
+SERVICE_LOSSES = LOSSES[1:]
+# LDAM on an MLP's unnormalised logits. Cao et al.'s scale 30 is meant for
+# cosine logits in [-1, 1]; here the logits are free, so the scale acts as an
+# inverse softmax temperature: it sets how large the raw logit gaps need to
+# get before the loss saturates, and so how much the margins (at most
+# LDAM_MAX_MARGIN raw logit units) still matter late in training. 2 keeps
+# the saturated gaps a few units wide, so the margins stay a sizeable part
+# of them, without the near-hard-max softmax of large scales. A pilot on
+# held-out training-pool images (not the test split; docs/LONG_TAIL_DEMO.md)
+# found 1, 2, 5 and 30 within noise of each other.
+LDAM_MAX_MARGIN = 0.5
+LDAM_SCALE = 2.0
+DRW_FRACTION = 0.8  # deferred re-weighting starts after 80% of the epochs
 
 # Cui et al. 2019, Table 2: CIFAR-10-LT, imbalance 100, ResNet-32, top-1 error.
 PAPER = {"CE (softmax)": 29.64, "CB focal": 25.43}
@@ -144,24 +162,45 @@ def splits(seed, imbalance):
             by_rank)
 
 
+def drw_start_epoch():
+    """First epoch (0-based) with class weights under LDAM-DRW."""
+    return int(round(DRW_FRACTION * EPOCHS))
+
+
+def make_criterion(loss_name, client, counts, model):
+    if loss_name == "CE (softmax)":
+        return F.cross_entropy
+    if loss_name == "CB softmax":
+        return ClassBalancedLoss(client, class_counts=counts, loss_type="softmax", beta=BETA)
+    if loss_name == "CB focal":
+        with torch.no_grad():  # prior 0.1 per class, as the paper does for sigmoid losses
+            model[-1].bias.fill_(-math.log((1 - 0.1) / 0.1))
+        return ClassBalancedLoss(client, class_counts=counts, loss_type="focal", beta=BETA,
+                                 gamma=GAMMA)
+    if loss_name == "Balanced softmax":
+        # Softmax on z + log n_j, every class weight 1 (Ren et al. use no
+        # re-weighting on top of the logit shift).
+        return ClassBalancedLoss(client, class_counts=counts, loss_type="balanced_softmax",
+                                 weighting="none")
+    if loss_name == "LDAM-DRW":
+        return ClassBalancedLoss(client, class_counts=counts, loss_type="ldam",
+                                 max_margin=LDAM_MAX_MARGIN, scale=LDAM_SCALE, beta=BETA,
+                                 weighting="effective_number",
+                                 drw_start_epoch=drw_start_epoch())
+    raise ValueError(loss_name)
+
+
 def train_and_test(loss_name, seed, data, client):
     x_tr, y_tr, x_te, y_te, counts, _ = data
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, NUM_CLASSES))
-    if loss_name == "CE (softmax)":
-        criterion = F.cross_entropy
-    elif loss_name == "CB softmax":
-        criterion = ClassBalancedLoss(client, class_counts=counts, loss_type="softmax",
-                                      beta=BETA)
-    else:
-        criterion = ClassBalancedLoss(client, class_counts=counts, loss_type="focal",
-                                      beta=BETA, gamma=GAMMA)
-        with torch.no_grad():  # prior 0.1 per class, as the paper does for sigmoid losses
-            model[-1].bias.fill_(-math.log((1 - 0.1) / 0.1))
+    criterion = make_criterion(loss_name, client, counts, model)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     x_tr, y_tr = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(EPOCHS):
+    for epoch in range(EPOCHS):
+        if isinstance(criterion, ClassBalancedLoss):
+            criterion.epoch = epoch  # only LDAM-DRW has a drw_start_epoch
         perm = torch.randperm(len(y_tr), generator=generator)
         for start in range(0, len(y_tr), BATCH):
             batch = perm[start:start + BATCH]
@@ -220,26 +259,28 @@ def markdown(results, seeds, seconds, weights):
     lines.append("")
     lines.append("Against cross-entropy, paired by seed (same split, same initialisation): "
                  "gain in balanced accuracy (points, mean ± std over seeds), seeds where "
-                 "the CB loss is better, and relative change of the top-1 error:")
+                 "the loss is better (ties count as not better), and relative change of "
+                 "the top-1 error:")
     lines.append("")
-    lines.append("| data | imbalance | CE error % | CB softmax | CB focal |")
-    lines.append("|---|---:|---:|---|---|")
+    lines.append("| data | imbalance | CE error %% | %s |" % " | ".join(SERVICE_LOSSES))
+    lines.append("|---|---:|---:|%s" % ("---|" * len(SERVICE_LOSSES)))
     for imbalance in IMBALANCES:
         ce_runs = results[imbalance]["CE (softmax)"].mean(axis=1)
         ce = 1 - ce_runs.mean()
         cells = []
-        for n in ("CB softmax", "CB focal"):
+        for n in SERVICE_LOSSES:
             runs = results[imbalance][n].mean(axis=1)
             gain = runs - ce_runs
             cells.append("%s pts, %d/%d, error %+.0f%%" % (
-                pm(gain), int(np.sum(gain > 0)), len(gain),
+                pm(gain), int(np.sum(gain > 1e-9)), len(gain),
                 100 * ((1 - runs.mean()) - ce) / ce))
-        lines.append("| digits-LT (this demo) | %d | %.1f | %s | %s |"
-                     % (imbalance, 100 * ce, cells[0], cells[1]))
+        lines.append("| digits-LT (this demo) | %d | %.1f | %s |"
+                     % (imbalance, 100 * ce, " | ".join(cells)))
     paper_change = 100 * (PAPER["CB focal"] - PAPER["CE (softmax)"]) / PAPER["CE (softmax)"]
-    lines.append("| CIFAR-10-LT, ResNet-32 (paper, Table 2) | 100 | %.2f | (not quoted) "
-                 "| error %.2f%%, %+.0f%% |" % (PAPER["CE (softmax)"], PAPER["CB focal"],
-                                               paper_change))
+    paper = {n: "(not quoted)" for n in SERVICE_LOSSES}
+    paper["CB focal"] = "error %.2f%%, %+.0f%%" % (PAPER["CB focal"], paper_change)
+    lines.append("| CIFAR-10-LT, ResNet-32 (Cui et al., Table 2) | 100 | %.2f | %s |"
+                 % (PAPER["CE (softmax)"], " | ".join(paper[n] for n in SERVICE_LOSSES)))
     lines.append("")
     lines.append("Class weights the service computed for the imbalance-%d counts "
                  "(GetClassWeights, most to least frequent class):" % IMBALANCES[-1])
@@ -253,17 +294,19 @@ def plot(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    colors = {"CE (softmax)": "#777777", "CB softmax": "#1f77b4", "CB focal": "#d62728"}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in LOSSES:
+    colors = {"CE (softmax)": "#777777", "CB softmax": "#1f77b4", "CB focal": "#d62728",
+              "Balanced softmax": "#2ca02c", "LDAM-DRW": "#9467bd"}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for k, name in enumerate(LOSSES):
+        dodge = (k - (len(LOSSES) - 1) / 2.0) * 0.08  # side by side, so the bars stay legible
         means = [100 * results[i][name].mean() for i in IMBALANCES]
         stds = [100 * results[i][name].mean(axis=1).std() for i in IMBALANCES]
-        left.errorbar(IMBALANCES, means, yerr=stds, marker="o", capsize=3, label=name,
-                      color=colors[name])
+        left.errorbar([i * math.exp(0.4 * dodge) for i in IMBALANCES], means, yerr=stds,
+                      marker="o", ms=4, capsize=3, label=name, color=colors[name])
         acc = results[IMBALANCES[-1]][name]
-        right.errorbar(np.arange(NUM_CLASSES), 100 * acc.mean(axis=0),
-                       yerr=100 * acc.std(axis=0), marker="o", capsize=2, label=name,
-                       color=colors[name])
+        right.errorbar(np.arange(NUM_CLASSES) + dodge, 100 * acc.mean(axis=0),
+                       yerr=100 * acc.std(axis=0), marker="o", ms=3, capsize=2, lw=1,
+                       label=name, color=colors[name])
     left.set_xscale("log")
     left.set_xticks(IMBALANCES)
     left.set_xticklabels([str(i) for i in IMBALANCES])
@@ -302,7 +345,7 @@ def write_results(path, table):
 
 
 def main():
-    global EPOCHS, IMBALANCES
+    global EPOCHS, IMBALANCES, LDAM_SCALE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--server", default=os.path.join(ROOT, "build", "bin", "cbloss-server"),
                         help="cbloss-server binary to start (default: %(default)s)")
@@ -312,10 +355,13 @@ def main():
                         help="training epochs (default %(default)s)")
     parser.add_argument("--imbalances", default=",".join(map(str, IMBALANCES)),
                         help="comma-separated imbalance factors (default %(default)s)")
+    parser.add_argument("--ldam-scale", type=float, default=LDAM_SCALE,
+                        help="LDAM logit scale (default %(default)s)")
     parser.add_argument("--docs", default=os.path.join(ROOT, "docs"),
                         help="where to write long_tail_digits.png and LONG_TAIL_DEMO.md")
     args = parser.parse_args()
     EPOCHS = args.epochs
+    LDAM_SCALE = args.ldam_scale
     IMBALANCES = tuple(int(i) for i in args.imbalances.split(","))
     torch.set_num_threads(1)
     seeds = list(range(args.seeds))

@@ -17,6 +17,7 @@ serialises its requests (one outstanding request at a time).
 Every failed call raises CblossError (code + details).
 """
 
+import operator
 import os
 import queue
 import threading
@@ -110,8 +111,22 @@ def build_loss_request(logits, labels=None, targets=None, *, dataset=None, class
     if expected_dataset_version is not None:
         request.expected_dataset_version = expected_dataset_version
     if epoch is not None:
-        request.epoch = epoch
+        request.epoch = _epoch(epoch)
     return request
+
+
+def _epoch(value):
+    """The int32 of an epoch (int, numpy or 0-d torch integer); TypeError /
+    ValueError otherwise."""
+    if isinstance(value, bool):
+        raise TypeError("epoch must be an integer, got %r" % (value,))
+    try:
+        epoch = operator.index(value)
+    except TypeError:
+        raise TypeError("epoch must be an integer, got %r" % (value,)) from None
+    if not -2 ** 31 <= epoch < 2 ** 31:
+        raise ValueError("epoch = %d is outside int32" % epoch)
+    return epoch
 
 
 def loss_result(response):
@@ -311,7 +326,10 @@ class Client:
           want_gradient (default True), want_per_sample_losses (default False).
           gradient_dtype: None/"float32", "float16"/"f16", "bfloat16"/"bf16".
           expected_dataset_version: ABORTED if the dataset is at another one.
-          epoch: training epoch, for deferred re-weighting.
+          epoch: training epoch, for deferred re-weighting: with
+            drw_start_epoch = E (in the request or the dataset's defaults),
+            epoch < E uses class weights 1, epoch >= E the configured ones;
+            None (no epoch sent) = the configured ones.
         """
         request = build_loss_request(logits, labels, targets, **kwargs)
         return loss_result(self._call(self._stub.ComputeLoss, request, timeout))

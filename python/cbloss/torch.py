@@ -105,15 +105,27 @@ class ClassBalancedLoss(nn.Module):
       loss_type: "softmax", "sigmoid", "focal", "softmax_bce", or a loss of
         LOSS.md section 9 ("balanced_softmax", "logit_adjusted", "ldam",
         "softmax_focal"); None = the dataset's default.
-      beta, gamma, weighting, ignore_index, tau, max_margin, scale: as in
-        LOSS.md; None = the dataset's default, then LOSS.md's.
+      beta, gamma, weighting, ignore_index: as in LOSS.md; None = the
+        dataset's default, then LOSS.md's.
+      tau (logit_adjusted, >= 0), max_margin (ldam, > 0), scale (ldam, > 0):
+        LOSS.md section 9; None = the dataset's default, then 1, 0.5, 30.
+      drw_start_epoch: deferred re-weighting (LOSS.md section 9): while
+        `module.epoch` < drw_start_epoch every class weight is 1, from then
+        on the configured weights apply. None = the dataset's default (no
+        deferral if it has none).
       reduction: "mean" (default), "sum", "element_mean", "weighted_mean",
         "none" (per-sample losses, shape [B]); None = the dataset's default.
       timeout: deadline of each call, seconds.
 
     forward(logits [B, C], labels_or_targets, sample_weights=None): an integer
     tensor [B] is labels, a floating tensor [B, C] is targets (multi-label or
-    soft). Set `epoch` (attribute) for deferred re-weighting.
+    soft).
+
+    Attribute `epoch` (int or None, initially None): the training epoch sent
+    with every request, for deferred re-weighting. The training loop sets it
+    (`criterion.epoch = epoch`) at the start of each epoch; None sends no
+    epoch, and then the configured weights apply.
+
     `last_result` holds the LossResult of the latest forward (class weights,
     resolved config, num_samples...).
     """
@@ -121,7 +133,7 @@ class ClassBalancedLoss(nn.Module):
     def __init__(self, client=None, target=None, dataset=None, class_counts=None,
                  loss_type="softmax", beta=None, gamma=None, reduction="mean",
                  weighting=None, ignore_index=None, *, tau=None, max_margin=None,
-                 scale=None, timeout=None):
+                 scale=None, drw_start_epoch=None, timeout=None):
         super().__init__()
         if (dataset is None) == (class_counts is None):
             raise ValueError("give exactly one of dataset= and class_counts=")
@@ -135,7 +147,8 @@ class ClassBalancedLoss(nn.Module):
                 dtype=np.int64).reshape(-1)]
         self.config = dict(loss_type=loss_type, beta=beta, gamma=gamma, reduction=reduction,
                            weighting=weighting, ignore_index=ignore_index, tau=tau,
-                           max_margin=max_margin, scale=scale)
+                           max_margin=max_margin, scale=scale,
+                           drw_start_epoch=drw_start_epoch)
         # Check the names now rather than at the first batch.
         enums.loss_type_number(loss_type)
         enums.reduction_number(reduction)

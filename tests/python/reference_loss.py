@@ -1,8 +1,9 @@
 """Float64 PyTorch reference of shared/spec/LOSS.md, for the Python tests.
 
-Written from the specification's formulas (sections 2-6 and 9), independently
+Written from the specification's formulas (sections 2-6), independently
 of the service's C++ engine and of tests/golden: values in float64, gradients
-from torch.autograd. Inputs are taken as the float32 (or bf16/f16) values the
+from torch.autograd. The losses of section 9 have their own reference in
+test_section9.py. Inputs are taken as the float32 (or bf16/f16) values the
 service actually receives, widened exactly to float64.
 """
 
@@ -42,8 +43,7 @@ def _softplus(x):
 
 def reference(logits, counts, labels=None, targets=None, *, loss_type="softmax",
               reduction="mean", beta=0.9999, gamma=2.0, scheme="effective_number",
-              ignore_index=-100, sample_weights=None, upstream=None, tau=1.0,
-              max_margin=0.5, scale=30.0):
+              ignore_index=-100, sample_weights=None, upstream=None):
     """Returns (z, L, per_sample): z the float64 leaf (requires grad), L the
     reduced scalar of section 5 (for "none": sum_i u_i l_i), per_sample l_i."""
     z = torch.as_tensor(logits).detach().to(F64).clone().requires_grad_(True)
@@ -78,20 +78,6 @@ def reference(logits, counts, labels=None, targets=None, *, loss_type="softmax",
     elif loss_type == "softmax_bce":
         p = torch.softmax(z, dim=1)
         per = (omega * F.binary_cross_entropy(p, t, reduction="none")).sum(dim=1)
-    elif loss_type == "balanced_softmax":
-        n = torch.as_tensor(counts, dtype=F64)
-        per = cross_entropy(z + torch.log(n))
-    elif loss_type == "logit_adjusted":
-        n = torch.as_tensor(counts, dtype=F64)
-        per = cross_entropy(z + tau * torch.log(n / n.sum()))
-    elif loss_type == "ldam":
-        n = torch.as_tensor(counts, dtype=F64)
-        margins = n.pow(-0.25)
-        margins = max_margin * margins / margins.max()
-        per = cross_entropy(scale * (z - t * margins[None, :]))
-    elif loss_type == "softmax_focal":
-        log_pt = (torch.log_softmax(z, dim=1) * t).sum(dim=1)
-        per = row_weight * (1.0 - torch.exp(log_pt)).pow(gamma) * (-log_pt)
     else:
         raise ValueError(loss_type)
     per = torch.where(keep, per, torch.zeros_like(per))

@@ -39,7 +39,9 @@ class ServerProcess:
 
     def start(self):
         if not os.path.exists(SERVER_BINARY):
-            raise unittest.SkipTest("cbloss-server not built at %s" % SERVER_BINARY)
+            # A missing server fails the tests; it never skips them.
+            raise RuntimeError("cbloss-server not built at %s (cmake --build build)"
+                               % SERVER_BINARY)
         cmd = [SERVER_BINARY, "--listen=127.0.0.1:0", "--port_file=" + self.port_file,
                "--data_dir=" + os.path.join(self.workdir, "data"), "--compute_threads=2",
                *self.extra_flags]

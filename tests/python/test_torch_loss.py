@@ -245,31 +245,6 @@ class ClassBalancedLossTest(ServerTestCase):
         with self.assertRaises(ValueError):
             module(torch.randn(3, 2), torch.randn(3, 3))  # targets of the wrong shape
 
-    def test_count_aware_losses_pass_through(self):
-        # LOSS.md section 9: the server may not serve them yet (UNIMPLEMENTED);
-        # when it does, they must match the reference.
-        rng = np.random.default_rng(99)
-        counts = [40, 12, 5, 2]
-        logits = rng.normal(0, 2, (6, 4)).astype(np.float32)
-        labels = np.array([0, 1, 2, 3, 1, 0])
-        for loss_type in ("balanced_softmax", "logit_adjusted", "ldam", "softmax_focal"):
-            with self.subTest(loss_type=loss_type):
-                module = ClassBalancedLoss(self.client, class_counts=counts, loss_type=loss_type,
-                                           beta=0.999, gamma=1.0)
-                z = torch.tensor(logits, requires_grad=True)
-                try:
-                    loss = module(z, torch.from_numpy(labels))
-                except cbloss.CblossError as e:
-                    self.assertEqual(e.code, grpc.StatusCode.UNIMPLEMENTED, e.details)
-                    continue
-                loss.backward()
-                zr, ref, _ = reference_loss.reference(logits, counts, labels=labels,
-                                                      loss_type=loss_type, beta=0.999,
-                                                      gamma=1.0)
-                assert_loss_close(self, loss.item(), ref.item())
-                assert_gradient_close(self, z.grad.numpy(),
-                                      reference_loss.gradient(zr, ref).numpy())
-
 
 if __name__ == "__main__":
     unittest.main()
