@@ -31,8 +31,10 @@ bool IsSoftmaxFamily(LossType t) {
 }
 
 bool NeedsPositiveCounts(LossType t) {
+  // LOSS.md section 9: "for each, classes with n_j = 0 are
+  // FAILED_PRECONDITION unless stated"; nothing is stated for any of them.
   return t == LossType::kBalancedSoftmax || t == LossType::kLogitAdjusted ||
-         t == LossType::kLdam;
+         t == LossType::kLdam || t == LossType::kSoftmaxFocal;
 }
 
 absl::string_view WeightingSchemeName(WeightingScheme s) {

@@ -30,7 +30,7 @@ enum class LossType {
 // only, MEAN divides by N).
 bool IsSoftmaxFamily(LossType t);
 
-// True for the section 9 losses that need every class count >= 1.
+// True for the section 9 losses, which need every class count >= 1.
 bool NeedsPositiveCounts(LossType t);
 
 // LOSS.md section 2.

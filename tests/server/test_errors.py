@@ -215,7 +215,7 @@ class ErrorsTest(ServerTestCase):
     def test_section9_zero_count_is_failed_precondition(self):
         # LOSS.md section 9: these losses need every class count >= 1.
         for lt in (pb.LOSS_TYPE_BALANCED_SOFTMAX, pb.LOSS_TYPE_LOGIT_ADJUSTED,
-                   pb.LOSS_TYPE_LDAM):
+                   pb.LOSS_TYPE_LDAM, pb.LOSS_TYPE_SOFTMAX_FOCAL):
             with self.subTest(loss_type=pb.LossType.Name(lt)):
                 req = request(config=pb.LossConfig(loss_type=lt),
                               class_counts=pb.ClassCounts(counts=[10, 5, 0, 2, 1]))
