@@ -580,6 +580,22 @@ class ServerTestCase(unittest.TestCase):
         self.fail("expected %s, got OK: %s" % (code, str(response)[:2000]))
 
 
+class SharedServerTestCase(ServerTestCase):
+    """A ServerTestCase whose tests share one server, started once per class
+    (with the keyword arguments in `server_options`)."""
+
+    server_options = {}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.server = cls.start_class_server(**cls.server_options)
+
+    @property
+    def stub(self):
+        return self.server.stub
+
+
 def load_golden(name=None):
     """The golden cases of sections 1-8, or of another file beside them
     (e.g. name="golden_cases_section9.json")."""

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import torch
 
-from server_fixture import (RPC_TIMEOUT_S, SEED_EXAMPLE_FILE, ServerTestCase,
+from server_fixture import (SharedServerTestCase, RPC_TIMEOUT_S, SEED_EXAMPLE_FILE, ServerTestCase,
                             assert_close_gradient, assert_close_loss,
                             assert_close_per_sample, decode_tensor, golden_config,
                             golden_request, load_golden, pb, ref_class_weights, ref_loss,
@@ -30,16 +30,7 @@ def find_case(pred):
     raise LookupError("no golden case matches")
 
 
-class ComputeTest(ServerTestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.server = cls.start_class_server()
-
-    @property
-    def stub(self):
-        return self.server.stub
+class ComputeTest(SharedServerTestCase):
 
     def put_dataset(self, name, counts, defaults=None):
         ds = pb.Dataset(name=name, class_counts=list(counts))

@@ -7,7 +7,7 @@ import unittest
 
 import grpc
 
-from server_fixture import RPC_TIMEOUT_S, ServerTestCase, pb
+from server_fixture import SharedServerTestCase, RPC_TIMEOUT_S, ServerTestCase, pb
 
 T = RPC_TIMEOUT_S
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -27,16 +27,7 @@ def put_req(ds, expected_version=None):
     return req
 
 
-class DatasetsTest(ServerTestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.server = cls.start_class_server()
-
-    @property
-    def stub(self):
-        return self.server.stub
+class DatasetsTest(SharedServerTestCase):
 
     def put(self, ds, expected_version=None):
         return self.stub.PutDataset(put_req(ds, expected_version), timeout=T)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from server_fixture import (HEALTH_SERVING, RPC_TIMEOUT_S,
+from server_fixture import (SharedServerTestCase, HEALTH_SERVING, RPC_TIMEOUT_S,
                             ServerTestCase, health_check, pb, ref_class_weights,
                             reflection_file_containing_symbol, reflection_list_services,
                             tensor_f32)
@@ -63,16 +63,7 @@ def invalid_request(i):
     return req, grpc.StatusCode.INVALID_ARGUMENT, "logits.shape"
 
 
-class StreamTest(ServerTestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.server = cls.start_class_server()
-
-    @property
-    def stub(self):
-        return self.server.stub
+class StreamTest(SharedServerTestCase):
 
     def check_valid(self, resp, want_loss, b, where):
         self.assertEqual(resp.error_code, 0, "%s: error %r" % (where, resp.error_message))
