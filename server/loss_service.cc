@@ -186,11 +186,18 @@ void LossServiceImpl::HandlePutDataset(grpc::CallbackServerContext* /*context*/,
   });
 }
 
+absl::StatusOr<std::shared_ptr<const v1::Dataset>> LossServiceImpl::Lookup(
+    absl::string_view name, absl::string_view field) const {
+  // A name no dataset can have is a bad argument, not an absent dataset.
+  if (absl::Status s = ValidateDatasetName(name, field); !s.ok()) return s;
+  return registry_->Get(name);
+}
+
 void LossServiceImpl::HandleGetDataset(grpc::CallbackServerContext* /*context*/,
                                        const v1::GetDatasetRequest* request,
                                        v1::Dataset* response, Done done) {
   absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
-      registry_->Get(request->name());
+      Lookup(request->name(), "name");
   if (d.ok()) *response = **d;
   std::move(done)(d.status());
 }
@@ -229,6 +236,10 @@ void LossServiceImpl::HandleDeleteDataset(
     grpc::CallbackServerContext* /*context*/,
     const v1::DeleteDatasetRequest* request,
     v1::DeleteDatasetResponse* /*response*/, Done done) {
+  if (absl::Status s = ValidateDatasetName(request->name(), "name"); !s.ok()) {
+    std::move(done)(s);
+    return;
+  }
   io_pool_->Schedule([this, request, done = std::move(done)]() mutable {
     std::move(done)(registry_->Delete(request->name(),
                                       Expected(request->has_expected_version(),
@@ -240,6 +251,10 @@ void LossServiceImpl::HandleAddClassCounts(
     grpc::CallbackServerContext* /*context*/,
     const v1::AddClassCountsRequest* request, v1::Dataset* response,
     Done done) {
+  if (absl::Status s = ValidateDatasetName(request->name(), "name"); !s.ok()) {
+    std::move(done)(s);
+    return;
+  }
   io_pool_->Schedule(
       [this, request, response, done = std::move(done)]() mutable {
         absl::StatusOr<v1::Dataset> stored = registry_->AddClassCounts(
@@ -255,7 +270,7 @@ void LossServiceImpl::HandleGetClassWeights(
     Done done) {
   if (request->source_case() == v1::GetClassWeightsRequest::kDataset) {
     absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
-        registry_->Get(request->dataset());
+        Lookup(request->dataset(), "dataset");
     std::move(done)(d.ok() ? ClassWeightsFor(*request, d->get(), response)
                            : d.status());
     return;
@@ -269,7 +284,7 @@ absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
   std::shared_ptr<const v1::Dataset> dataset;
   if (request.source_case() == v1::ComputeLossRequest::kDataset) {
     absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
-        registry_->Get(request.dataset());
+        Lookup(request.dataset(), "dataset");
     if (!d.ok()) return d.status();
     dataset = *std::move(d);
   }

@@ -107,6 +107,10 @@ class LossServiceImpl final : public internal::RawLossService {
                          v1::ComputeLossResponse* response, Done done);
 
  private:
+  // The dataset called `name` (the request's `field`): INVALID_ARGUMENT for
+  // a name that breaks the naming rule, NOT_FOUND if absent.
+  absl::StatusOr<std::shared_ptr<const v1::Dataset>> Lookup(
+      absl::string_view name, absl::string_view field) const;
   absl::Status Compute(grpc::CallbackServerContext* context,
                        const v1::ComputeLossRequest& request,
                        v1::ComputeLossResponse* response);

@@ -111,6 +111,20 @@ class DatasetsTest(SharedServerTestCase):
     def test_get_not_found(self):
         self.assertRpcError(grpc.StatusCode.NOT_FOUND, self.get, "no-such-dataset")
 
+    def test_a_name_no_dataset_can_have_is_invalid_everywhere(self):
+        # Not NOT_FOUND: the caller's name breaks [a-z0-9][a-z0-9._-]{0,127}.
+        for bad in ("", "Bad Name", "-x", "x" * 129):
+            with self.subTest(name=bad):
+                self.assertRpcError(INVALID, self.stub.GetDataset,
+                                    pb.GetDatasetRequest(name=bad), contains="name")
+                self.assertRpcError(INVALID, self.stub.DeleteDataset,
+                                    pb.DeleteDatasetRequest(name=bad), contains="name")
+                self.assertRpcError(INVALID, self.stub.AddClassCounts,
+                                    pb.AddClassCountsRequest(name=bad, labels=[0]),
+                                    contains="name")
+                self.assertRpcError(INVALID, self.stub.GetClassWeights,
+                                    pb.GetClassWeightsRequest(dataset=bad), contains="dataset")
+
     def test_valid_names(self):
         for name in ["a", "0", "a.b_c-d", "x" * 128, "9lives", "a" + "-" * 127]:
             with self.subTest(name=name):
