@@ -326,15 +326,57 @@ std::unique_ptr<LossStream> Client::OpenLossStream() {
   return std::unique_ptr<LossStream>(new LossStream(this));
 }
 
-LossStream::LossStream(Client* client) {
-  // A stream lives as long as the training job: no deadline.
+LossStream::LossStream(Client* client)
+    : default_deadline_(client->options().default_deadline) {
+  // The call lives as long as the training job: no deadline of its own; each
+  // Compute is watched instead.
   stream_ = client->stub()->StreamLoss(&context_);
+  watchdog_ = std::thread([this] { Watch(); });
 }
 
 LossStream::~LossStream() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  watchdog_.join();
   if (!closed_) {
     context_.TryCancel();
     (void)stream_->Finish();
+  }
+}
+
+void LossStream::Watch() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    if (!deadline_.has_value()) {
+      mu_.Await(absl::Condition(
+          +[](LossStream* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu_) {
+            return s->stopping_ || s->deadline_.has_value();
+          },
+          this));
+      continue;
+    }
+    const uint64_t call = call_;
+    const absl::Time deadline = *deadline_;
+    struct Watched {
+      LossStream* stream;
+      uint64_t call;
+    } watched{this, call};
+    // Wakes early when the call completes (or another starts) or on stop.
+    const bool changed = mu_.AwaitWithDeadline(
+        absl::Condition(
+            +[](Watched* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+              return w->stream->stopping_ || !w->stream->deadline_.has_value() ||
+                     w->stream->call_ != w->call;
+            },
+            &watched),
+        deadline);
+    if (!changed) {
+      timed_out_ = true;
+      deadline_.reset();
+      context_.TryCancel();
+    }
   }
 }
 
@@ -346,10 +388,27 @@ absl::StatusOr<LossResult> LossStream::Compute(const LossSource& source,
   absl::StatusOr<v1::ComputeLossRequest> request =
       MakeComputeLossRequest(source, logits, target, options);
   if (!request.ok()) return request.status();
+  {
+    absl::MutexLock lock(&mu_);
+    ++call_;
+    deadline_ = absl::Now() + options.deadline.value_or(default_deadline_);
+  }
   v1::ComputeLossResponse response;
-  if (!stream_->Write(*request) || !stream_->Read(&response)) {
+  const bool ok = stream_->Write(*request) && stream_->Read(&response);
+  bool timed_out;
+  {
+    absl::MutexLock lock(&mu_);
+    deadline_.reset();
+    timed_out = timed_out_;
+  }
+  if (!ok) {
     closed_ = true;
     absl::Status s = FromGrpc(stream_->Finish());
+    if (timed_out) {
+      return absl::DeadlineExceededError(
+          "the stream's response did not come before the deadline; the "
+          "stream was cancelled");
+    }
     return s.ok() ? absl::UnavailableError("the stream ended") : s;
   }
   return ReadComputeLossResponse(response, options);

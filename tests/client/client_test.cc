@@ -788,6 +788,36 @@ TEST_F(ClientTest, CallsToAHungServerEndAtTheDefaultDeadline) {
 // ---------------------------------------------------------------------------
 // LossStream.
 
+TEST_F(ClientTest, LossStreamToAHungServerEndsAtTheDeadline) {
+  const SeedBatch b = LoadSeed();
+  std::unique_ptr<LossStream> stream = client_->OpenLossStream();
+  LossOptions options;
+  options.config = SeedConfig();
+  options.deadline = absl::Milliseconds(300);
+  const Logits logits = Logits::Float32(b.logits, b.rows, b.cols);
+  ASSERT_TRUE(stream->Compute(LossSource::Counts(b.counts), logits,
+                              Labels(b.labels), options)
+                  .ok());
+  server_.Pause();
+  const absl::Time start = absl::Now();
+  absl::StatusOr<LossResult> r = stream->Compute(
+      LossSource::Counts(b.counts), logits, Labels(b.labels), options);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded)
+      << r.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(3));
+  server_.Resume();
+  // The cancelled stream is closed; a new one works.
+  EXPECT_EQ(stream->Compute(LossSource::Counts(b.counts), logits,
+                            Labels(b.labels), options)
+                .status()
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  std::unique_ptr<LossStream> fresh = client_->OpenLossStream();
+  EXPECT_TRUE(fresh->Compute(LossSource::Counts(b.counts), logits,
+                             Labels(b.labels), options)
+                  .ok());
+}
+
 // Batch `step` of a deterministic little training run: the seed batch
 // shifted a little per step.
 std::vector<float> StepLogits(const SeedBatch& b, int step) {

@@ -32,10 +32,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/optional.h"
 #include "absl/types/span.h"
@@ -188,6 +190,11 @@ class Client {
 
 // One open StreamLoss call: Compute sends one request and waits for its
 // response. Not thread-safe. The stream closes when destroyed.
+//
+// Each Compute has a deadline (LossOptions::deadline, else the client's
+// default): a watchdog thread cancels the stream when one passes, so a hung
+// server costs DEADLINE_EXCEEDED, never a hung training loop. A cancelled
+// stream is closed; open a new one to go on.
 class LossStream {
  public:
   ~LossStream();
@@ -199,11 +206,22 @@ class LossStream {
 
  private:
   explicit LossStream(Client* client);
+  void Watch();
+
+  const absl::Duration default_deadline_;
   grpc::ClientContext context_;
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::ComputeLossRequest, v1::ComputeLossResponse>>
       stream_;
   bool closed_ = false;
+
+  absl::Mutex mu_;
+  // The pending Compute's deadline, if one is pending.
+  absl::optional<absl::Time> deadline_ ABSL_GUARDED_BY(mu_);
+  uint64_t call_ ABSL_GUARDED_BY(mu_) = 0;  // which Compute is pending
+  bool timed_out_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread watchdog_;
   friend class Client;
 };
 
