@@ -305,13 +305,33 @@ void LossServiceImpl::HandleComputeLoss(grpc::CallbackServerContext* context,
                                         v1::ComputeLossResponse* response,
                                         Done done) {
   const int64_t elements = ClaimedElements(*request);
+  if (elements > options_.max_request_elements) {
+    std::move(done)(absl::ResourceExhaustedError(absl::StrCat(
+        "logits has ", elements, " elements; this server takes at most ",
+        options_.max_request_elements,
+        " per request (--max_request_elements): split the batch")));
+    return;
+  }
+  // Admission: a bounded number of computations at once, so a burst gets
+  // RESOURCE_EXHAUSTED instead of queueing without limit.
+  if (computations_.fetch_add(1) >= options_.max_concurrent_computations) {
+    computations_.fetch_sub(1);
+    std::move(done)(absl::ResourceExhaustedError(absl::StrCat(
+        "the server is computing ", options_.max_concurrent_computations,
+        " requests already (--max_concurrent_computations); retry later")));
+    return;
+  }
+  Done release = [this, done = std::move(done)](absl::Status s) mutable {
+    computations_.fetch_sub(1);
+    std::move(done)(std::move(s));
+  };
   if (elements >= 0 && elements <= options_.inline_elements) {
-    std::move(done)(Compute(context, *request, response));
+    std::move(release)(Compute(context, *request, response));
     return;
   }
   compute_pool_->Schedule(
-      [this, context, request, response, done = std::move(done)]() mutable {
-        std::move(done)(Compute(context, *request, response));
+      [this, context, request, response, release = std::move(release)]() mutable {
+        std::move(release)(Compute(context, *request, response));
       });
 }
 

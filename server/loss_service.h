@@ -17,6 +17,7 @@
 #ifndef CBLOSS_SERVER_LOSS_SERVICE_H_
 #define CBLOSS_SERVER_LOSS_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 
 #include "absl/functional/any_invocable.h"
@@ -33,6 +34,11 @@ struct LossServiceOptions {
   // ListDatasets page sizes.
   int default_page_size = 100;
   int max_page_size = 1000;
+  // Bounds (RESOURCE_EXHAUSTED beyond them), so load cannot run the server
+  // out of memory: logits elements (B * C) of one request, and computations
+  // (ComputeLoss calls and StreamLoss requests) admitted at once.
+  int64_t max_request_elements = int64_t{1} << 24;
+  int max_concurrent_computations = 64;
 };
 
 namespace internal {
@@ -119,6 +125,7 @@ class LossServiceImpl final : public internal::RawLossService {
   ThreadPool* const compute_pool_;
   ThreadPool* const io_pool_;
   const LossServiceOptions options_;
+  std::atomic<int> computations_{0};  // admitted and not finished
 };
 
 // Logs a failed call ("ComputeLoss failed: INVALID_ARGUMENT: ...") and

@@ -50,6 +50,12 @@ ABSL_FLAG(int, compute_threads,
 ABSL_FLAG(int, max_message_mb, 64, "Receive and send message size limit, MiB.");
 ABSL_FLAG(std::string, log_level, "info",
           "spdlog level: trace, debug, info, warn, error, critical, off.");
+ABSL_FLAG(int64_t, max_request_elements, int64_t{1} << 24,
+          "Largest batch (logits elements B * C) one request may carry; "
+          "larger ones get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int, max_concurrent_computations, 64,
+          "Computations admitted at once (ComputeLoss calls and StreamLoss "
+          "requests); more get RESOURCE_EXHAUSTED instead of queueing.");
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish "
           "before they are cancelled.");
@@ -166,7 +172,18 @@ int Run() {
 
   ThreadPool compute_pool(compute_threads);
   ThreadPool io_pool(2);
-  LossServiceImpl service(registry->get(), &compute_pool, &io_pool);
+  LossServiceOptions service_options;
+  service_options.max_request_elements = absl::GetFlag(FLAGS_max_request_elements);
+  service_options.max_concurrent_computations =
+      absl::GetFlag(FLAGS_max_concurrent_computations);
+  if (service_options.max_request_elements < 1 ||
+      service_options.max_concurrent_computations < 1) {
+    spdlog::critical(
+        "--max_request_elements and --max_concurrent_computations must be >= 1");
+    return 2;
+  }
+  LossServiceImpl service(registry->get(), &compute_pool, &io_pool,
+                          service_options);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -201,9 +218,11 @@ int Run() {
   }
   spdlog::info(
       "cbloss-server {} serving on {} (port {}); data_dir={} datasets={} "
-      "compute_threads={} max_message_mb={}",
+      "compute_threads={} max_message_mb={} max_request_elements={} "
+      "max_concurrent_computations={}",
       kVersion, listen, port, data_dir, (*registry)->size(), compute_threads,
-      max_message_mb);
+      max_message_mb, service_options.max_request_elements,
+      service_options.max_concurrent_computations);
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);

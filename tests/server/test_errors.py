@@ -386,5 +386,52 @@ class MessageSizeTest(ServerTestCase):
         self.assertAlmostEqual(resp.loss, np.log(c), places=5)
 
 
+class BoundsTest(ServerTestCase):
+    """--max_request_elements and --max_concurrent_computations: beyond them
+    RESOURCE_EXHAUSTED, never an out-of-memory server."""
+
+    def test_request_with_more_elements_than_allowed(self):
+        server = self.start_server(extra_flags=["--max_request_elements=1000"])
+        c = 10
+        over = pb.ComputeLossRequest(class_counts=pb.ClassCounts(counts=[1] * c),
+                                     logits=tensor_f32(np.zeros((101, c), np.float32)),
+                                     labels=[0] * 101)
+        self.assertRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, server.stub.ComputeLoss,
+                            over, contains="max_request_elements")
+        at = pb.ComputeLossRequest(class_counts=pb.ClassCounts(counts=[1] * c),
+                                   logits=tensor_f32(np.zeros((100, c), np.float32)),
+                                   labels=[0] * 100)
+        self.assertAlmostEqual(server.stub.ComputeLoss(at, timeout=T).loss, np.log(c), places=5)
+
+    def test_burst_beyond_concurrent_computations_is_refused_not_queued(self):
+        server = self.start_server(compute_threads=1,
+                                   extra_flags=["--max_concurrent_computations=2"])
+        b, c = 2048, 1000  # large enough to run on the pool for a while
+        z = np.random.default_rng(3).standard_normal((b, c)).astype(np.float32)
+        req = pb.ComputeLossRequest(class_counts=pb.ClassCounts(counts=[5] * c),
+                                    logits=tensor_f32(z), labels=[1] * b,
+                                    config=pb.LossConfig(loss_type=pb.LOSS_TYPE_FOCAL),
+                                    want_gradient=True)
+        futures = [server.stub.ComputeLoss.future(req, timeout=120) for _ in range(12)]
+        ok, exhausted, other = 0, 0, []
+        for f in futures:
+            try:
+                f.result()
+                ok += 1
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    self.assertIn("max_concurrent_computations", e.details())
+                    exhausted += 1
+                else:
+                    other.append((e.code(), e.details()))
+        self.assertEqual(other, [])
+        self.assertGreaterEqual(ok, 2)
+        self.assertGreaterEqual(exhausted, 1, "12 concurrent 2048x1000 focal calls on one "
+                                "thread never exceeded 2 admitted computations")
+        # Capacity comes back once the burst is over.
+        self.assertEqual(health_check(server.channel, ""), HEALTH_SERVING)
+        server.stub.ComputeLoss(req, timeout=120)
+
+
 if __name__ == "__main__":
     unittest.main()
