@@ -265,13 +265,14 @@ class ServerProcess:
     """
 
     def __init__(self, workdir, datasets_file=None, compute_threads=2,
-                 extra_flags=(), name="server"):
+                 extra_flags=(), name="server", preexec_fn=None):
         self.workdir = workdir
         self.data_dir = os.path.join(workdir, "data")
         self.port_file = os.path.join(workdir, "%s.port" % name)
         self.datasets_file = datasets_file
         self.compute_threads = compute_threads
         self.extra_flags = list(extra_flags)
+        self.preexec_fn = preexec_fn  # run in the child before exec (limits, uid)
         self.name = name
         self.proc = None
         self.port = None
@@ -309,7 +310,8 @@ class ServerProcess:
         self.stderr_paths.append(stderr_path)
         with open(stderr_path, "wb") as err, open(stdout_path, "wb") as out:
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err, cwd=self.workdir)
+                                         stdout=out, stderr=err, cwd=self.workdir,
+                                         preexec_fn=self.preexec_fn)
         with _LIVE_LOCK:
             _LIVE_PROCESSES.add(self.proc)
         return self.proc
