@@ -391,6 +391,7 @@ absl::StatusOr<LossResult> LossStream::Compute(const LossSource& source,
   {
     absl::MutexLock lock(&mu_);
     ++call_;
+    timed_out_ = false;
     deadline_ = absl::Now() + options.deadline.value_or(default_deadline_);
   }
   v1::ComputeLossResponse response;
@@ -410,6 +411,12 @@ absl::StatusOr<LossResult> LossStream::Compute(const LossSource& source,
           "stream was cancelled");
     }
     return s.ok() ? absl::UnavailableError("the stream ended") : s;
+  }
+  // The watchdog may have fired just after the response arrived: the answer
+  // is good, but the stream is cancelled from here on.
+  if (timed_out) {
+    closed_ = true;
+    (void)stream_->Finish();
   }
   return ReadComputeLossResponse(response, options);
 }

@@ -19,6 +19,14 @@ constexpr int64_t kElementsPerChunk = 16384;
 
 bool IsLabelsMode(const LossBatch& batch) { return !batch.labels.empty(); }
 
+// float64 -> float32, saturating at +-FLT_MAX: LOSS.md section 7 wants every
+// result finite for finite input, and huge but finite sample weights or
+// upstream values can push a float64 result past float32's range.
+inline float ToFloat(double v) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  return static_cast<float>(std::clamp(v, -kMax, kMax));
+}
+
 bool IsIgnored(int32_t label, int32_t ignore_index) {
   return label == ignore_index;
 }
@@ -123,7 +131,7 @@ double SoftmaxRow(const Row& r, int64_t cols, double row_weight,
     const double lse = m + log_sum;
     for (int64_t j = 0; j < cols; ++j) {
       const double p = std::exp(logit(r.z, j, r.label) - lse);
-      r.grad[j] = static_cast<float>(f * (p - (j == r.label ? 1.0 : 0.0)));
+      r.grad[j] = ToFloat(f * (p - (j == r.label ? 1.0 : 0.0)));
     }
   }
   return loss;
@@ -150,7 +158,7 @@ double SoftmaxFocalRow(const Row& r, int64_t cols, double row_weight,
     const double lse = m + log_sum;
     for (int64_t j = 0; j < cols; ++j) {
       const double p = std::exp(r.z[j] - lse);
-      r.grad[j] = static_cast<float>(f * (p - (j == r.label ? 1.0 : 0.0)));
+      r.grad[j] = ToFloat(f * (p - (j == r.label ? 1.0 : 0.0)));
     }
   }
   return loss;
@@ -180,12 +188,12 @@ double BinaryRow(const Row& r, int64_t cols, absl::Span<const double> w,
       loss += omega * m * b;
       if (r.grad != nullptr) {
         const double d = (s.sigma - t) - gamma * (s.sigma + t - 1.0) * b;
-        r.grad[j] = static_cast<float>(omega * r.grad_scale * m * d);
+        r.grad[j] = ToFloat(omega * r.grad_scale * m * d);
       }
     } else {
       loss += omega * b;
       if (r.grad != nullptr) {
-        r.grad[j] = static_cast<float>(omega * r.grad_scale * (s.sigma - t));
+        r.grad[j] = ToFloat(omega * r.grad_scale * (s.sigma - t));
       }
     }
   }
@@ -219,7 +227,7 @@ double SoftmaxBceRow(const Row& r, int64_t cols, double omega) {
       const double p = std::exp(r.z[j] - m) / sum;
       const double t = j == r.label ? 1.0 : 0.0;
       const double dp = f * (p - t) / std::max((1.0 - p) * p, kEpsilon);
-      r.grad[j] = static_cast<float>(p * (dp - dot));
+      r.grad[j] = ToFloat(p * (dp - dot));
     }
   }
   return loss;
@@ -356,17 +364,18 @@ absl::Status ValidateLossBatch(const LossParams& params,
     return absl::InvalidArgumentError(absl::StrCat(
         "config.gamma = ", params.gamma, " must be finite and >= 0"));
   }
-  if (!std::isfinite(params.tau) || params.tau < 0) {
+  if (!(params.tau >= 0 && params.tau <= kMaxTau)) {  // NaN fails too
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.tau = ", params.tau, " must be in [0, ", kMaxTau, "]"));
+  }
+  if (!(params.max_margin > 0 && params.max_margin <= kMaxMargin)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("config.tau = ", params.tau, " must be finite and >= 0"));
+        absl::StrCat("config.max_margin = ", params.max_margin,
+                     " must be in (0, ", kMaxMargin, "]"));
   }
-  if (!std::isfinite(params.max_margin) || params.max_margin <= 0) {
+  if (!(params.scale > 0 && params.scale <= kMaxScale)) {  // NaN fails too
     return absl::InvalidArgumentError(absl::StrCat(
-        "config.max_margin = ", params.max_margin, " must be finite and > 0"));
-  }
-  if (!std::isfinite(params.scale) || params.scale <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config.scale = ", params.scale, " must be finite and > 0"));
+        "config.scale = ", params.scale, " must be in (0, ", kMaxScale, "]"));
   }
 
   for (int64_t k = 0; k < B * C; ++k) {
@@ -512,7 +521,7 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
         }
       }
       if (!out.per_sample_losses.empty()) {
-        out.per_sample_losses[i] = static_cast<float>(loss);
+        out.per_sample_losses[i] = ToFloat(loss);
       }
       sum += reduce_by_upstream ? upstream * loss : loss;
     }

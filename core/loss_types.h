@@ -55,6 +55,14 @@ inline constexpr int32_t kDefaultIgnoreIndex = -100;
 inline constexpr double kDefaultTau = 1.0;
 inline constexpr double kDefaultMaxMargin = 0.5;
 inline constexpr double kDefaultScale = 30.0;
+// Upper bounds of the section 9 parameters, so shifted logits
+// (z + tau log(n/N), scale (z - Delta)) and their sums over a batch stay far
+// inside float64 for every finite float32 logit (LOSS.md section 7: every
+// result finite). Values used in practice: tau <= 2, max_margin <= 1,
+// scale 10 to 64. The request fuzzer found 1e40 and 9e307 overflowing.
+inline constexpr double kMaxTau = 1e6;
+inline constexpr double kMaxMargin = 1e6;
+inline constexpr double kMaxScale = 1e6;
 
 // Every parameter of one loss computation, fully resolved (no "unset").
 struct LossParams {

@@ -17,6 +17,8 @@ BUILD_PACKAGES=(
   # Golden files, Python client and tests: PyTorch float64 is the oracle.
   python3 python3-numpy python3-torch python3-grpcio python3-protobuf python3-sklearn
   python3-matplotlib python3-pip python3-setuptools python3-venv openssl
+  # Fuzzing (scripts/fuzz.sh): clang and its libFuzzer runtime.
+  clang libclang-rt-14-dev
 )
 
 RUNTIME_PACKAGES=(

@@ -37,20 +37,21 @@ absl::Status ValidateLossConfig(const v1::LossConfig& config,
     return absl::InvalidArgumentError(absl::StrCat(
         field, ".gamma = ", config.gamma(), " must be finite and >= 0"));
   }
-  if (config.has_tau() && !(std::isfinite(config.tau()) && config.tau() >= 0)) {
+  // Upper bounds: see core/loss_types.h.
+  if (config.has_tau() && !(config.tau() >= 0 && config.tau() <= kMaxTau)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        field, ".tau = ", config.tau(), " must be finite and >= 0"));
+        field, ".tau = ", config.tau(), " must be in [0, ", kMaxTau, "]"));
   }
   if (config.has_max_margin() &&
-      !(std::isfinite(config.max_margin()) && config.max_margin() > 0)) {
+      !(config.max_margin() > 0 && config.max_margin() <= kMaxMargin)) {
     return absl::InvalidArgumentError(
         absl::StrCat(field, ".max_margin = ", config.max_margin(),
-                     " must be finite and > 0"));
+                     " must be in (0, ", kMaxMargin, "]"));
   }
   if (config.has_scale() &&
-      !(std::isfinite(config.scale()) && config.scale() > 0)) {
+      !(config.scale() > 0 && config.scale() <= kMaxScale)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        field, ".scale = ", config.scale(), " must be finite and > 0"));
+        field, ".scale = ", config.scale(), " must be in (0, ", kMaxScale, "]"));
   }
   return absl::OkStatus();
 }

@@ -2,6 +2,7 @@
 
 #include "arrays.h"
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -201,6 +202,11 @@ absl::StatusOr<NpyArray> ParseNpy(const std::string& bytes,
   return a;
 }
 
+absl::StatusOr<std::vector<std::vector<double>>> ParseCsvText(
+    const std::string& text, const std::string& what) {
+  return ParseCsv(text, what);
+}
+
 absl::StatusOr<NpyArray> ReadNpy(const std::string& path) {
   absl::StatusOr<std::string> bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
@@ -291,7 +297,10 @@ absl::StatusOr<std::vector<int32_t>> LoadLabels(
     if (!v.ok()) return v.status();
     for (size_t i = 0; i < v->size(); ++i) {
       const double x = (*v)[i];
-      if (x != static_cast<int32_t>(x)) {
+      // Range first: casting NaN or an out-of-range double is undefined.
+      if (!(x >= std::numeric_limits<int32_t>::min() &&
+            x <= std::numeric_limits<int32_t>::max()) ||
+          x != std::trunc(x)) {
         return absl::InvalidArgumentError(absl::StrCat(
             file_or_list, ": labels[", i, "] = ", x, " is not an integer"));
       }

@@ -30,6 +30,12 @@ absl::StatusOr<NpyArray> ReadNpy(const std::string& path);
 absl::StatusOr<NpyArray> ParseNpy(const std::string& bytes,
                                   const std::string& what);
 
+// Parses CSV text: numbers separated by commas, one row per line; blank lines
+// and lines starting with '#' are skipped; every row has the same number of
+// values. `what` names the source in messages.
+absl::StatusOr<std::vector<std::vector<double>>> ParseCsvText(
+    const std::string& text, const std::string& what);
+
 // Logits: float32 values, or float16 bit patterns when the .npy is float16.
 struct LogitsMatrix {
   int64_t rows = 0;

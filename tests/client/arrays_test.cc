@@ -212,6 +212,22 @@ TEST(NpyLabels, Int64OutsideInt32NamesTheIndex) {
   EXPECT_THAT(l.status().message(), HasSubstr("labels[2] = 2147483648"));
 }
 
+TEST(CsvLabels, OutOfRangeOrNaNIsAnErrorNotUndefinedBehaviour) {
+  // 3e10 and nan parse as doubles; casting them to int32 would be undefined.
+  for (const char* bad : {"0\n3e10\n", "1\nnan\n", "2\n-inf\n", "1.5\n"}) {
+    const std::string path = ::testing::TempDir() + "/labels_bad.csv";
+    {
+      std::ofstream out(path, std::ios::trunc);
+      out << bad;
+    }
+    absl::StatusOr<std::vector<int32_t>> l = LoadLabels(path);
+    ASSERT_FALSE(l.ok()) << bad;
+    EXPECT_EQ(l.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(l.status().message(), HasSubstr("is not an integer"));
+    std::remove(path.c_str());
+  }
+}
+
 TEST(NpyLabels, FloatLabelsAreRejected) {
   absl::StatusOr<std::vector<int32_t>> l =
       LoadLabels(Fixture("logits_f32.npy"));

@@ -137,6 +137,31 @@ TEST(Extremes, EveryResultFiniteForLogitsUpTo1e4) {
   }
 }
 
+TEST(Extremes, HugeFiniteWeightsGiveFiniteFloatResults) {
+  // Sample weights and upstream near float32's limit: float64 products pass
+  // FLT_MAX; the float32 results saturate instead of becoming inf.
+  for (LossType t : {LossType::kSoftmax, LossType::kSigmoid, LossType::kFocal,
+                     LossType::kSoftmaxBce, LossType::kLdam}) {
+    EngineCase c;
+    c.params.loss_type = t;
+    c.params.reduction = Reduction::kNone;
+    c.params.scale = 1e6;
+    c.counts = {1000, 1};
+    c.rows = 2;
+    c.cols = 2;
+    c.logits = {1e4f, -1e4f, -1e4f, 1e4f};
+    c.labels = {1, 0};
+    c.sample_weights = {3e38f, 3e38f};
+    c.upstream = {3e38f, -3e38f};
+    const EngineRun run = RunEngine(c);
+    ASSERT_TRUE(run.status.ok()) << run.status;
+    for (float g : run.gradient) EXPECT_TRUE(std::isfinite(g)) << LossTypeName(t);
+    for (float l : run.per_sample_losses) {
+      EXPECT_TRUE(std::isfinite(l)) << LossTypeName(t);
+    }
+  }
+}
+
 TEST(Extremes, SoftmaxFocalAtCertainPredictionHasZeroGradient) {
   // p_t rounds to 1: loss 0 and gradient exactly 0, never NaN (issue 9).
   for (double gamma : {0.5, 2.0}) {

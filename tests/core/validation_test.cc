@@ -221,6 +221,16 @@ TEST(Validation, Section9ParametersOutOfRange) {
   c.params.max_margin = 0.5;
   c.params.scale = -1;
   ExpectInvalid(c, "config.scale = -1");
+  // Bounded above (core/loss_types.h kMaxScale): found by the request fuzzer,
+  // scale 1e40 overflowed the float32 gradient.
+  c.params.scale = 1e7;
+  ExpectInvalid(c, "config.scale = 1e+07 must be in (0, 1e+06]");
+  c.params.scale = 30;
+  c.params.max_margin = 9e307;  // fuzzer: scale * (z - Delta) overflowed
+  ExpectInvalid(c, "config.max_margin = 9e+307 must be in (0, 1e+06]");
+  c.params.max_margin = 0.5;
+  c.params.tau = 1e300;
+  ExpectInvalid(c, "config.tau = 1e+300 must be in [0, 1e+06]");
 }
 
 TEST(Validation, TargetsWithSection9LossesAreInvalid) {

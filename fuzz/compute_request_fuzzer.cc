@@ -1,0 +1,235 @@
+// Copyright 2026 The cbloss Authors.
+//
+// Fuzzes the ComputeLoss pipeline (server/compute_request.h) with arbitrary
+// request bytes, as the service would receive them: every input that parses
+// as a cbloss.v1.ComputeLossRequest runs through ComputeLossResponseFor, with
+// inline class counts and, when the request names a dataset, against a fixed
+// in-memory dataset. GetClassWeights runs on the same source and config.
+//
+// Besides ASan/UBSan, it aborts when an OK response breaks the contract of
+// LOSS.md section 7 and API.md: a non-finite loss or gradient, wrong output
+// sizes, or a different result when the batch is split across threads.
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "cbloss/v1/cbloss.pb.h"
+#include "core/half.h"
+#include "core/thread_pool.h"
+#include "server/compute_request.h"
+
+namespace {
+
+using cbloss::v1::ComputeLossRequest;
+using cbloss::v1::ComputeLossResponse;
+
+// The service's own bound on work per request is the gRPC message size limit
+// (a request can only claim as many elements as its bytes carry). Here the
+// claim itself is capped so that one input costs at most a few milliseconds
+// and a few hundred KiB, whatever libFuzzer's -max_len.
+constexpr int64_t kMaxClaimedElements = int64_t{1} << 16;
+
+// Inputs this large stay within what float32 outputs can represent; beyond
+// them an inf per-sample loss or gradient is float overflow of a huge but
+// finite product (e.g. sample weight 3e38 under SUM), not a bug.
+constexpr float kModerate = 1e4f;
+
+[[noreturn]] void Fail(const ComputeLossRequest& request, const char* what) {
+  std::fprintf(stderr, "compute_request_fuzzer: %s\nrequest:\n%s\n", what,
+               request.DebugString().c_str());
+  std::abort();
+}
+
+// Two datasets a request may name: one with a zero count and its own
+// defaults (focal, effective number), one with plain counts and no defaults.
+const cbloss::v1::Dataset& DatasetFor(const std::string& name) {
+  static const cbloss::v1::Dataset* const kDatasets = [] {
+    auto* d = new cbloss::v1::Dataset[2];
+    d[0].set_name("fuzz-a");
+    for (int64_t c : {5, 3, 0, 2}) d[0].add_class_counts(c);
+    d[0].set_version(7);
+    d[0].mutable_defaults()->set_loss_type(cbloss::v1::LOSS_TYPE_FOCAL);
+    d[0].mutable_defaults()->set_weighting(
+        cbloss::v1::WEIGHTING_SCHEME_EFFECTIVE_NUMBER);
+    d[0].mutable_defaults()->set_beta(0.99);
+    d[0].mutable_defaults()->set_gamma(1.5);
+    d[1].set_name("fuzz-b");
+    for (int64_t c : {100, 10, 1}) d[1].add_class_counts(c);
+    d[1].set_version(1);
+    return d;
+  }();
+  return kDatasets[name.size() % 2];
+}
+
+bool AllModerate(const google::protobuf::RepeatedField<float>& values) {
+  for (float v : values) {
+    if (!(std::fabs(v) <= kModerate)) return false;
+  }
+  return true;
+}
+
+// Inputs small enough that every float32 output must be finite.
+bool ModerateInputs(const ComputeLossRequest& request) {
+  if (!request.logits().data().empty()) {
+    const std::string& bytes = request.logits().data();
+    const int width =
+        request.logits().dtype() == cbloss::v1::DTYPE_FLOAT32 ||
+                request.logits().dtype() == cbloss::v1::DTYPE_UNSPECIFIED
+            ? 4
+            : 2;
+    for (size_t i = 0; i + width <= bytes.size(); i += width) {
+      float v;
+      if (width == 4) {
+        std::memcpy(&v, bytes.data() + i, 4);
+      } else {
+        uint16_t h;
+        std::memcpy(&h, bytes.data() + i, 2);
+        v = request.logits().dtype() == cbloss::v1::DTYPE_BFLOAT16
+                ? cbloss::BFloat16ToFloat(h)
+                : cbloss::Float16ToFloat(h);
+      }
+      if (!(std::fabs(v) <= kModerate)) return false;
+    }
+  }
+  return AllModerate(request.logits().float_data()) &&
+         AllModerate(request.sample_weights()) &&
+         AllModerate(request.upstream());
+}
+
+void CheckResponse(const ComputeLossRequest& request,
+                   const ComputeLossResponse& response,
+                   const cbloss::v1::Dataset* dataset) {
+  if (!std::isfinite(response.loss())) Fail(request, "loss is not finite");
+  const int64_t B = request.logits().shape(0);
+  const int64_t C = request.logits().shape(1);
+  if (response.num_samples() < 0 || response.num_samples() > B) {
+    Fail(request, "num_samples outside [0, B]");
+  }
+  if (response.class_weights_size() != C) {
+    Fail(request, "class_weights does not have C entries");
+  }
+  for (double w : response.class_weights()) {
+    if (!std::isfinite(w) || w < 0) Fail(request, "class weight not finite");
+  }
+  if (response.dataset_version() !=
+      (dataset != nullptr ? dataset->version() : 0)) {
+    Fail(request, "dataset_version is not the dataset's");
+  }
+  const bool moderate = ModerateInputs(request);
+  if (request.want_per_sample_losses() &&
+      response.per_sample_losses_size() != B) {
+    Fail(request, "per_sample_losses does not have B entries");
+  }
+  if (response.per_sample_losses_size() != 0 &&
+      response.per_sample_losses_size() != B) {
+    Fail(request, "per_sample_losses has neither 0 nor B entries");
+  }
+  for (float l : response.per_sample_losses()) {
+    if (std::isnan(l) || (moderate && !std::isfinite(l))) {
+      Fail(request, "per-sample loss not finite");
+    }
+  }
+  if (!request.want_gradient()) {
+    if (response.has_gradient()) Fail(request, "unrequested gradient");
+    return;
+  }
+  const cbloss::v1::Tensor& g = response.gradient();
+  if (g.shape_size() != 2 || g.shape(0) != B || g.shape(1) != C) {
+    Fail(request, "gradient shape is not [B, C]");
+  }
+  const cbloss::v1::DType want =
+      request.gradient_dtype() == cbloss::v1::DTYPE_UNSPECIFIED
+          ? cbloss::v1::DTYPE_FLOAT32
+          : request.gradient_dtype();
+  if (g.dtype() != want) Fail(request, "gradient dtype is not the requested");
+  const int64_t n = B * C;
+  if (want == cbloss::v1::DTYPE_FLOAT32) {
+    const bool as_floats = g.float_data_size() > 0;
+    if (as_floats ? (g.float_data_size() != n || !g.data().empty())
+                  : static_cast<int64_t>(g.data().size()) != 4 * n) {
+      Fail(request, "float32 gradient does not have B * C values");
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      float v;
+      if (as_floats) {
+        v = g.float_data(static_cast<int>(i));
+      } else {
+        std::memcpy(&v, g.data().data() + 4 * i, 4);
+      }
+      if (std::isnan(v) || (moderate && !std::isfinite(v))) {
+        Fail(request, "gradient element not finite");
+      }
+    }
+    return;
+  }
+  if (static_cast<int64_t>(g.data().size()) != 2 * n ||
+      g.float_data_size() != 0) {
+    Fail(request, "16-bit gradient does not have B * C values");
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, g.data().data() + 2 * i, 2);
+    // float16 overflows at 65504: rounding a large finite gradient to inf is
+    // what "rounded to nearest even" means, so only NaN is a bug there.
+    const bool bf16 = want == cbloss::v1::DTYPE_BFLOAT16;
+    const float v =
+        bf16 ? cbloss::BFloat16ToFloat(h) : cbloss::Float16ToFloat(h);
+    if (std::isnan(v) || (bf16 && moderate && !std::isfinite(v))) {
+      Fail(request, "16-bit gradient element not finite");
+    }
+  }
+}
+
+// Runs the request serially and on a pool; both must succeed or fail alike
+// and give the same bytes (results do not depend on the thread count).
+void Run(const ComputeLossRequest& request,
+         const cbloss::v1::Dataset* dataset) {
+  static cbloss::ThreadPool* const pool = new cbloss::ThreadPool(2);
+  ComputeLossResponse serial;
+  const absl::Status s = cbloss::ComputeLossResponseFor(
+      request, dataset, /*pool=*/nullptr, /*should_stop=*/nullptr, &serial);
+  if (s.ok()) {
+    CheckResponse(request, serial, dataset);
+  } else if (s.message().empty()) {
+    Fail(request, "error without a message");
+  }
+  ComputeLossResponse parallel;
+  const absl::Status p = cbloss::ComputeLossResponseFor(
+      request, dataset, pool, [] { return false; }, &parallel);
+  if (p.code() != s.code()) Fail(request, "pool changes the status code");
+  if (s.ok() && serial.SerializeAsString() != parallel.SerializeAsString()) {
+    Fail(request, "pool changes the response");
+  }
+
+  cbloss::v1::GetClassWeightsRequest weights_request;
+  if (dataset == nullptr) {
+    *weights_request.mutable_class_counts() = request.class_counts();
+  } else {
+    weights_request.set_dataset(request.dataset());
+  }
+  *weights_request.mutable_config() = request.config();
+  cbloss::v1::ClassWeights weights;
+  if (cbloss::ClassWeightsFor(weights_request, dataset, &weights).ok()) {
+    for (double w : weights.weights()) {
+      if (!std::isfinite(w) || w < 0) Fail(request, "class weight not finite");
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  ComputeLossRequest request;
+  if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
+  if (cbloss::ClaimedElements(request) > kMaxClaimedElements) return 0;
+  // Inline counts (or no source at all, which must be INVALID_ARGUMENT).
+  Run(request, nullptr);
+  if (request.source_case() == ComputeLossRequest::kDataset) {
+    Run(request, &DatasetFor(request.dataset()));
+  }
+  return 0;
+}
