@@ -130,6 +130,16 @@ void PrintDataset(const v1::Dataset& d) {
   }
 }
 
+// Prints a dataset (put, get, add-counts) as a table or JSON; returns 0.
+int ShowDataset(const v1::Dataset& d, bool as_json) {
+  if (as_json) {
+    std::cout << DatasetJson(d).dump() << "\n";
+  } else {
+    PrintDataset(d);
+  }
+  return 0;
+}
+
 // Options shared by commands that compute.
 struct LossFlags {
   std::string dataset;
@@ -366,20 +376,12 @@ int Main(int argc, char** argv) {
     if (put->count("--expected-version")) expected = expected_version;
     absl::StatusOr<v1::Dataset> stored = client.PutDataset(d, expected);
     if (!stored.ok()) return Fail(stored.status());
-    if (as_json)
-      std::cout << DatasetJson(*stored).dump() << "\n";
-    else
-      PrintDataset(*stored);
-    return 0;
+    return ShowDataset(*stored, as_json);
   }
   if (*get) {
     absl::StatusOr<v1::Dataset> d = client.GetDataset(name);
     if (!d.ok()) return Fail(d.status());
-    if (as_json)
-      std::cout << DatasetJson(*d).dump() << "\n";
-    else
-      PrintDataset(*d);
-    return 0;
+    return ShowDataset(*d, as_json);
   }
   if (*list) {
     absl::StatusOr<std::vector<v1::Dataset>> all = client.ListDatasets();
@@ -419,11 +421,7 @@ int Main(int argc, char** argv) {
     }
     absl::StatusOr<v1::Dataset> d = client.AddClassCounts(name, deltas, labels);
     if (!d.ok()) return Fail(d.status());
-    if (as_json)
-      std::cout << DatasetJson(*d).dump() << "\n";
-    else
-      PrintDataset(*d);
-    return 0;
+    return ShowDataset(*d, as_json);
   }
 
   auto source_of = [](const LossFlags& f) {
@@ -502,11 +500,13 @@ int Main(int argc, char** argv) {
       // float16 goes to .npy as float16; bfloat16 (which NumPy lacks) and
       // CSV as the float32 values of the rounded gradient.
       absl::Status s;
-      if (lo.gradient_dtype == v1::DTYPE_FLOAT16 && !absl::EndsWithIgnoreCase(gradient_out, ".csv")) {
+      if (lo.gradient_dtype == v1::DTYPE_FLOAT16 &&
+          !absl::EndsWithIgnoreCase(gradient_out, ".csv")) {
         s = WriteFloat16Npy(gradient_out, r->gradient_half, z->rows, z->cols);
       } else if (!r->gradient_half.empty()) {
         std::vector<float> decoded(r->gradient_half.size());
-        DecodeHalf(lo.gradient_dtype == v1::DTYPE_FLOAT16 ? DType::kFloat16 : DType::kBFloat16,
+        DecodeHalf(lo.gradient_dtype == v1::DTYPE_FLOAT16 ? DType::kFloat16
+                                                          : DType::kBFloat16,
                    r->gradient_half, absl::MakeSpan(decoded));
         s = WriteMatrix(gradient_out, decoded, z->rows, z->cols);
       } else {
@@ -540,7 +540,8 @@ int Main(int argc, char** argv) {
 
   if (*bench) {
     bench_options.duration = absl::Seconds(duration_s);
-    if (Given(&app, "--timeout")) bench_options.call_deadline = absl::Seconds(timeout_s);
+    if (Given(&app, "--timeout"))
+      bench_options.call_deadline = absl::Seconds(timeout_s);
     bench_options.dataset = bench_flags.dataset;
     bench_options.counts = bench_flags.counts;
     absl::StatusOr<v1::DType> d = ParseDType(bench_dtype);
