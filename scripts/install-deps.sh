@@ -19,6 +19,8 @@ BUILD_PACKAGES=(
   python3-matplotlib python3-pip python3-setuptools python3-venv openssl
   # Fuzzing (scripts/fuzz.sh): clang and its libFuzzer runtime.
   clang libclang-rt-14-dev
+  # Production: metrics HTTP endpoint, lint of the deployment files.
+  libcpp-httplib-dev shellcheck yamllint
 )
 
 RUNTIME_PACKAGES=(
