@@ -19,27 +19,28 @@ ThreadPool::ThreadPool(int num_threads)
 
 ThreadPool::~ThreadPool() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
+  work_available_.notify_all();
   for (std::thread& t : workers_) t.join();
 }
 
 void ThreadPool::Schedule(absl::AnyInvocable<void() &&> task) {
-  absl::MutexLock lock(&mu_);
-  queue_.push_back(std::move(task));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(task));
+  }
+  work_available_.notify_one();
 }
 
 void ThreadPool::WorkerLoop() {
   while (true) {
     absl::AnyInvocable<void() &&> task;
     {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](ThreadPool* p) ABSL_EXCLUSIVE_LOCKS_REQUIRED(p->mu_) {
-            return p->stopping_ || !p->queue_.empty();
-          },
-          this));
+      std::unique_lock<std::mutex> lock(mu_);
+      work_available_.wait(lock,
+                           [this] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) return;  // stopping, and nothing left to run
       task = std::move(queue_.front());
       queue_.pop_front();
@@ -65,16 +66,20 @@ struct ParallelForState {
       ++ran;
     }
     if (ran > 0) {
-      absl::MutexLock lock(&mu);
+      std::lock_guard<std::mutex> lock(mu);
       done += ran;
+      // Notify under the lock: the caller may return and free this state
+      // only after it has seen done == n, which needs the lock we hold.
+      if (done == n) all_done.notify_one();
     }
   }
 
   const int64_t n;
   const absl::FunctionRef<void(int64_t)> fn;
   std::atomic<int64_t> next{0};
-  absl::Mutex mu;
-  int64_t done ABSL_GUARDED_BY(mu) = 0;
+  std::mutex mu;
+  std::condition_variable all_done;
+  int64_t done = 0;  // guarded by mu
 };
 
 }  // namespace
@@ -91,11 +96,8 @@ void ThreadPool::ParallelFor(int64_t n, absl::FunctionRef<void(int64_t)> fn) {
     Schedule([state] { state->Drain(); });
   }
   state->Drain();
-  absl::MutexLock lock(&state->mu);
-  state->mu.Await(absl::Condition(
-      +[](ParallelForState* s)
-           ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->mu) { return s->done == s->n; },
-      state.get()));
+  std::unique_lock<std::mutex> lock(state->mu);
+  state->all_done.wait(lock, [&state] { return state->done == state->n; });
 }
 
 }  // namespace cbloss

@@ -15,15 +15,15 @@
 #ifndef CBLOSS_CORE_THREAD_POOL_H_
 #define CBLOSS_CORE_THREAD_POOL_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <mutex>
 #include <thread>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
-#include "absl/synchronization/mutex.h"
 
 namespace cbloss {
 
@@ -50,9 +50,13 @@ class ThreadPool {
   void WorkerLoop();
 
   const int num_threads_;
-  absl::Mutex mu_;
-  std::deque<absl::AnyInvocable<void() &&>> queue_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // std::mutex rather than absl::Mutex: Debian's Abseil is not built with
+  // ThreadSanitizer, which then cannot see absl::Mutex's happens-before edges
+  // (docs/RELIABILITY.md). The same holds for every lock in cbloss.
+  std::mutex mu_;
+  std::condition_variable work_available_;
+  std::deque<absl::AnyInvocable<void() &&>> queue_;  // guarded by mu_
+  bool stopping_ = false;                            // guarded by mu_
   std::vector<std::thread> workers_;
 };
 

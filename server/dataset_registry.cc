@@ -82,7 +82,7 @@ absl::StatusOr<std::unique_ptr<DatasetRegistry>> DatasetRegistry::Create(
     absl::StatusOr<std::vector<v1::Dataset>> page =
         registry->store_->List(after, kLoadPageSize);
     if (!page.ok()) return page.status();
-    absl::MutexLock lock(&registry->mu_);
+    std::lock_guard<std::shared_mutex> lock(registry->mu_);
     for (v1::Dataset& d : *page) {
       after = d.name();
       // Key from `after`: `d` is moved from in the same statement.
@@ -97,21 +97,21 @@ absl::StatusOr<std::unique_ptr<DatasetRegistry>> DatasetRegistry::Create(
 absl::StatusOr<v1::Dataset> DatasetRegistry::Put(
     const v1::Dataset& dataset, absl::optional<uint64_t> expected_version) {
   if (absl::Status s = ValidateDataset(dataset); !s.ok()) return s;
-  absl::MutexLock write_lock(&write_mu_);
+  std::lock_guard<std::mutex> write_lock(write_mu_);
   absl::StatusOr<v1::Dataset> stored = store_->Put(dataset, expected_version);
   if (!stored.ok()) return stored.status();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::shared_mutex> lock(mu_);
   datasets_[stored->name()] = std::make_shared<const v1::Dataset>(*stored);
   return stored;
 }
 
 absl::Status DatasetRegistry::Delete(
     absl::string_view name, absl::optional<uint64_t> expected_version) {
-  absl::MutexLock write_lock(&write_mu_);
+  std::lock_guard<std::mutex> write_lock(write_mu_);
   if (absl::Status s = store_->Delete(name, expected_version); !s.ok()) {
     return s;
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::shared_mutex> lock(mu_);
   auto it = datasets_.find(name);
   if (it != datasets_.end()) datasets_.erase(it);
   return absl::OkStatus();
@@ -125,18 +125,18 @@ absl::StatusOr<v1::Dataset> DatasetRegistry::AddClassCounts(
         "give deltas (one per class) and/or labels (one per sample); both "
         "are empty");
   }
-  absl::MutexLock write_lock(&write_mu_);
+  std::lock_guard<std::mutex> write_lock(write_mu_);
   absl::StatusOr<v1::Dataset> stored =
       store_->AddClassCounts(name, deltas, labels);
   if (!stored.ok()) return stored.status();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::shared_mutex> lock(mu_);
   datasets_[stored->name()] = std::make_shared<const v1::Dataset>(*stored);
   return stored;
 }
 
 absl::StatusOr<std::shared_ptr<const v1::Dataset>> DatasetRegistry::Get(
     absl::string_view name) const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock<std::shared_mutex> lock(mu_);
   auto it = datasets_.find(name);
   if (it == datasets_.end()) {
     return absl::NotFoundError(absl::StrCat("dataset '", name, "' not found"));
@@ -147,7 +147,7 @@ absl::StatusOr<std::shared_ptr<const v1::Dataset>> DatasetRegistry::Get(
 std::vector<std::shared_ptr<const v1::Dataset>> DatasetRegistry::List(
     absl::string_view start_after, int limit) const {
   std::vector<std::shared_ptr<const v1::Dataset>> out;
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock<std::shared_mutex> lock(mu_);
   for (auto it = datasets_.upper_bound(start_after);
        it != datasets_.end() && static_cast<int>(out.size()) < limit; ++it) {
     out.push_back(it->second);
@@ -156,7 +156,7 @@ std::vector<std::shared_ptr<const v1::Dataset>> DatasetRegistry::List(
 }
 
 int DatasetRegistry::size() const {
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock<std::shared_mutex> lock(mu_);
   return static_cast<int>(datasets_.size());
 }
 

@@ -45,15 +45,14 @@ class CountingFactory final
 }  // namespace
 
 int InFlightCalls::count() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return count_;
 }
 
 int InFlightCalls::AwaitIdle(absl::Duration timeout) const {
-  absl::MutexLock lock(&mu_);
-  mu_.AwaitWithTimeout(absl::Condition(
-                           +[](const int* n) { return *n == 0; }, &count_),
-                       timeout);
+  std::unique_lock<std::mutex> lock(mu_);
+  idle_.wait_for(lock, absl::ToChronoNanoseconds(timeout),
+                 [this] { return count_ == 0; });
   return count_;
 }
 
@@ -63,13 +62,13 @@ InFlightCalls::MakeInterceptorFactory() {
 }
 
 void InFlightCalls::Started() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ++count_;
 }
 
 void InFlightCalls::Finished() {
-  absl::MutexLock lock(&mu_);
-  --count_;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--count_ == 0) idle_.notify_all();
 }
 
 }  // namespace cbloss

@@ -17,8 +17,9 @@
 
 #include <memory>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include <condition_variable>
+#include <mutex>
+
 #include "absl/time/time.h"
 #include "grpcpp/support/server_interceptor.h"
 
@@ -39,8 +40,9 @@ class InFlightCalls {
   void Finished();
 
  private:
-  mutable absl::Mutex mu_;
-  int count_ ABSL_GUARDED_BY(mu_) = 0;
+  mutable std::mutex mu_;
+  mutable std::condition_variable idle_;
+  int count_ = 0;  // guarded by mu_
 };
 
 }  // namespace cbloss

@@ -10,17 +10,16 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "absl/types/optional.h"
@@ -194,22 +193,22 @@ class SqliteDatasetStore final : public DatasetStore {
   }
 
   // Configures the connection, migrates the schema, prepares statements.
-  absl::Status Init(const std::string& path) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Init(const std::string& path);
 
   absl::StatusOr<v1::Dataset> Put(const v1::Dataset& dataset,
                                   absl::optional<uint64_t> expected_version)
-      override ABSL_LOCKS_EXCLUDED(mu_);
+      override;
   absl::StatusOr<v1::Dataset> Get(absl::string_view name) override
-      ABSL_LOCKS_EXCLUDED(mu_);
+     ;
   absl::StatusOr<std::vector<v1::Dataset>> List(absl::string_view start_after,
                                                 int limit) override
-      ABSL_LOCKS_EXCLUDED(mu_);
+     ;
   absl::Status Delete(absl::string_view name,
                       absl::optional<uint64_t> expected_version) override
-      ABSL_LOCKS_EXCLUDED(mu_);
+     ;
   absl::StatusOr<v1::Dataset> AddClassCounts(
       absl::string_view name, absl::Span<const int64_t> deltas,
-      absl::Span<const int32_t> labels) override ABSL_LOCKS_EXCLUDED(mu_);
+      absl::Span<const int32_t> labels) override;
 
  private:
   // Version and times of a stored dataset.
@@ -251,47 +250,39 @@ class SqliteDatasetStore final : public DatasetStore {
     bool active_ = false;
   };
 
-  absl::Status Exec(absl::string_view sql, absl::string_view action)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Prepare(std::unique_ptr<Statement>& stmt, absl::string_view sql)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Exec(absl::string_view sql, absl::string_view action);  // requires mu_
+  absl::Status Prepare(std::unique_ptr<Statement>& stmt, absl::string_view sql);  // requires mu_
   // Runs a statement that returns no rows.
-  absl::Status StepDone(Statement& stmt, absl::string_view action)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status StepDone(Statement& stmt, absl::string_view action);  // requires mu_
   // Binds `stmt`'s parameters first, then runs it.
-  absl::Status StepDone(const Statement::InUse& stmt, absl::string_view action)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<int> ReadUserVersion() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status Migrate(const std::string& path)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status StepDone(const Statement::InUse& stmt, absl::string_view action);  // requires mu_
+  absl::StatusOr<int> ReadUserVersion();
+  absl::Status Migrate(const std::string& path);  // requires mu_
 
   // Version and times of `name`, or nullopt if absent.
-  absl::StatusOr<absl::optional<Meta>> ReadMetaLocked(absl::string_view name)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<absl::optional<Meta>> ReadMetaLocked(absl::string_view name);  // requires mu_
   // The full dataset `name` (and its Meta into `meta` unless null);
   // NOT_FOUND if absent.
-  absl::StatusOr<v1::Dataset> ReadLocked(absl::string_view name, Meta* meta)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<v1::Dataset> ReadLocked(absl::string_view name, Meta* meta);  // requires mu_
   // Decodes the current row of a (version, create_time_ns, update_time_ns,
   // dataset, name) result for dataset `name`; DATA_LOSS if the record is
   // corrupt.
   absl::StatusOr<v1::Dataset> DecodeRow(sqlite3_stmt* stmt,
-                                        absl::string_view name, Meta* meta)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                                        absl::string_view name, Meta* meta);  // requires mu_
   // Inserts or replaces `dataset`, whose name, version and times are set.
-  absl::Status WriteLocked(const v1::Dataset& dataset, const Meta& meta)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WriteLocked(const v1::Dataset& dataset, const Meta& meta);  // requires mu_
 
-  absl::Mutex mu_;
+  // std::mutex: ThreadSanitizer sees it (core/thread_pool.h says why).
+  std::mutex mu_;
   sqlite3* const db_;  // Owned; used only with mu_ held.
-  std::unique_ptr<Statement> begin_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<Statement> commit_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<Statement> rollback_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<Statement> select_meta_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<Statement> select_one_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<Statement> select_page_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<Statement> upsert_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<Statement> delete_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Statement> begin_;  // guarded by mu_
+  std::unique_ptr<Statement> commit_;  // guarded by mu_
+  std::unique_ptr<Statement> rollback_;  // guarded by mu_
+  std::unique_ptr<Statement> select_meta_;  // guarded by mu_
+  std::unique_ptr<Statement> select_one_;  // guarded by mu_
+  std::unique_ptr<Statement> select_page_;  // guarded by mu_
+  std::unique_ptr<Statement> upsert_;  // guarded by mu_
+  std::unique_ptr<Statement> delete_;  // guarded by mu_
 };
 
 absl::Status SqliteDatasetStore::Exec(absl::string_view sql,
@@ -369,7 +360,7 @@ absl::Status SqliteDatasetStore::Migrate(const std::string& path) {
 }
 
 absl::Status SqliteDatasetStore::Init(const std::string& path) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   int rc = sqlite3_extended_result_codes(db_, 1);
   if (rc != SQLITE_OK) return SqliteError(rc, db_, "configuring " + path);
   rc = sqlite3_busy_timeout(db_, kBusyTimeoutMs);
@@ -505,7 +496,7 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::Put(
   if (dataset.name().empty()) {
     return absl::InvalidArgumentError("dataset.name must not be empty");
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
   CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(dataset.name());
@@ -537,7 +528,7 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::Put(
 }
 
 absl::StatusOr<v1::Dataset> SqliteDatasetStore::Get(absl::string_view name) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return ReadLocked(name, /*meta=*/nullptr);
 }
 
@@ -547,7 +538,7 @@ absl::StatusOr<std::vector<v1::Dataset>> SqliteDatasetStore::List(
     return absl::InvalidArgumentError(
         absl::StrCat("limit must be positive, got ", limit));
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   Statement::InUse stmt = select_page_->Use();
   BindText(stmt.get(), 1, start_after);
   sqlite3_bind_int(stmt.get(), 2, limit);
@@ -569,7 +560,7 @@ absl::StatusOr<std::vector<v1::Dataset>> SqliteDatasetStore::List(
 
 absl::Status SqliteDatasetStore::Delete(
     absl::string_view name, absl::optional<uint64_t> expected_version) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
   CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(name);
@@ -589,7 +580,7 @@ absl::Status SqliteDatasetStore::Delete(
 absl::StatusOr<v1::Dataset> SqliteDatasetStore::AddClassCounts(
     absl::string_view name, absl::Span<const int64_t> deltas,
     absl::Span<const int32_t> labels) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
   CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
   Meta meta;

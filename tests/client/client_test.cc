@@ -18,6 +18,7 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,7 +27,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/mutex.h"
+
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/half.h"
@@ -1004,7 +1005,7 @@ TEST(RoundRobin, BothServersServeAndAKilledOneCostsNoFailures) {
   std::atomic<bool> stop{false}, killed{false};
   std::atomic<int> ok_before{0}, ok_after{0}, failed{0};
   std::vector<std::string> errors;
-  absl::Mutex errors_mu;
+  std::mutex errors_mu;
   std::vector<std::thread> threads;
   for (int t = 0; t < 2; ++t) {
     threads.emplace_back([&] {
@@ -1020,7 +1021,7 @@ TEST(RoundRobin, BothServersServeAndAKilledOneCostsNoFailures) {
           ++(after ? ok_after : ok_before);
         } else {
           ++failed;
-          absl::MutexLock lock(&errors_mu);
+          std::lock_guard<std::mutex> lock(errors_mu);
           if (errors.size() < 5) errors.push_back(r.status().ToString());
         }
       }

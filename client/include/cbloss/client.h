@@ -29,15 +29,16 @@
 #ifndef CBLOSS_CLIENT_INCLUDE_CBLOSS_CLIENT_H_
 #define CBLOSS_CLIENT_INCLUDE_CBLOSS_CLIENT_H_
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/optional.h"
 #include "absl/types/span.h"
@@ -215,12 +216,15 @@ class LossStream {
       stream_;
   bool closed_ = false;
 
-  absl::Mutex mu_;
+  // Standard mutex: ThreadSanitizer cannot see Debian's uninstrumented
+  // absl::Mutex. Everything below up to watchdog_ is guarded by mu_.
+  std::mutex mu_;
+  std::condition_variable changed_;  // deadline_, call_ or stopping_ changed
   // The pending Compute's deadline, if one is pending.
-  absl::optional<absl::Time> deadline_ ABSL_GUARDED_BY(mu_);
-  uint64_t call_ ABSL_GUARDED_BY(mu_) = 0;  // which Compute is pending
-  bool timed_out_ ABSL_GUARDED_BY(mu_) = false;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  absl::optional<absl::Time> deadline_;
+  uint64_t call_ = 0;  // which Compute is pending
+  bool timed_out_ = false;
+  bool stopping_ = false;
   std::thread watchdog_;
   friend class Client;
 };
