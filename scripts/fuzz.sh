@@ -17,7 +17,7 @@
 #
 # Needs clang and libFuzzer's runtime (Debian 12: clang libclang-rt-14-dev).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 BUILD=$ROOT/build-fuzz
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}

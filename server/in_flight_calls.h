@@ -15,9 +15,8 @@
 #ifndef CBLOSS_SERVER_IN_FLIGHT_CALLS_H_
 #define CBLOSS_SERVER_IN_FLIGHT_CALLS_H_
 
-#include <memory>
-
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 
 #include "absl/time/time.h"
