@@ -152,6 +152,38 @@ def loss_result(response):
         gradient_tensor=tensor)
 
 
+def tls_credentials(root_ca=None, cert=None, key=None):
+    """grpc.ChannelCredentials for a TLS server, from PEM files.
+
+    Args:
+      root_ca: file of the CA that signs the server's certificate (None: the
+        system's roots).
+      cert, key: this client's certificate and private key, for servers
+        started with --tls_client_ca (mutual TLS); both or neither.
+    """
+    if (cert is None) != (key is None):
+        raise ValueError("cert and key come together")
+
+    def read(path):
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(root_ca),
+                                        private_key=read(key),
+                                        certificate_chain=read(cert))
+
+
+def read_token_file(path):
+    """The token in `path`, without its trailing newline."""
+    with open(path) as f:
+        token = f.read().strip()
+    if not token:
+        raise ValueError("token file %s is empty" % path)
+    return token
+
+
 class Client:
     """The cbloss LossService at `target`.
 
@@ -166,12 +198,26 @@ class Client:
         header).
       channel: an existing grpc.Channel to use instead of opening one (the
         Client does not close it).
+      token: bearer token sent with every call as ``authorization: Bearer
+        <token>`` (servers with --admin_token_file / --compute_token_file);
+        None means $CBLOSS_TOKEN if set. Use it with TLS credentials.
+
+    TLS: ``credentials=cbloss.tls_credentials(root_ca="ca.pem")``, plus
+    ``cert=`` and ``key=`` for mutual TLS.
     """
 
     def __init__(self, target=None, *, timeout=None, options=None, credentials=None,
-                 metadata=None, channel=None):
+                 metadata=None, channel=None, token=None):
         self.target = target or os.environ.get("CBLOSS_TARGET") or DEFAULT_TARGET
         self.timeout = timeout
+        if token is None:
+            token = os.environ.get("CBLOSS_TOKEN") or None
+        metadata = list(metadata or ())
+        if token is not None:
+            token = token.strip()
+            if not token:
+                raise ValueError("token is empty")
+            metadata.append(("authorization", "Bearer " + token))
         self._metadata = tuple(metadata) if metadata else None
         self._owns_channel = channel is None
         if channel is None:
