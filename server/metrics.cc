@@ -2,6 +2,8 @@
 
 #include "server/metrics.h"
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <cstring>
 
@@ -172,6 +174,13 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   server->http_ = std::make_unique<httplib::Server>();
   httplib::Server& http = *server->http_;
   http.new_task_queue = [] { return new httplib::ThreadPool(2); };
+  // httplib's default also sets SO_REUSEPORT, which would let a second
+  // server share a busy port silently; SO_REUSEADDR alone still allows a
+  // quick restart.
+  http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   http.Get("/metrics", [render = std::move(render)](const httplib::Request&,
                                                     httplib::Response& res) {
     res.set_content(render(), "text/plain; version=0.0.4; charset=utf-8");
