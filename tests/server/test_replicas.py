@@ -1,0 +1,97 @@
+"""Three replicas behind client-side round robin; one dies mid-run.
+
+Three cbloss-server processes on 127.0.0.1 load the same datasets file.
+`cbloss bench` drives ComputeLoss at ipv4:127.0.0.1:a,127.0.0.1:b,127.0.0.1:c
+(round_robin, retries on UNAVAILABLE). Once every replica has served calls,
+one is SIGKILLed; the bench must finish with zero failed calls, and the two
+survivors must share the calls made after the kill (each replica's
+cbloss_requests_total from its /metrics endpoint).
+
+Batches are small (16 x 10 floats), far below gRPC's 256 KiB retry buffer, so
+a call cut by the kill is retried on a survivor.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import unittest
+
+from prod_support import CLI_BINARY, ProdServer, parse_metrics, sample
+from server_fixture import SAMPLE_DATASETS_FILE, ServerTestCase
+
+BENCH_SECONDS = 12
+PHASE_TIMEOUT_S = 20  # bound on each wait below; the test stays < 60 s
+CALLS_BEFORE_KILL = 30  # per replica
+CALLS_AFTER_KILL = 60  # on the survivors together
+
+
+def computed(server):
+    m = parse_metrics(server.scrape()[0])
+    return int(sample(m, "cbloss_requests_total", method="ComputeLoss", code="OK"))
+
+
+class ReplicasTest(ServerTestCase):
+    def wait_until(self, what, predicate, bench):
+        deadline = time.monotonic() + PHASE_TIMEOUT_S
+        while not predicate():
+            if bench.poll() is not None:
+                self.fail("the bench ended before %s:\n%s" % (what, bench.stderr.read()))
+            if time.monotonic() > deadline:
+                self.fail("no %s after %d s" % (what, PHASE_TIMEOUT_S))
+            time.sleep(0.05)
+
+    def test_survivors_take_over_without_failed_calls(self):
+        if not CLI_BINARY or not os.path.exists(CLI_BINARY):
+            raise RuntimeError("CBLOSS_CLI must name the cbloss binary (got %r)" % CLI_BINARY)
+        replicas = []
+        for i in range(3):
+            server = ProdServer(self.tmpdir(), name="replica%d" % i, metrics=True,
+                                datasets_file=SAMPLE_DATASETS_FILE)
+            self._servers.append(server)
+            replicas.append(server)
+            server.start()
+        target = "ipv4:" + ",".join(s.target for s in replicas)
+        bench = subprocess.Popen(
+            [CLI_BINARY, "--target", target, "--timeout", "10", "--json", "bench",
+             "--duration", str(BENCH_SECONDS), "--concurrency", "4",
+             "--dataset", "cifar10-lt", "--batch", "16"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self.wait_until("calls on every replica",
+                            lambda: all(computed(s) >= CALLS_BEFORE_KILL for s in replicas),
+                            bench)
+            victim, survivors = replicas[1], [replicas[0], replicas[2]]
+            victim.proc.send_signal(signal.SIGKILL)
+            victim.proc.wait(timeout=10)
+            at_kill = [computed(s) for s in survivors]
+            self.wait_until(
+                "calls on the survivors after the kill",
+                lambda: sum(computed(s) for s in survivors) - sum(at_kill) >= CALLS_AFTER_KILL,
+                bench)
+            out, err = bench.communicate(timeout=BENCH_SECONDS + 30)
+        finally:
+            if bench.poll() is None:
+                bench.kill()
+                bench.wait()
+        self.assertEqual(bench.returncode, 0, err)
+        report = json.loads(out)
+        self.assertEqual(report["errors"], 0, report["error_samples"])
+        self.assertGreater(report["requests"], 3 * CALLS_BEFORE_KILL + CALLS_AFTER_KILL)
+        after = [computed(s) - k for s, k in zip(survivors, at_kill)]
+        # Round robin over two live replicas: each gets about half; a quarter
+        # each is the bar for "shared".
+        for i, n in enumerate(after):
+            self.assertGreaterEqual(n, sum(after) // 4,
+                                    "survivor %d took %d of %d calls after the kill"
+                                    % (i, n, sum(after)))
+        for s in survivors:
+            m = parse_metrics(s.scrape()[0])
+            failed = {dict(l)["code"]: v for (name, l), v in m.items()
+                      if name == "cbloss_requests_total" and dict(l)["code"] != "OK"}
+            self.assertEqual(failed, {})
+
+
+if __name__ == "__main__":
+    unittest.main()
