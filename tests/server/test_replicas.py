@@ -93,5 +93,43 @@ class ReplicasTest(ServerTestCase):
             self.assertEqual(failed, {})
 
 
+class PythonClientReplicasTest(ServerTestCase):
+    """The same with the Python client's defaults (round robin, retries)."""
+
+    def test_python_client_survives_a_dead_replica(self):
+        import numpy as np
+        import cbloss  # build/python, on PYTHONPATH
+        replicas = []
+        for i in range(3):
+            server = ProdServer(self.tmpdir(), name="py%d" % i, metrics=True,
+                                datasets_file=SAMPLE_DATASETS_FILE)
+            self._servers.append(server)
+            replicas.append(server)
+            server.start()
+        client = cbloss.Client("ipv4:" + ",".join(s.target for s in replicas), timeout=10)
+        self.addCleanup(client.close)
+        rng = np.random.default_rng(7)
+        logits = rng.standard_normal((8, 10)).astype(np.float32)
+        labels = list(range(8))
+        failures = []
+        for _ in range(60):
+            client.compute_loss(logits, labels, dataset="cifar10-lt")
+        self.assertEqual([computed(s) > 0 for s in replicas], [True, True, True])
+        victim, survivors = replicas[0], replicas[1:]
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(timeout=10)
+        at_kill = [computed(s) for s in survivors]
+        for _ in range(90):
+            try:
+                client.compute_loss(logits, labels, dataset="cifar10-lt")
+            except cbloss.CblossError as e:
+                failures.append(str(e))
+        self.assertEqual(failures, [])
+        after = [computed(s) - k for s, k in zip(survivors, at_kill)]
+        self.assertEqual(sum(after), 90)
+        for n in after:
+            self.assertGreaterEqual(n, 90 // 4)
+
+
 if __name__ == "__main__":
     unittest.main()
