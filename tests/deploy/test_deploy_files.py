@@ -17,10 +17,8 @@ or Kubernetes.
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
-import tempfile
 import unittest
 
 import yaml

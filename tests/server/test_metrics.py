@@ -8,7 +8,6 @@ the histogram must be a well-formed cumulative histogram of those calls.
 import json
 import os
 import queue
-import subprocess
 import unittest
 import urllib.error
 import urllib.request
