@@ -8,18 +8,25 @@ survivors must share the calls made after the kill (each replica's
 cbloss_requests_total from its /metrics endpoint).
 
 Batches are small (16 x 10 floats), far below gRPC's 256 KiB retry buffer, so
-a call cut by the kill is retried on a survivor.
+a call cut by the kill is retried on a survivor. The Python client gets the
+same test, and --max_connection_age_ms (how clients rebalance after a
+scale-up) one of its own.
 """
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import time
 import unittest
 
+import grpc
+import numpy as np
+
 from prod_support import CLI_BINARY, ProdServer, parse_metrics, sample
-from server_fixture import SAMPLE_DATASETS_FILE, ServerTestCase
+from server_fixture import (RPC_TIMEOUT_S, SAMPLE_DATASETS_FILE, ServerTestCase, pb,
+                            tensor_f32)
 
 BENCH_SECONDS = 12
 PHASE_TIMEOUT_S = 20  # bound on each wait below; the test stays < 60 s
@@ -97,7 +104,6 @@ class PythonClientReplicasTest(ServerTestCase):
     """The same with the Python client's defaults (round robin, retries)."""
 
     def test_python_client_survives_a_dead_replica(self):
-        import numpy as np
         import cbloss  # build/python, on PYTHONPATH
         replicas = []
         for i in range(3):
@@ -129,6 +135,40 @@ class PythonClientReplicasTest(ServerTestCase):
         self.assertEqual(sum(after), 90)
         for n in after:
             self.assertGreaterEqual(n, 90 // 4)
+
+
+class ConnectionAgeTest(ServerTestCase):
+    """--max_connection_age_ms: connections are closed (GOAWAY) after that
+    age, so clients reconnect and re-resolve; a stream older than age +
+    grace is cut with UNAVAILABLE and unary calls go on over a new
+    connection."""
+
+    def test_old_stream_is_cut_and_new_calls_reconnect(self):
+        server = self.start_server(extra_flags=["--max_connection_age_ms=300",
+                                                "--max_connection_age_grace_ms=300"])
+        self.assertIn("max_connection_age_ms=300", server.stderr())
+        counts = pb.ClassCounts(counts=[5, 3, 1])
+        weights = pb.GetClassWeightsRequest(class_counts=counts)
+        server.stub.GetClassWeights(weights, timeout=RPC_TIMEOUT_S)
+        requests, end = queue.Queue(), object()
+        stream = server.stub.StreamLoss(iter(requests.get, end), timeout=RPC_TIMEOUT_S)
+        requests.put(pb.ComputeLossRequest(
+            class_counts=counts, logits=tensor_f32(np.zeros((1, 3), np.float32)), labels=[0]))
+        self.assertEqual(next(stream).error_code, 0)
+        # No more requests: the stream stays open until the server cuts it.
+        with self.assertRaises(grpc.RpcError) as e:
+            next(stream)
+        self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        requests.put(end)
+        # The channel reconnects for new calls.
+        server.stub.GetClassWeights(weights, timeout=RPC_TIMEOUT_S)
+
+    def test_negative_age_is_refused(self):
+        for flag in ("--max_connection_age_ms=-1", "--max_connection_age_grace_ms=-5",
+                     "--max_connection_age_ms=4294967296"):
+            with self.subTest(flag):
+                server = self.new_server(extra_flags=[flag])
+                self.assertEqual(server.launch().wait(timeout=30), 2, server.stderr())
 
 
 if __name__ == "__main__":
