@@ -294,9 +294,9 @@ int Run() {
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    spdlog::critical("cannot listen on {}{}", listen,
-                     tls ? " (or the TLS certificate/key are not valid PEM)"
-                         : "");
+    spdlog::critical(
+        "cannot listen on {}{}", listen,
+        tls ? " (or the TLS certificate/key are not valid PEM)" : "");
     return 1;
   }
 
@@ -305,13 +305,13 @@ int Run() {
       !metrics_listen.empty()) {
     DatasetRegistry* const datasets = registry->get();
     absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
-        MetricsHttpServer::Start(metrics_listen, [&metrics, &in_flight,
-                                                  datasets] {
-          ServerMetrics::Gauges gauges;
-          gauges.in_flight_calls = in_flight.count();
-          gauges.datasets = static_cast<int64_t>(datasets->size());
-          return metrics.Render(gauges);
-        });
+        MetricsHttpServer::Start(
+            metrics_listen, [&metrics, &in_flight, datasets] {
+              ServerMetrics::Gauges gauges;
+              gauges.in_flight_calls = in_flight.count();
+              gauges.datasets = static_cast<int64_t>(datasets->size());
+              return metrics.Render(gauges);
+            });
     if (!started.ok()) {
       spdlog::critical("{}", started.status().ToString());
       server->Shutdown(std::chrono::system_clock::now());

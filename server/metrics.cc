@@ -64,9 +64,8 @@ class MetricsInterceptorFactory final
   grpc::experimental::Interceptor* CreateServerInterceptor(
       grpc::experimental::ServerRpcInfo* info) override {
     const char* method = info->method();
-    if (method == nullptr ||
-        std::strncmp(method, kServicePrefix.data(), kServicePrefix.size()) !=
-            0) {
+    if (method == nullptr || std::strncmp(method, kServicePrefix.data(),
+                                          kServicePrefix.size()) != 0) {
       return nullptr;  // health, reflection: not counted
     }
     return new MetricsInterceptor(metrics_, method + kServicePrefix.size());

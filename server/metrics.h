@@ -4,8 +4,9 @@
 // text at http://--metrics_listen/metrics:
 //
 //   cbloss_requests_total{method,code}            counter, LossService calls
-//   cbloss_request_duration_seconds{method}       histogram (_bucket/_sum/_count)
-//   cbloss_elements_computed_total                counter, logits elements
+//   cbloss_request_duration_seconds{method}       histogram
+//   (_bucket/_sum/_count) cbloss_elements_computed_total counter, logits
+//   elements
 //                                                 (B * C) of successful
 //                                                 ComputeLoss / StreamLoss
 //                                                 requests
@@ -53,7 +54,7 @@ class ServerMetrics {
   // Upper bounds (seconds) of the latency histogram's buckets; +Inf follows.
   static constexpr std::array<double, 14> kBuckets = {
       0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-      0.1,    0.25,  0.5,    1,     2.5,   5,    10};
+      0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
   struct Gauges {
     int64_t in_flight_calls = 0;

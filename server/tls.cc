@@ -12,8 +12,7 @@
 namespace cbloss {
 namespace {
 
-absl::StatusOr<std::string> ReadPem(const std::string& path,
-                                    const char* flag) {
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
   std::ifstream in(path, std::ios::binary);
   if (!in.good()) {
     return absl::NotFoundError(absl::StrCat("cannot read ", flag, "=", path));
@@ -51,7 +50,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
           ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
           : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   if (!files.client_ca.empty()) {
-    absl::StatusOr<std::string> ca = ReadPem(files.client_ca, "--tls_client_ca");
+    absl::StatusOr<std::string> ca =
+        ReadPem(files.client_ca, "--tls_client_ca");
     if (!ca.ok()) return ca.status();
     options.pem_root_certs = *std::move(ca);
   }

@@ -245,10 +245,10 @@ int Main(int argc, char** argv) {
                "unless --tls_ca");
   app.add_option("--tls_ca", tls_ca,
                  "PEM file of the CA that signs the server's certificate");
-  auto* tls_cert_opt = app.add_option(
-      "--tls_cert", tls_cert, "PEM client certificate (mutual TLS)");
-  auto* tls_key_opt = app.add_option(
-      "--tls_key", tls_key, "PEM private key of --tls_cert");
+  auto* tls_cert_opt = app.add_option("--tls_cert", tls_cert,
+                                      "PEM client certificate (mutual TLS)");
+  auto* tls_key_opt =
+      app.add_option("--tls_key", tls_key, "PEM private key of --tls_cert");
   tls_cert_opt->needs(tls_key_opt);
   tls_key_opt->needs(tls_cert_opt);
   app.add_option("--tls_server_name", tls_server_name,

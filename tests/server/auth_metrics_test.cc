@@ -119,7 +119,8 @@ TEST(ServerMetrics, RendersCountersAndCumulativeBuckets) {
            "_bucket{method=\"ComputeLoss\",le=\"0.005\"} 2\n",
            "_bucket{method=\"ComputeLoss\",le=\"10\"} 2\n",
            "_bucket{method=\"ComputeLoss\",le=\"+Inf\"} 3\n",
-           "cbloss_request_duration_seconds_sum{method=\"ComputeLoss\"} 20.008\n",
+           "cbloss_request_duration_seconds_sum{method=\"ComputeLoss\"} "
+           "20.008\n",
            "cbloss_request_duration_seconds_count{method=\"ComputeLoss\"} 3\n",
            "# TYPE cbloss_request_duration_seconds histogram\n",
        }) {
