@@ -105,8 +105,8 @@ std::string ServerMetrics::Render(const Gauges& gauges) const {
                   version_, "\"} 1\n");
   absl::StrAppend(
       &out,
-      "# HELP cbloss_in_flight_calls LossService calls started and not "
-      "finished.\n"
+      "# HELP cbloss_in_flight_calls Calls started and not finished "
+      "(health watches and reflection excluded).\n"
       "# TYPE cbloss_in_flight_calls gauge\n"
       "cbloss_in_flight_calls ",
       gauges.in_flight_calls, "\n",

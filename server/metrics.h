@@ -10,7 +10,7 @@
 //                                                 (B * C) of successful
 //                                                 ComputeLoss / StreamLoss
 //                                                 requests
-//   cbloss_in_flight_calls                        gauge
+//   cbloss_in_flight_calls                        gauge (InFlightCalls)
 //   cbloss_datasets                               gauge
 //   cbloss_build_info{version}                    gauge, always 1
 //
