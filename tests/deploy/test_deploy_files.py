@@ -288,6 +288,64 @@ class KubernetesTest(unittest.TestCase):
         self.assertGreaterEqual(pdb["spec"]["minAvailable"], 1)
 
 
+def json_patch(document, operations):
+    """RFC 6902 add/replace (what deploy/k8s/tls uses) on a parsed document."""
+    import copy
+    doc = copy.deepcopy(document)
+    for op in operations:
+        *parents, last = op["path"].lstrip("/").split("/")
+        node = doc
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if op["op"] == "add" and isinstance(node, list):
+            if last == "-":
+                node.append(op["value"])
+            else:
+                node.insert(int(last), op["value"])
+        elif op["op"] in ("add", "replace"):
+            if op["op"] == "replace" and last not in node:
+                raise AssertionError("replace of a missing path %s" % op["path"])
+            node[last] = op["value"]
+        else:
+            raise AssertionError("unsupported op %r" % op["op"])
+    return doc
+
+
+class KubernetesTlsOverlayTest(unittest.TestCase):
+    def setUp(self):
+        k = yaml.safe_load(read("deploy", "k8s", "tls", "kustomization.yaml"))
+        self.assertEqual(k["resources"], [".."])
+        self.assertEqual(len(k["patches"]), 1)
+        target = k["patches"][0]["target"]
+        self.assertEqual((target["kind"], target["name"]), ("Deployment", "cbloss"))
+        patch = yaml.safe_load(read("deploy", "k8s", "tls", k["patches"][0]["path"]))
+        base = k8s_objects()[("Deployment", "cbloss")]
+        self.pod = json_patch(base, patch)["spec"]["template"]["spec"]
+        self.container = self.pod["containers"][0]
+
+    def test_tls_flags_point_into_the_mounted_secret(self):
+        args = self.container["args"]
+        known = server_flags()
+        for name in flag_names(args):
+            self.assertIn(name, known)
+        values = dict(a[2:].split("=", 1) for a in args)
+        mounts = {m["mountPath"]: m["name"] for m in self.container["volumeMounts"]}
+        volumes = {v["name"]: v for v in self.pod["volumes"]}
+        env = {e["name"]: e["value"] for e in self.container["env"]}
+        for path in (values["tls_cert"], values["tls_key"], env["CBLOSS_TLS_CA"]):
+            directory, key = os.path.split(path)
+            self.assertEqual(volumes[mounts[directory]]["secret"]["secretName"], "cbloss-tls")
+            self.assertIn(key, ("tls.crt", "tls.key", "ca.crt"))
+
+    def test_probes_use_the_health_check_script(self):
+        # Native gRPC probes cannot speak TLS.
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            self.assertNotIn("grpc", self.container[probe])
+            self.assertEqual(self.container[probe]["exec"]["command"], ["cbloss-healthcheck"])
+        self.assertEqual({e["name"]: e["value"] for e in self.container["env"]}
+                         ["CBLOSS_TLS_SERVER_NAME"], "localhost")
+
+
 class HealthcheckScriptTest(ServerTestCase):
     def run_check(self, env_extra):
         env = dict(os.environ)
