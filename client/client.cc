@@ -4,9 +4,12 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <future>
+#include <sstream>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -67,9 +70,29 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
   args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
   args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
   args.SetServiceConfigJSON(ServiceConfig(options));
-  std::shared_ptr<grpc::ChannelCredentials> credentials =
-      options.credentials ? options.credentials
-                          : grpc::InsecureChannelCredentials();
+  std::shared_ptr<grpc::ChannelCredentials> credentials = options.credentials;
+  if (credentials == nullptr && options.tls) {
+    if (options.tls_client_cert_pem.empty() !=
+        options.tls_client_key_pem.empty()) {
+      return absl::InvalidArgumentError(
+          "a TLS client certificate and its key come together");
+    }
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options.tls_root_certs_pem;
+    ssl.pem_cert_chain = options.tls_client_cert_pem;
+    ssl.pem_private_key = options.tls_client_key_pem;
+    credentials = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name);
+    }
+  }
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
+  for (char c : options.token) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "the token holds whitespace or non-printable characters");
+    }
+  }
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(target, credentials, args);
   if (channel == nullptr) {
@@ -89,6 +112,60 @@ void Client::PrepareContext(grpc::ClientContext* context,
                             absl::optional<absl::Duration> deadline) const {
   context->set_deadline(absl::ToChronoTime(
       absl::Now() + deadline.value_or(options_.default_deadline)));
+  AddCallMetadata(context);
+}
+
+void Client::AddCallMetadata(grpc::ClientContext* context) const {
+  if (!options_.token.empty()) {
+    context->AddMetadata("authorization", "Bearer " + options_.token);
+  }
+}
+
+namespace {
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
+                                          const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in.good()) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", what, " ", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+absl::Status LoadTlsFiles(const std::string& root_ca_path,
+                          const std::string& cert_path,
+                          const std::string& key_path, ClientOptions* options) {
+  if (cert_path.empty() != key_path.empty()) {
+    return absl::InvalidArgumentError(
+        "a TLS client certificate and its key come together");
+  }
+  options->tls = true;
+  const std::pair<const std::string*, std::string*> files[] = {
+      {&root_ca_path, &options->tls_root_certs_pem},
+      {&cert_path, &options->tls_client_cert_pem},
+      {&key_path, &options->tls_client_key_pem}};
+  for (const auto& [path, pem] : files) {
+    if (path->empty()) continue;
+    absl::StatusOr<std::string> text = ReadWholeFile(*path, "TLS file");
+    if (!text.ok()) return text.status();
+    *pem = *std::move(text);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  absl::StatusOr<std::string> text = ReadWholeFile(path, "token file");
+  if (!text.ok()) return text.status();
+  std::string token(absl::StripTrailingAsciiWhitespace(*text));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token file ", path, " is empty"));
+  }
+  return token;
 }
 
 absl::StatusOr<v1::Dataset> Client::PutDataset(
@@ -328,6 +405,7 @@ LossStream::LossStream(Client* client)
     : default_deadline_(client->options().default_deadline) {
   // The call lives as long as the training job: no deadline of its own; each
   // Compute is watched instead.
+  client->AddCallMetadata(&context_);
   stream_ = client->stub()->StreamLoss(&context_);
   watchdog_ = std::thread([this] { Watch(); });
 }

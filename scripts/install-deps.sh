@@ -5,6 +5,7 @@
 #
 #   scripts/install-deps.sh            # build + test dependencies (default)
 #   scripts/install-deps.sh --runtime  # only what the server binaries need at run time
+#   scripts/install-deps.sh [--runtime] --print  # print the list, install nothing
 set -euo pipefail
 
 BUILD_PACKAGES=(
@@ -23,14 +24,30 @@ BUILD_PACKAGES=(
   libcpp-httplib-dev shellcheck yamllint
 )
 
+# What cbloss-server and cbloss link against (tests/deploy checks this list
+# against `ldd` of the built binaries), as docker/Dockerfile's runtime stage
+# installs it.
 RUNTIME_PACKAGES=(
   libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9
-  libsqlite3-0 ca-certificates
+  libsqlite3-0 libcpp-httplib0.11 ca-certificates
 )
 
 packages=("${BUILD_PACKAGES[@]}")
-if [[ "${1:-}" == "--runtime" ]]; then
-  packages=("${RUNTIME_PACKAGES[@]}")
+print_only=false
+for arg in "$@"; do
+  case "$arg" in
+    --runtime) packages=("${RUNTIME_PACKAGES[@]}") ;;
+    --print) print_only=true ;;
+    *)
+      echo "install-deps: unknown argument '$arg' (use --runtime, --print)" >&2
+      exit 2
+      ;;
+  esac
+done
+
+if [[ "$print_only" == true ]]; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
 fi
 
 SUDO=""

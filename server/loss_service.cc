@@ -321,8 +321,12 @@ void LossServiceImpl::HandleComputeLoss(grpc::CallbackServerContext* context,
         " requests already (--max_concurrent_computations); retry later")));
     return;
   }
-  Done release = [this, done = std::move(done)](absl::Status s) mutable {
+  Done release = [this, elements,
+                  done = std::move(done)](absl::Status s) mutable {
     computations_.fetch_sub(1);
+    if (s.ok() && options_.elements_computed) {
+      options_.elements_computed->fetch_add(elements);
+    }
     std::move(done)(std::move(s));
   };
   if (elements >= 0 && elements <= options_.inline_elements) {

@@ -39,6 +39,8 @@ struct LossServiceOptions {
   // (ComputeLoss calls and StreamLoss requests) admitted at once.
   int64_t max_request_elements = int64_t{1} << 24;
   int max_concurrent_computations = 64;
+  // If set, each successful computation adds its logits elements (metrics).
+  std::atomic<int64_t>* elements_computed = nullptr;
 };
 
 namespace internal {

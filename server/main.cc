@@ -28,10 +28,13 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "server/auth.h"
 #include "server/dataset_registry.h"
 #include "server/in_flight_calls.h"
 #include "server/loss_service.h"
+#include "server/metrics.h"
 #include "server/store/sqlite_dataset_store.h"
+#include "server/tls.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
@@ -59,6 +62,31 @@ ABSL_FLAG(int, max_concurrent_computations, 64,
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish "
           "before they are cancelled.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve TLS instead of plaintext (with "
+          "--tls_key).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle: require client certificates it signed (mutual "
+          "TLS). Needs --tls_cert.");
+ABSL_FLAG(std::string, admin_token_file, "",
+          "File holding the bearer token that PutDataset, DeleteDataset and "
+          "AddClassCounts then require (authorization: Bearer <token>).");
+ABSL_FLAG(std::string, compute_token_file, "",
+          "File holding the bearer token that every other LossService method "
+          "then requires (the admin token is accepted too).");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT to serve Prometheus metrics on at /metrics (port 0 "
+          "picks a free port); empty: no metrics endpoint.");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "After binding, write the metrics port number to this file.");
+ABSL_FLAG(int64_t, max_connection_age_ms, 0,
+          "Close each client connection (GOAWAY) after this many ms so "
+          "clients reconnect and rebalance over replicas; 0: never.");
+ABSL_FLAG(int64_t, max_connection_age_grace_ms, 60000,
+          "After --max_connection_age_ms, how long calls on the old "
+          "connection (e.g. StreamLoss streams) may go on before they are "
+          "cancelled.");
 
 namespace cbloss {
 namespace {
@@ -182,28 +210,124 @@ int Run() {
         "--max_request_elements and --max_concurrent_computations must be >= 1");
     return 2;
   }
+  ServerMetrics metrics(kVersion);
+  service_options.elements_computed = metrics.elements_computed();
   LossServiceImpl service(registry->get(), &compute_pool, &io_pool,
                           service_options);
+
+  // Security (docs/DEPLOY.md): transport from the TLS flags, tokens from
+  // their files. Token values are never logged.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials({absl::GetFlag(FLAGS_tls_cert),
+                             absl::GetFlag(FLAGS_tls_key),
+                             absl::GetFlag(FLAGS_tls_client_ca)});
+  if (!credentials.ok()) {
+    spdlog::critical("{}", credentials.status().ToString());
+    return 2;
+  }
+  std::string tokens[2];
+  const char* const token_flags[2] = {"--admin_token_file",
+                                      "--compute_token_file"};
+  const std::string token_files[2] = {absl::GetFlag(FLAGS_admin_token_file),
+                                      absl::GetFlag(FLAGS_compute_token_file)};
+  for (int i = 0; i < 2; ++i) {
+    if (token_files[i].empty()) continue;
+    absl::StatusOr<std::string> token = ReadTokenFile(token_files[i]);
+    if (!token.ok()) {
+      spdlog::critical("{}: {}", token_flags[i], token.status().ToString());
+      return 2;
+    }
+    tokens[i] = *std::move(token);
+  }
+  if (!tokens[0].empty() && ConstantTimeEquals(tokens[0], tokens[1])) {
+    spdlog::critical(
+        "--admin_token_file and --compute_token_file hold the same token");
+    return 2;
+  }
+  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
+  const TokenAuthorizer authorizer(tokens[0], tokens[1]);
+  if (authorizer.enabled() && !tls) {
+    spdlog::warn(
+        "bearer tokens are required but TLS is off: tokens cross the network "
+        "in the clear (give --tls_cert and --tls_key)");
+  }
+  AuthorizedLossService authorized_service(&service, &authorizer);
+
+  const int64_t max_age_ms = absl::GetFlag(FLAGS_max_connection_age_ms);
+  const int64_t max_age_grace_ms =
+      absl::GetFlag(FLAGS_max_connection_age_grace_ms);
+  if (max_age_ms < 0 || max_age_ms > INT32_MAX || max_age_grace_ms < 0 ||
+      max_age_grace_ms > INT32_MAX) {
+    spdlog::critical(
+        "--max_connection_age_ms and --max_connection_age_grace_ms must be in "
+        "[0, 2^31)");
+    return 2;
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   const std::string listen = absl::GetFlag(FLAGS_listen);
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, *credentials, &port);
   builder.SetMaxReceiveMessageSize(max_message_mb * 1024 * 1024);
   builder.SetMaxSendMessageSize(max_message_mb * 1024 * 1024);
-  builder.RegisterService(&service);
+  if (max_age_ms > 0) {
+    // Clients reconnect (and re-resolve) after a GOAWAY, so new replicas get
+    // their share of long-lived channels after a scale-up.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(max_age_ms));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(max_age_grace_ms));
+  }
+  if (authorizer.enabled()) {
+    builder.RegisterService(&authorized_service);
+  } else {
+    builder.RegisterService(&service);
+  }
   InFlightCalls in_flight;
   std::vector<
       std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
       interceptors;
   interceptors.push_back(in_flight.MakeInterceptorFactory());
+  interceptors.push_back(metrics.MakeInterceptorFactory());
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
-    spdlog::critical("cannot listen on {}", listen);
+    spdlog::critical(
+        "cannot listen on {}{}", listen,
+        tls ? " (or the TLS certificate/key are not valid PEM)" : "");
     return 1;
+  }
+
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  if (const std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+      !metrics_listen.empty()) {
+    DatasetRegistry* const datasets = registry->get();
+    absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
+        MetricsHttpServer::Start(
+            metrics_listen, [&metrics, &in_flight, datasets] {
+              ServerMetrics::Gauges gauges;
+              gauges.in_flight_calls = in_flight.count();
+              gauges.datasets = static_cast<int64_t>(datasets->size());
+              return metrics.Render(gauges);
+            });
+    if (!started.ok()) {
+      spdlog::critical("{}", started.status().ToString());
+      server->Shutdown(std::chrono::system_clock::now());
+      return 1;
+    }
+    metrics_http = *std::move(started);
+    if (const std::string path = absl::GetFlag(FLAGS_metrics_port_file);
+        !path.empty()) {
+      if (absl::Status s = WritePortFile(path, metrics_http->port()); !s.ok()) {
+        spdlog::critical("{}", s.ToString());
+        server->Shutdown(std::chrono::system_clock::now());
+        return 1;
+      }
+    }
+    spdlog::info("metrics on http://{}/metrics (port {})", metrics_listen,
+                 metrics_http->port());
   }
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(kServiceName, true);
@@ -219,10 +343,15 @@ int Run() {
   spdlog::info(
       "cbloss-server {} serving on {} (port {}); data_dir={} datasets={} "
       "compute_threads={} max_message_mb={} max_request_elements={} "
-      "max_concurrent_computations={}",
+      "max_concurrent_computations={} tls={} admin_token={} "
+      "compute_token={} max_connection_age_ms={}",
       kVersion, listen, port, data_dir, (*registry)->size(), compute_threads,
       max_message_mb, service_options.max_request_elements,
-      service_options.max_concurrent_computations);
+      service_options.max_concurrent_computations,
+      !tls ? "off"
+           : (absl::GetFlag(FLAGS_tls_client_ca).empty() ? "on" : "mutual"),
+      tokens[0].empty() ? "off" : "required",
+      tokens[1].empty() ? "off" : "required", max_age_ms);
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
@@ -247,6 +376,7 @@ int Run() {
   server->Wait();
   spdlog::debug("server threads done");
   server.reset();
+  metrics_http.reset();
   registry->reset();  // closes the store
   spdlog::info("cbloss-server stopped");
   return 0;

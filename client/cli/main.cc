@@ -238,6 +238,25 @@ int Main(int argc, char** argv) {
   app.add_flag("--json", as_json, "print one JSON document on stdout");
   app.add_option("--timeout", timeout_s,
                  "per-call deadline in seconds (default 30)");
+  bool use_tls = false;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name, token_file;
+  app.add_flag("--tls", use_tls,
+               "use TLS (implied by --tls_ca/--tls_cert); system roots "
+               "unless --tls_ca");
+  app.add_option("--tls_ca", tls_ca,
+                 "PEM file of the CA that signs the server's certificate");
+  auto* tls_cert_opt = app.add_option("--tls_cert", tls_cert,
+                                      "PEM client certificate (mutual TLS)");
+  auto* tls_key_opt =
+      app.add_option("--tls_key", tls_key, "PEM private key of --tls_cert");
+  tls_cert_opt->needs(tls_key_opt);
+  tls_key_opt->needs(tls_cert_opt);
+  app.add_option("--tls_server_name", tls_server_name,
+                 "name to check the server certificate against (default: "
+                 "the target's host)");
+  app.add_option("--token_file", token_file,
+                 "file holding the bearer token sent with every call "
+                 "(default: $CBLOSS_TOKEN)");
 
   auto* health =
       app.add_subcommand("health", "exit 0 if the server is SERVING");
@@ -347,6 +366,22 @@ int Main(int argc, char** argv) {
 
   ClientOptions options;
   options.default_deadline = absl::Seconds(timeout_s);
+  if (use_tls || !tls_ca.empty() || !tls_cert.empty()) {
+    if (absl::Status s = LoadTlsFiles(tls_ca, tls_cert, tls_key, &options);
+        !s.ok()) {
+      return Fail(s);
+    }
+    options.tls_server_name = tls_server_name;
+  }
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> token = ReadTokenFile(token_file);
+    if (!token.ok()) return Fail(token.status());
+    options.token = *std::move(token);
+  } else if (const char* env_token = std::getenv("CBLOSS_TOKEN");
+             env_token != nullptr) {
+    options.token = std::string(
+        absl::StripTrailingAsciiWhitespace(absl::string_view(env_token)));
+  }
   absl::StatusOr<std::unique_ptr<Client>> created =
       Client::Create(target, options);
   if (!created.ok()) return Fail(created.status());

@@ -31,7 +31,7 @@ except ImportError as _e:  # pragma: no cover - a broken install
         "(build the CMake target cbloss_python_stubs, or `pip install` the python/ "
         "folder, which runs protoc): %s" % _e) from _e
 
-from cbloss.client import Client, LossStream  # noqa: E402
+from cbloss.client import Client, LossStream, read_token_file, tls_credentials  # noqa: E402
 from cbloss.errors import CblossError  # noqa: E402
 from cbloss.messages import Dataset, LossConfig, LossResult  # noqa: E402
 
@@ -40,6 +40,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CblossError",
     "Client",
+    "read_token_file",
+    "tls_credentials",
     "Dataset",
     "LossConfig",
     "LossResult",

@@ -17,6 +17,7 @@ serialises its requests (one outstanding request at a time).
 Every failed call raises CblossError (code + details).
 """
 
+import json
 import operator
 import os
 import queue
@@ -40,6 +41,24 @@ _DEFAULT_OPTIONS = (
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
 )
+
+# The C++ client's service config (client/client.cc): round robin over every
+# address the target resolves to (all replicas behind a headless Service, or
+# ipv4:a,b,c), and idempotent calls retried on UNAVAILABLE. Writes are never
+# retried (a retried AddClassCounts could count twice).
+_RETRIED_METHODS = ("GetDataset", "ListDatasets", "GetClassWeights", "ComputeLoss")
+
+
+def _service_config(load_balancing, retry_unavailable):
+    config = {"loadBalancingConfig": [{load_balancing: {}}]}
+    if retry_unavailable:
+        config["methodConfig"] = [{
+            "name": [{"service": "cbloss.v1.LossService", "method": m} for m in _RETRIED_METHODS],
+            "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s", "maxBackoff": "1s",
+                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+        }]
+    return json.dumps(config)
+
 
 _HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
 
@@ -152,6 +171,38 @@ def loss_result(response):
         gradient_tensor=tensor)
 
 
+def tls_credentials(root_ca=None, cert=None, key=None):
+    """grpc.ChannelCredentials for a TLS server, from PEM files.
+
+    Args:
+      root_ca: file of the CA that signs the server's certificate (None: the
+        system's roots).
+      cert, key: this client's certificate and private key, for servers
+        started with --tls_client_ca (mutual TLS); both or neither.
+    """
+    if (cert is None) != (key is None):
+        raise ValueError("cert and key come together")
+
+    def read(path):
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(root_ca),
+                                        private_key=read(key),
+                                        certificate_chain=read(cert))
+
+
+def read_token_file(path):
+    """The token in `path`, without its trailing newline."""
+    with open(path) as f:
+        token = f.read().strip()
+    if not token:
+        raise ValueError("token file %s is empty" % path)
+    return token
+
+
 class Client:
     """The cbloss LossService at `target`.
 
@@ -166,16 +217,38 @@ class Client:
         header).
       channel: an existing grpc.Channel to use instead of opening one (the
         Client does not close it).
+      token: bearer token sent with every call as ``authorization: Bearer
+        <token>`` (servers with --admin_token_file / --compute_token_file);
+        None means $CBLOSS_TOKEN if set. Use it with TLS credentials.
+      load_balancing: gRPC policy over the target's addresses ("round_robin",
+        or "pick_first").
+      retry_unavailable: retry GetDataset, ListDatasets, GetClassWeights and
+        ComputeLoss on UNAVAILABLE (up to 5 attempts), so a replica that dies
+        mid-call costs a retry on another one.
+
+    TLS: ``credentials=cbloss.tls_credentials(root_ca="ca.pem")``, plus
+    ``cert=`` and ``key=`` for mutual TLS.
     """
 
     def __init__(self, target=None, *, timeout=None, options=None, credentials=None,
-                 metadata=None, channel=None):
+                 metadata=None, channel=None, token=None, load_balancing="round_robin",
+                 retry_unavailable=True):
         self.target = target or os.environ.get("CBLOSS_TARGET") or DEFAULT_TARGET
         self.timeout = timeout
+        if token is None:
+            token = os.environ.get("CBLOSS_TOKEN") or None
+        metadata = list(metadata or ())
+        if token is not None:
+            token = token.strip()
+            if not token:
+                raise ValueError("token is empty")
+            metadata.append(("authorization", "Bearer " + token))
         self._metadata = tuple(metadata) if metadata else None
         self._owns_channel = channel is None
         if channel is None:
-            opts = list(_DEFAULT_OPTIONS) + list(options or ())
+            opts = list(_DEFAULT_OPTIONS) + [
+                ("grpc.service_config", _service_config(load_balancing, retry_unavailable))
+            ] + list(options or ())
             if credentials is not None:
                 channel = grpc.secure_channel(self.target, credentials, options=opts)
             else:

@@ -57,9 +57,31 @@ struct ClientOptions {
   bool retry_unavailable = true;
   // gRPC load-balancing policy over the target's addresses.
   std::string load_balancing_policy = "round_robin";
-  // Channel credentials; null means plaintext.
+  // Channel credentials; null means plaintext, unless `tls` is set.
   std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // TLS from PEM text (used when `credentials` is null and `tls` is true):
+  // the roots that sign the server's certificate (empty: the system's), and
+  // for mutual TLS this client's certificate chain and private key.
+  bool tls = false;
+  std::string tls_root_certs_pem;
+  std::string tls_client_cert_pem;
+  std::string tls_client_key_pem;
+  // The name to check the server's certificate against, if not the target's
+  // host (e.g. "cbloss" when the target is an IP address).
+  std::string tls_server_name;
+  // Bearer token sent on every call as `authorization: Bearer <token>`
+  // (servers started with --admin_token_file / --compute_token_file). Use
+  // with TLS: on a plaintext channel the token crosses the network in clear.
+  std::string token;
 };
+
+// ClientOptions::tls and its PEM fields from files (empty path: not used;
+// cert and key come together), for tools that take file flags.
+absl::Status LoadTlsFiles(const std::string& root_ca_path,
+                          const std::string& cert_path,
+                          const std::string& key_path, ClientOptions* options);
+// A token file's text without trailing whitespace; an error if empty.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 // Where the class counts come from: a stored dataset, or counts given inline.
 struct LossSource {
@@ -182,6 +204,8 @@ class Client {
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
   void PrepareContext(grpc::ClientContext* context,
                       absl::optional<absl::Duration> deadline) const;
+  // The metadata every call carries (the bearer token).
+  void AddCallMetadata(grpc::ClientContext* context) const;
 
   const ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
