@@ -108,10 +108,9 @@ absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
     }
     return absl::OkStatus();
   }
-  std::vector<uint16_t> half(n);
-  std::memcpy(half.data(), bytes, n * sizeof(uint16_t));
+  // Decoded straight from the request's bytes (docs/PERFORMANCE.md).
   out->owned.resize(n);
-  DecodeHalf(*dtype, half, absl::MakeSpan(out->owned));
+  DecodeHalfBytes(*dtype, bytes, n, out->owned.data());
   out->values = out->owned;
   return absl::OkStatus();
 }
@@ -276,10 +275,8 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
       std::memcpy(gradient_bytes->data(), gradient_scratch.data(),
                   gradient_scratch.size() * sizeof(float));
     } else {
-      std::vector<uint16_t> half(B * C);
-      EncodeHalf(*gradient_dtype, gradient_scratch, absl::MakeSpan(half));
-      std::memcpy(gradient_bytes->data(), half.data(),
-                  half.size() * sizeof(uint16_t));
+      EncodeHalfBytes(*gradient_dtype, gradient_scratch.data(), B * C,
+                      gradient_bytes->data());
     }
   }
   response->set_loss(result->loss);

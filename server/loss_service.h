@@ -25,6 +25,7 @@
 #include "cbloss/v1/cbloss.grpc.pb.h"
 #include "core/thread_pool.h"
 #include "server/dataset_registry.h"
+#include "server/grpc_tuning.h"  // for main.cc: ApplyServerTuning
 
 namespace cbloss {
 
