@@ -151,11 +151,42 @@ int64_t ClaimedElements(const v1::ComputeLossRequest& request) {
   return request.logits().shape(0) * request.logits().shape(1);
 }
 
+char* DetachedGradient::Allocate(size_t size) {
+  std::free(data_);
+  data_ = static_cast<char*>(std::malloc(size));
+  size_ = data_ != nullptr ? size : 0;
+  return data_;
+}
+
+char* DetachedGradient::Release() {
+  char* data = data_;
+  data_ = nullptr;
+  size_ = 0;
+  return data;
+}
+
+std::string DetachedGradientPrefix(size_t size) {
+  auto varint = [](uint64_t v, std::string* out) {
+    while (v >= 0x80) {
+      out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out->push_back(static_cast<char>(v));
+  };
+  constexpr char kField3Bytes = (3 << 3) | 2;  // field 3, length-delimited
+  std::string inner(1, kField3Bytes);          // Tensor.data
+  varint(size, &inner);
+  std::string prefix(1, kField3Bytes);  // ComputeLossResponse.gradient
+  varint(inner.size() + size, &prefix);
+  return prefix + inner;
+}
+
 absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
                                     const v1::Dataset* dataset,
                                     ThreadPool* pool,
                                     std::function<bool()> should_stop,
-                                    v1::ComputeLossResponse* response) {
+                                    v1::ComputeLossResponse* response,
+                                    DetachedGradient* detached) {
   absl::StatusOr<Source> src = ResolveSource(request, dataset);
   if (!src.ok()) return src.status();
   if (dataset != nullptr && request.has_expected_dataset_version() &&
@@ -233,7 +264,7 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
         response->mutable_per_sample_losses()->mutable_data(), B);
   }
   std::vector<float> gradient_scratch;
-  std::string* gradient_bytes = nullptr;
+  char* gradient_bytes = nullptr;  // bytes to fill from gradient_scratch
   v1::Tensor* gradient = nullptr;
   if (request.want_gradient()) {
     gradient = response->mutable_gradient();
@@ -247,14 +278,22 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
       outputs.gradient =
           absl::MakeSpan(gradient->mutable_float_data()->mutable_data(), B * C);
     } else {
-      gradient_bytes = gradient->mutable_data();
-      gradient_bytes->resize(B * C * DTypeSize(*gradient_dtype));
+      const size_t size = B * C * DTypeSize(*gradient_dtype);
+      if (detached != nullptr) {
+        gradient_bytes = detached->Allocate(size);
+        if (gradient_bytes == nullptr) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "no memory for a gradient of ", size, " bytes"));
+        }
+      } else {
+        std::string* data = gradient->mutable_data();
+        data->resize(size);
+        gradient_bytes = data->data();
+      }
       if (*gradient_dtype == DType::kFloat32 &&
-          reinterpret_cast<uintptr_t>(gradient_bytes->data()) %
-                  alignof(float) ==
-              0) {
-        outputs.gradient = absl::MakeSpan(
-            reinterpret_cast<float*>(gradient_bytes->data()), B * C);
+          reinterpret_cast<uintptr_t>(gradient_bytes) % alignof(float) == 0) {
+        outputs.gradient =
+            absl::MakeSpan(reinterpret_cast<float*>(gradient_bytes), B * C);
         gradient_bytes = nullptr;  // written in place
       } else {
         gradient_scratch.resize(B * C);
@@ -272,11 +311,11 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
 
   if (gradient_bytes != nullptr) {
     if (*gradient_dtype == DType::kFloat32) {
-      std::memcpy(gradient_bytes->data(), gradient_scratch.data(),
+      std::memcpy(gradient_bytes, gradient_scratch.data(),
                   gradient_scratch.size() * sizeof(float));
     } else {
       EncodeHalfBytes(*gradient_dtype, gradient_scratch.data(), B * C,
-                      gradient_bytes->data());
+                      gradient_bytes);
     }
   }
   response->set_loss(result->loss);
