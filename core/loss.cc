@@ -21,14 +21,6 @@ constexpr int64_t kElementsPerChunk = 16384;
 
 bool IsLabelsMode(const LossBatch& batch) { return !batch.labels.empty(); }
 
-// float64 -> float32, saturating at +-FLT_MAX: LOSS.md section 7 wants every
-// result finite for finite input, and huge but finite sample weights or
-// upstream values can push a float64 result past float32's range.
-inline float ToFloat(double v) {
-  constexpr double kMax = std::numeric_limits<float>::max();
-  return static_cast<float>(std::clamp(v, -kMax, kMax));
-}
-
 bool IsIgnored(int32_t label, int32_t ignore_index) {
   return label == ignore_index;
 }
@@ -47,47 +39,6 @@ absl::Status CheckLength(absl::string_view field, size_t actual,
                                                    expected, " (", what, ")"));
   }
   return absl::OkStatus();
-}
-
-// Per-row arguments of the scalar SOFTMAX_BCE kernel.
-struct Row {
-  const float* z;     // C logits
-  int32_t label;      // labels mode
-  double grad_scale;  // 1/D, or u_i for NONE, or 0
-  float* grad;        // C outputs, or null
-};
-
-// SOFTMAX_BCE: the PyTorch port's BCE on softmax probabilities, with
-// PyTorch's clamped logs and its backward (LOSS.md sections 4 and 6).
-double SoftmaxBceRow(const Row& r, int64_t cols, double omega) {
-  constexpr double kLogFloor = -100.0;
-  constexpr double kEpsilon = 1e-12;  // PyTorch's BCE backward guard
-  double m = r.z[0];
-  for (int64_t j = 1; j < cols; ++j) m = std::max(m, double{r.z[j]});
-  double sum = 0.0;
-  for (int64_t j = 0; j < cols; ++j) sum += std::exp(r.z[j] - m);
-  double loss = 0.0;
-  double dot = 0.0;  // sum_k p_k * dL/dp_k
-  const double f = omega * r.grad_scale;
-  for (int64_t j = 0; j < cols; ++j) {
-    const double p = std::exp(r.z[j] - m) / sum;
-    const double t = j == r.label ? 1.0 : 0.0;
-    const double log_p = std::max(std::log(p), kLogFloor);
-    const double log_1mp = std::max(std::log(1.0 - p), kLogFloor);
-    loss += omega * ((t - 1.0) * log_1mp - t * log_p);
-    if (r.grad != nullptr) {
-      dot += p * (f * (p - t) / std::max((1.0 - p) * p, kEpsilon));
-    }
-  }
-  if (r.grad != nullptr) {
-    for (int64_t j = 0; j < cols; ++j) {
-      const double p = std::exp(r.z[j] - m) / sum;
-      const double t = j == r.label ? 1.0 : 0.0;
-      const double dp = f * (p - t) / std::max((1.0 - p) * p, kEpsilon);
-      r.grad[j] = ToFloat(p * (dp - dot));
-    }
-  }
-  return loss;
 }
 
 // Counts behind the denominators of section 5, for a range of rows.
@@ -339,7 +290,7 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
       zero_denominator ? 0.0 : 1.0 / result.denominator;
 
   // Pass 2: per-sample losses and gradient rows, by the SIMD row kernels
-  // (core/loss_kernels.h); SOFTMAX_BCE stays scalar float64.
+  // (core/loss_kernels.h).
   std::vector<float> weights_f32;
   if (!labels_mode) weights_f32.assign(w.begin(), w.end());
   kernels::RowsArgs args;
@@ -363,36 +314,10 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
   args.per_sample_losses =
       out.per_sample_losses.empty() ? nullptr : out.per_sample_losses.data();
   args.gradient = out.gradient.empty() ? nullptr : out.gradient.data();
-  const bool scalar_rows = params.loss_type == LossType::kSoftmaxBce;
 
   std::vector<double> partial(num_chunks, 0.0);
   run_chunks([&](int64_t chunk, int64_t begin, int64_t end) {
-    if (!scalar_rows) {
-      partial[chunk] = kernels::LossRows(args, begin, end);
-      return;
-    }
-    double sum = 0.0;
-    for (int64_t i = begin; i < end; ++i) {
-      Row r;
-      r.z = batch.logits.data() + i * C;
-      r.label = batch.labels[i];
-      const double s =
-          batch.sample_weights.empty() ? 1.0 : batch.sample_weights[i];
-      const double upstream = batch.upstream.empty() ? 1.0 : batch.upstream[i];
-      r.grad_scale = reduce_by_upstream ? upstream : inv_denominator;
-      r.grad = out.gradient.empty() ? nullptr : out.gradient.data() + i * C;
-      double loss = 0.0;
-      if (IsIgnored(r.label, params.ignore_index)) {
-        if (r.grad != nullptr) std::fill(r.grad, r.grad + C, 0.0f);
-      } else {
-        loss = SoftmaxBceRow(r, C, s * w[r.label]);
-      }
-      if (!out.per_sample_losses.empty()) {
-        out.per_sample_losses[i] = ToFloat(loss);
-      }
-      sum += reduce_by_upstream ? upstream * loss : loss;
-    }
-    partial[chunk] = sum;
+    partial[chunk] = kernels::LossRows(args, begin, end);
   });
   if (stopped.load()) {
     return absl::CancelledError("the computation was stopped between chunks");

@@ -390,6 +390,89 @@ double BinaryTargetsRow(const float* z, const float* t, int64_t cols,
   return s * (SumF64(lo, hi) + tail);
 }
 
+// SOFTMAX_BCE (labels mode): the PyTorch port's BCE on softmax
+// probabilities with its clamped logs and backward (LOSS.md sections 4 and
+// 6), in float64 vectors; t = 0 except at the label, done in float64 scalar.
+// exp(z_j - m) is recomputed in each pass rather than stored in float32.
+double SoftmaxBceRow(const float* z, int64_t cols, int32_t y, double omega,
+                     double grad_scale, float* g) {
+  constexpr double kLogFloor = -100.0;
+  constexpr double kEpsilon = 1e-12;  // PyTorch's BCE backward guard
+  const DD dd;
+  const hn::Rebind<float, DD> dfh;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(dd));
+  auto load = [&](int64_t k) { return hn::PromoteTo(dd, hn::LoadU(dfh, z + k)); };
+  double m = z[0];
+  for (int64_t j = 1; j < cols; ++j) m = std::max(m, double{z[j]});
+  const VD vm = hn::Set(dd, m);
+
+  VD acc = hn::Zero(dd);
+  double others = 0.0;
+  ForColumnsExcept(cols, y, [&](int64_t j0, int64_t j1) {
+    int64_t k = j0;
+    for (; k + N <= j1; k += N) acc = hn::Add(acc, hn::Exp(dd, hn::Sub(load(k), vm)));
+    for (; k < j1; ++k) others += std::exp(double{z[k]} - m);
+  });
+  others += hn::GetLane(hn::SumOfLanes(dd, acc));
+  const double e_y = std::exp(double{z[y]} - m);
+  const double sum = e_y + others;
+  const double inv_sum = 1.0 / sum;
+  const double f = omega * grad_scale;
+
+  // Loss terms and dot = sum_k p_k dL/dp_k.
+  const VD vinv = hn::Set(dd, inv_sum), vf = hn::Set(dd, f);
+  const VD one = hn::Set(dd, 1.0), floor = hn::Set(dd, kLogFloor);
+  const VD eps = hn::Set(dd, kEpsilon);
+  VD loss_acc = hn::Zero(dd), dot_acc = hn::Zero(dd);
+  double loss_tail = 0.0, dot_tail = 0.0;
+  auto dp_of = [&](VD p) {  // t = 0: f p / max((1 - p) p, eps)
+    return hn::Div(hn::Mul(vf, p), hn::Max(hn::Mul(hn::Sub(one, p), p), eps));
+  };
+  auto scalar_dp = [&](double p, double t, double one_minus_p) {
+    return f * (p - t) / std::max(one_minus_p * p, kEpsilon);
+  };
+  ForColumnsExcept(cols, y, [&](int64_t j0, int64_t j1) {
+    int64_t k = j0;
+    for (; k + N <= j1; k += N) {
+      const VD p = hn::Mul(hn::Exp(dd, hn::Sub(load(k), vm)), vinv);
+      loss_acc = hn::Sub(loss_acc, hn::Max(hn::Log1p(dd, hn::Neg(p)), floor));
+      dot_acc = hn::MulAdd(p, dp_of(p), dot_acc);
+    }
+    for (; k < j1; ++k) {
+      const double p = std::exp(double{z[k]} - m) * inv_sum;
+      loss_tail -= std::max(std::log1p(-p), kLogFloor);
+      dot_tail += p * scalar_dp(p, 0.0, 1.0 - p);
+    }
+  });
+  const double p_y = e_y * inv_sum;
+  const double one_minus_p_y = others * inv_sum;
+  const double dp_y = scalar_dp(p_y, 1.0, one_minus_p_y);
+  const double log_p_y = std::max(std::log(p_y), kLogFloor);
+  const double loss = omega * (hn::GetLane(hn::SumOfLanes(dd, loss_acc)) +
+                               loss_tail - log_p_y);
+  if (g == nullptr) return loss;
+  const double dot =
+      hn::GetLane(hn::SumOfLanes(dd, dot_acc)) + dot_tail + p_y * dp_y;
+
+  // G_j = p_j (dL/dp_j - dot).
+  const VD vdot = hn::Set(dd, dot);
+  const VD lo = hn::Set(dd, -double{FLT_MAX}), hi = hn::Set(dd, FLT_MAX);
+  ForColumnsExcept(cols, y, [&](int64_t j0, int64_t j1) {
+    int64_t k = j0;
+    for (; k + N <= j1; k += N) {
+      const VD p = hn::Mul(hn::Exp(dd, hn::Sub(load(k), vm)), vinv);
+      const VD gv = hn::Mul(p, hn::Sub(dp_of(p), vdot));
+      hn::StoreU(hn::DemoteTo(dfh, hn::Min(hn::Max(gv, lo), hi)), dfh, g + k);
+    }
+    for (; k < j1; ++k) {
+      const double p = std::exp(double{z[k]} - m) * inv_sum;
+      g[k] = scalar::ToFloat(p * (scalar_dp(p, 0.0, 1.0 - p) - dot));
+    }
+  });
+  g[y] = scalar::ToFloat(p_y * (dp_y - dot));
+  return loss;
+}
+
 double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
   const int64_t C = a.cols;
   double total = 0.0;
@@ -435,7 +518,8 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
             loss = BinaryLabelsRow<true>(z, C, y, rw, gs, a.gamma, g);
             break;
           case LossType::kSoftmaxBce:
-            break;  // not a row kernel here (loss.cc keeps it scalar)
+            loss = SoftmaxBceRow(z, C, y, rw, gs, g);
+            break;
         }
       }
     } else {

@@ -9,8 +9,9 @@
 // Precision (LOSS.md section 7): float32 vector math per element for
 // SOFTMAX, SOFTMAX_FOCAL, SIGMOID and FOCAL, with float64 row sums and the
 // label's element in float64; float64 vector math for the shifted or scaled
-// logits of section 9 (BALANCED_SOFTMAX, LOGIT_ADJUSTED, LDAM) and for
-// SOFTMAX_BCE, where float32 logits lose digits the tolerance needs.
+// logits of section 9 (BALANCED_SOFTMAX, LOGIT_ADJUSTED, LDAM), where
+// float32 loses digits the tolerance needs, and for SOFTMAX_BCE, whose
+// clamps (log >= -100, p (1 - p) >= 1e-12) must switch where PyTorch's do.
 //
 // Kernels are compiled for several instruction sets (Highway's
 // foreach_target: AVX-512, AVX2+FMA, SSE4, and a portable 128-bit emulation)
