@@ -19,6 +19,11 @@ struct BenchOptions {
   bool json = false;
   bool quick = false;  // few iterations: a smoke test, not a measurement
   std::string server_path;  // cbloss-server; empty = beside cbloss-bench
+  // Extra integer channel arguments ("name=value,...") for the bench's
+  // client channels and its echo server: to measure gRPC tuning.
+  std::string grpc_args;
+  // Service sizes to run ("BxC,..."); empty = all.
+  std::string sizes;
 };
 
 int RunKernels(const BenchOptions& options);

@@ -15,6 +15,12 @@ ABSL_FLAG(bool, quick, false,
 ABSL_FLAG(std::string, server, "",
           "cbloss-server binary for `service` (default: beside cbloss-bench).");
 
+ABSL_FLAG(std::string, grpc_args, "",
+          "service: extra integer channel arguments name=value,... for the "
+          "bench's client channels and echo server (gRPC tuning runs).");
+ABSL_FLAG(std::string, sizes, "",
+          "service: sizes to run, e.g. 256x1000,4096x1000 (default: all).");
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "cbloss-bench kernels|service [--json] [--quick] [--server=PATH]");
@@ -28,6 +34,8 @@ int main(int argc, char** argv) {
   options.json = absl::GetFlag(FLAGS_json);
   options.quick = absl::GetFlag(FLAGS_quick);
   options.server_path = absl::GetFlag(FLAGS_server);
+  options.grpc_args = absl::GetFlag(FLAGS_grpc_args);
+  options.sizes = absl::GetFlag(FLAGS_sizes);
   const std::string what = args[1];
   if (what == "kernels") return cbloss::bench::RunKernels(options);
   if (what == "service") return cbloss::bench::RunService(options);

@@ -27,11 +27,15 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "bench/bench.h"
 #include "cbloss/v1/cbloss.grpc.pb.h"
 #include "core/half.h"
 #include "grpcpp/grpcpp.h"
+#include "server/grpc_tuning.h"
 
 namespace cbloss::bench {
 namespace {
@@ -124,8 +128,29 @@ class EchoService final
   std::shared_ptr<grpc::Slice> response_;
 };
 
-std::shared_ptr<grpc::Channel> Connect(int port) {
+// "name=value,..." -> pairs; malformed entries are skipped.
+std::vector<std::pair<std::string, int>> ParseArgs(const std::string& text) {
+  std::vector<std::pair<std::string, int>> out;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    const size_t eq = item.find('=');
+    int value = 0;
+    if (eq == absl::string_view::npos ||
+        !absl::SimpleAtoi(item.substr(eq + 1), &value)) {
+      continue;
+    }
+    out.emplace_back(std::string(item.substr(0, eq)), value);
+  }
+  return out;
+}
+
+std::shared_ptr<grpc::Channel> Connect(
+    int port, const std::vector<std::pair<std::string, int>>& extra) {
   grpc::ChannelArguments args;
+  // As client/client.cc sets them (docs/PERFORMANCE.md).
+  args.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
+  args.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
+  args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 16 << 20);
+  for (const auto& [name, value] : extra) args.SetInt(name, value);
   args.SetMaxReceiveMessageSize(-1);
   args.SetMaxSendMessageSize(-1);
   // Separate connections for the server and the echo, and for each bench
@@ -255,14 +280,19 @@ int RunService(const BenchOptions& options) {
                            &echo_port);
   builder.SetMaxReceiveMessageSize(-1);
   builder.SetMaxSendMessageSize(-1);
+  ApplyServerTuning(&builder);  // the echo gets the server's tuning too
+  const auto extra = ParseArgs(options.grpc_args);
+  for (const auto& [name, value] : extra) {
+    builder.AddChannelArgument(name, value);
+  }
   builder.RegisterService(&echo);
   std::unique_ptr<grpc::Server> echo_server = builder.BuildAndStart();
   if (echo_server == nullptr || echo_port == 0) {
     std::fprintf(stderr, "cannot start the echo server\n");
     return 1;
   }
-  auto rpc_stub = v1::LossService::NewStub(Connect(server.port()));
-  auto echo_stub = v1::LossService::NewStub(Connect(echo_port));
+  auto rpc_stub = v1::LossService::NewStub(Connect(server.port(), extra));
+  auto echo_stub = v1::LossService::NewStub(Connect(echo_port, extra));
 
   struct Size {
     int64_t batch, classes;
@@ -279,6 +309,12 @@ int RunService(const BenchOptions& options) {
                 "echo_p50", "rpc_rps8", "echo_rps8");
   }
   for (const Size& size : sizes) {
+    if (!options.sizes.empty() &&
+        !absl::StrContains(absl::StrCat(",", options.sizes, ","),
+                           absl::StrCat(",", size.batch, "x", size.classes,
+                                        ","))) {
+      continue;
+    }
     for (bool bf16 : {false, true}) {
       const v1::ComputeLossRequest request =
           MakeRequest(size.batch, size.classes, bf16);
