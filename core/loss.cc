@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -186,21 +185,11 @@ absl::Status ValidateLossBatch(const LossParams& params,
         "config.scale = ", params.scale, " must be in (0, ", kMaxScale, "]"));
   }
 
-  // A branch-free scan first (the compiler vectorises it); the loop below
-  // only runs to name the first bad value.
-  uint32_t non_finite = 0;
-  const float* logits = batch.logits.data();
-  for (int64_t k = 0; k < B * C; ++k) {
-    uint32_t bits;
-    std::memcpy(&bits, logits + k, sizeof bits);
-    non_finite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
-  }
-  for (int64_t k = 0; non_finite != 0 && k < B * C; ++k) {
-    if (!std::isfinite(batch.logits[k])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("logits[", k / C, "][", k % C, "] is ",
-                       NonFiniteName(batch.logits[k])));
-    }
+  if (const int64_t k = kernels::FindNonFinite(batch.logits.data(), B * C);
+      k >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logits[", k / C, "][", k % C, "] is ",
+                     NonFiniteName(batch.logits[k])));
   }
   for (int64_t i = 0; i < static_cast<int64_t>(batch.labels.size()); ++i) {
     const int32_t y = batch.labels[i];

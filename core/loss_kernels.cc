@@ -540,6 +540,25 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
   return total;
 }
 
+int64_t FindNonFiniteImpl(const float* x, int64_t n) {
+  const DF d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t k = 0;
+  // Four vectors per test; the scalar loop below finds the exact index.
+  for (; k + 4 * N <= n; k += 4 * N) {
+    const auto finite = hn::And(
+        hn::And(hn::IsFinite(hn::LoadU(d, x + k)),
+                hn::IsFinite(hn::LoadU(d, x + k + N))),
+        hn::And(hn::IsFinite(hn::LoadU(d, x + k + 2 * N)),
+                hn::IsFinite(hn::LoadU(d, x + k + 3 * N))));
+    if (!hn::AllTrue(d, finite)) break;
+  }
+  for (; k < n; ++k) {
+    if (!std::isfinite(x[k])) return k;
+  }
+  return -1;
+}
+
 const char* TargetNameImpl() { return hwy::TargetName(HWY_TARGET); }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)
@@ -552,6 +571,11 @@ namespace cbloss::kernels {
 
 HWY_EXPORT(LossRowsImpl);
 HWY_EXPORT(TargetNameImpl);
+HWY_EXPORT(FindNonFiniteImpl);
+
+int64_t FindNonFinite(const float* values, int64_t n) {
+  return HWY_DYNAMIC_DISPATCH(FindNonFiniteImpl)(values, n);
+}
 
 double LossRows(const RowsArgs& args, int64_t begin, int64_t end) {
   return HWY_DYNAMIC_DISPATCH(LossRowsImpl)(args, begin, end);

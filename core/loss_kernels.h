@@ -57,6 +57,10 @@ struct RowsArgs {
 // (u_i l_i for NONE), in row order.
 double LossRows(const RowsArgs& args, int64_t begin, int64_t end);
 
+// Index of the first NaN or infinity among values[0, n), or -1: the
+// vectorised scan behind ValidateLossBatch's finite-logits rule.
+int64_t FindNonFinite(const float* values, int64_t n);
+
 // Name of the instruction set LossRows dispatches to on this CPU now
 // ("AVX2", "AVX3", "SSE4", "EMU128", ...).
 const char* ActiveTargetName();
