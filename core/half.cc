@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "core/loss_kernels.h"
+
 namespace cbloss {
 
 float Float16ToFloat(uint16_t h) {
@@ -74,12 +76,7 @@ void EncodeHalf(DType dtype, absl::Span<const float> in,
 
 void DecodeHalfBytes(DType dtype, const char* bytes, int64_t n, float* out) {
   if (dtype == DType::kBFloat16) {
-    // Branch-free and inline: the compiler vectorises it.
-    for (int64_t i = 0; i < n; ++i) {
-      uint16_t h;
-      std::memcpy(&h, bytes + 2 * i, sizeof h);
-      out[i] = BFloat16ToFloat(h);
-    }
+    kernels::DecodeBFloat16(bytes, n, out);  // vectorised
     return;
   }
   for (int64_t i = 0; i < n; ++i) {
@@ -91,17 +88,7 @@ void DecodeHalfBytes(DType dtype, const char* bytes, int64_t n, float* out) {
 
 void EncodeHalfBytes(DType dtype, const float* in, int64_t n, char* bytes) {
   if (dtype == DType::kBFloat16) {
-    for (int64_t i = 0; i < n; ++i) {
-      // FloatToBFloat16, inline and branch-free (gradients are never NaN;
-      // a NaN would still encode as a NaN).
-      const uint32_t bits = FloatBits(in[i]);
-      const uint32_t odd = (bits >> 16) & 1u;
-      const uint32_t rounded = (bits + 0x7fffu + odd) >> 16;
-      const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
-      const uint16_t h = static_cast<uint16_t>(
-          nan ? ((bits >> 16) | 0x40u) : rounded);
-      std::memcpy(bytes + 2 * i, &h, sizeof h);
-    }
+    kernels::EncodeBFloat16(in, n, bytes);  // vectorised
     return;
   }
   for (int64_t i = 0; i < n; ++i) {

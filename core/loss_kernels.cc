@@ -9,6 +9,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "core/loss_kernels.h"
@@ -559,6 +560,61 @@ int64_t FindNonFiniteImpl(const float* x, int64_t n) {
   return -1;
 }
 
+// bfloat16 wire bytes <-> float32: decoding is exact (a shift); encoding
+// rounds to nearest even and keeps NaN a quiet NaN, as FloatToBFloat16.
+void DecodeBFloat16Impl(const char* bytes, int64_t n, float* out) {
+  const DF d;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::Rebind<uint16_t, DF> d16;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t k = 0;
+  for (; k + N <= n; k += N) {
+    const auto h = hn::LoadU(d16, reinterpret_cast<const uint16_t*>(bytes) + k);
+    hn::StoreU(hn::BitCast(d, hn::ShiftLeft<16>(hn::PromoteTo(du, h))), d,
+               out + k);
+  }
+  for (; k < n; ++k) {
+    uint16_t h;
+    std::memcpy(&h, bytes + 2 * k, sizeof h);
+    uint32_t bits = static_cast<uint32_t>(h) << 16;
+    std::memcpy(out + k, &bits, sizeof bits);
+  }
+}
+
+void EncodeBFloat16Impl(const float* in, int64_t n, char* bytes) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<uint16_t, DF> d16;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto one = hn::Set(di, 1), round = hn::Set(di, 0x7fff);
+  const auto quiet = hn::Set(di, 0x40), low16 = hn::Set(di, 0xffff);
+  int64_t k = 0;
+  for (; k + N <= n; k += N) {
+    const VF v = hn::LoadU(d, in + k);
+    const auto bits = hn::BitCast(di, v);
+    const auto high = hn::And(hn::ShiftRight<16>(bits), low16);
+    const auto odd = hn::And(high, one);
+    // (bits + 0x7fff + odd) >> 16 as unsigned: add, then a logical shift.
+    const auto sum = hn::Add(hn::Add(bits, round), odd);
+    const auto rounded = hn::And(hn::ShiftRight<16>(sum), low16);
+    const auto h = hn::IfThenElse(hn::RebindMask(di, hn::IsNaN(v)),
+                                  hn::Or(high, quiet), rounded);
+    hn::StoreU(hn::DemoteTo(d16, h), d16,
+               reinterpret_cast<uint16_t*>(bytes) + k);
+  }
+  for (; k < n; ++k) {
+    uint32_t bits;
+    std::memcpy(&bits, in + k, sizeof bits);
+    uint16_t h;
+    if ((bits & 0x7fffffffu) > 0x7f800000u) {
+      h = static_cast<uint16_t>((bits >> 16) | 0x40u);
+    } else {
+      h = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+    }
+    std::memcpy(bytes + 2 * k, &h, sizeof h);
+  }
+}
+
 const char* TargetNameImpl() { return hwy::TargetName(HWY_TARGET); }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)
@@ -572,6 +628,16 @@ namespace cbloss::kernels {
 HWY_EXPORT(LossRowsImpl);
 HWY_EXPORT(TargetNameImpl);
 HWY_EXPORT(FindNonFiniteImpl);
+HWY_EXPORT(DecodeBFloat16Impl);
+HWY_EXPORT(EncodeBFloat16Impl);
+
+void DecodeBFloat16(const char* bytes, int64_t n, float* out) {
+  HWY_DYNAMIC_DISPATCH(DecodeBFloat16Impl)(bytes, n, out);
+}
+
+void EncodeBFloat16(const float* in, int64_t n, char* bytes) {
+  HWY_DYNAMIC_DISPATCH(EncodeBFloat16Impl)(in, n, bytes);
+}
 
 int64_t FindNonFinite(const float* values, int64_t n) {
   return HWY_DYNAMIC_DISPATCH(FindNonFiniteImpl)(values, n);
