@@ -31,7 +31,7 @@ def main():
              for r in load(d, "torch.json")}
     service = load(d, "service.json")
 
-    print("### Kernels (loss + gradient, ns per element; lower is better)\n")
+    print("### Kernels (loss + gradient, ns per element, fastest repetition; lower is better)\n")
     print("| loss | batch x classes | threads | cbloss | memcpy | cbloss / memcpy "
           "| PyTorch | PyTorch / cbloss |")
     print("|---|---|---|---|---|---|---|---|")
