@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,9 @@ struct Matrix {
   int64_t rows = 0;
   int64_t cols = 0;
   absl::Span<const float> values;
-  std::vector<float> owned;
+  // Uninitialised (every element is written before use): no zero-fill of
+  // a buffer that is overwritten at once (docs/PERFORMANCE.md).
+  std::unique_ptr<float[]> owned;
 };
 
 std::string ShapeString(const v1::Tensor& t) {
@@ -102,16 +105,16 @@ absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
       out->values =
           absl::MakeConstSpan(reinterpret_cast<const float*>(bytes), n);
     } else {
-      out->owned.resize(n);
-      std::memcpy(out->owned.data(), bytes, n * sizeof(float));
-      out->values = out->owned;
+      out->owned.reset(new float[n]);
+      std::memcpy(out->owned.get(), bytes, n * sizeof(float));
+      out->values = absl::MakeConstSpan(out->owned.get(), n);
     }
     return absl::OkStatus();
   }
   // Decoded straight from the request's bytes (docs/PERFORMANCE.md).
-  out->owned.resize(n);
-  DecodeHalfBytes(*dtype, bytes, n, out->owned.data());
-  out->values = out->owned;
+  out->owned.reset(new float[n]);
+  DecodeHalfBytes(*dtype, bytes, n, out->owned.get());
+  out->values = absl::MakeConstSpan(out->owned.get(), n);
   return absl::OkStatus();
 }
 
@@ -263,7 +266,7 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
     outputs.per_sample_losses = absl::MakeSpan(
         response->mutable_per_sample_losses()->mutable_data(), B);
   }
-  std::vector<float> gradient_scratch;
+  std::unique_ptr<float[]> gradient_scratch;  // uninitialised, as `owned`
   char* gradient_bytes = nullptr;  // bytes to fill from gradient_scratch
   v1::Tensor* gradient = nullptr;
   if (request.want_gradient()) {
@@ -296,8 +299,8 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
             absl::MakeSpan(reinterpret_cast<float*>(gradient_bytes), B * C);
         gradient_bytes = nullptr;  // written in place
       } else {
-        gradient_scratch.resize(B * C);
-        outputs.gradient = absl::MakeSpan(gradient_scratch);
+        gradient_scratch.reset(new float[B * C]);
+        outputs.gradient = absl::MakeSpan(gradient_scratch.get(), B * C);
       }
     }
   }
@@ -311,10 +314,10 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
 
   if (gradient_bytes != nullptr) {
     if (*gradient_dtype == DType::kFloat32) {
-      std::memcpy(gradient_bytes, gradient_scratch.data(),
-                  gradient_scratch.size() * sizeof(float));
+      std::memcpy(gradient_bytes, gradient_scratch.get(),
+                  B * C * sizeof(float));
     } else {
-      EncodeHalfBytes(*gradient_dtype, gradient_scratch.data(), B * C,
+      EncodeHalfBytes(*gradient_dtype, gradient_scratch.get(), B * C,
                       gradient_bytes);
     }
   }
