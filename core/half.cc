@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "core/loss_kernels.h"
+
 namespace cbloss {
 
 float Float16ToFloat(uint16_t h) {
@@ -69,6 +71,29 @@ void EncodeHalf(DType dtype, absl::Span<const float> in,
     for (size_t i = 0; i < in.size(); ++i) out[i] = FloatToBFloat16(in[i]);
   } else {
     for (size_t i = 0; i < in.size(); ++i) out[i] = FloatToFloat16(in[i]);
+  }
+}
+
+void DecodeHalfBytes(DType dtype, const char* bytes, int64_t n, float* out) {
+  if (dtype == DType::kBFloat16) {
+    kernels::DecodeBFloat16(bytes, n, out);  // vectorised
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, bytes + 2 * i, sizeof h);
+    out[i] = Float16ToFloat(h);
+  }
+}
+
+void EncodeHalfBytes(DType dtype, const float* in, int64_t n, char* bytes) {
+  if (dtype == DType::kBFloat16) {
+    kernels::EncodeBFloat16(in, n, bytes);  // vectorised
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t h = FloatToFloat16(in[i]);
+    std::memcpy(bytes + 2 * i, &h, sizeof h);
   }
 }
 

@@ -52,6 +52,12 @@ void DecodeHalf(DType dtype, absl::Span<const uint16_t> in,
 void EncodeHalf(DType dtype, absl::Span<const float> in,
                 absl::Span<uint16_t> out);
 
+// The same from and to raw little-endian wire bytes (2 per element, any
+// alignment), so a request's bytes decode straight into the engine's input
+// and the gradient encodes straight into the response's buffer.
+void DecodeHalfBytes(DType dtype, const char* bytes, int64_t n, float* out);
+void EncodeHalfBytes(DType dtype, const float* in, int64_t n, char* bytes);
+
 }  // namespace cbloss
 
 #endif  // CBLOSS_CORE_HALF_H_

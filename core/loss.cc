@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/loss_kernels.h"
 
 namespace cbloss {
 namespace {
@@ -18,14 +19,6 @@ namespace {
 constexpr int64_t kElementsPerChunk = 16384;
 
 bool IsLabelsMode(const LossBatch& batch) { return !batch.labels.empty(); }
-
-// float64 -> float32, saturating at +-FLT_MAX: LOSS.md section 7 wants every
-// result finite for finite input, and huge but finite sample weights or
-// upstream values can push a float64 result past float32's range.
-inline float ToFloat(double v) {
-  constexpr double kMax = std::numeric_limits<float>::max();
-  return static_cast<float>(std::clamp(v, -kMax, kMax));
-}
 
 bool IsIgnored(int32_t label, int32_t ignore_index) {
   return label == ignore_index;
@@ -45,192 +38,6 @@ absl::Status CheckLength(absl::string_view field, size_t actual,
                                                    expected, " (", what, ")"));
   }
   return absl::OkStatus();
-}
-
-// sp(x) = log(1 + e^x) and sp(-x), sharing log1p(exp(-|x|)) (section 4).
-struct Softplus {
-  double pos;    // sp(x)
-  double neg;    // sp(-x)
-  double sigma;  // 1 / (1 + e^-x)
-};
-
-inline Softplus SoftplusPair(double x) {
-  const double e = std::exp(-std::fabs(x));
-  const double tail = std::log1p(e);
-  Softplus s;
-  s.pos = std::max(x, 0.0) + tail;
-  s.neg = std::max(-x, 0.0) + tail;
-  s.sigma = x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-  return s;
-}
-
-// Per-row arguments shared by the row kernels.
-struct Row {
-  const float* z;        // C logits
-  const float* targets;  // C targets (targets mode) or null
-  int32_t label;         // labels mode
-  double sample_weight;  // s_i
-  double grad_scale;     // 1/D, or u_i for NONE, or 0
-  float* grad;           // C outputs, or null
-};
-
-// The logits a softmax-family loss actually uses, z'_ij, in float64 (LOSS.md
-// section 9 shifts them by up to |log n| or scales them by 30: float32 would
-// lose the digits section 7 asks for), and dz'/dz.
-struct PlainLogits {
-  double operator()(const float* z, int64_t j, int32_t /*y*/) const {
-    return z[j];
-  }
-  double chain() const { return 1.0; }
-};
-
-// BALANCED_SOFTMAX and LOGIT_ADJUSTED: z + offset_j.
-struct OffsetLogits {
-  const double* offsets;
-  double operator()(const float* z, int64_t j, int32_t /*y*/) const {
-    return z[j] + offsets[j];
-  }
-  double chain() const { return 1.0; }
-};
-
-// LDAM: scale * (z - [j == y] Delta_j).
-struct MarginLogits {
-  const double* margins;
-  double scale;
-  double operator()(const float* z, int64_t j, int32_t y) const {
-    return scale * (j == y ? z[j] - margins[j] : double{z[j]});
-  }
-  double chain() const { return scale; }
-};
-
-// Max and log-sum-exp of a row's z'.
-template <typename Logit>
-void RowLogSumExp(const Row& r, int64_t cols, const Logit& logit, double* max,
-                  double* log_sum) {
-  double m = logit(r.z, 0, r.label);
-  for (int64_t j = 1; j < cols; ++j) m = std::max(m, logit(r.z, j, r.label));
-  double sum = 0.0;
-  for (int64_t j = 0; j < cols; ++j)
-    sum += std::exp(logit(r.z, j, r.label) - m);
-  *max = m;
-  *log_sum = std::log(sum);
-}
-
-// Cross-entropy on z': s_i w_y (lse' - z'_y); gradient
-// (s_i w_y / D) (dz'/dz) (softmax(z')_j - [j == y]). SOFTMAX is z' = z.
-template <typename Logit>
-double SoftmaxRow(const Row& r, int64_t cols, double row_weight,
-                  const Logit& logit) {
-  double m, log_sum;
-  RowLogSumExp(r, cols, logit, &m, &log_sum);
-  // (m - z'_y) + log_sum rather than lse - z'_y: exact when z'_y is the max.
-  const double loss =
-      row_weight * ((m - logit(r.z, r.label, r.label)) + log_sum);
-  if (r.grad != nullptr) {
-    const double f = row_weight * r.grad_scale * logit.chain();
-    const double lse = m + log_sum;
-    for (int64_t j = 0; j < cols; ++j) {
-      const double p = std::exp(logit(r.z, j, r.label) - lse);
-      r.grad[j] = ToFloat(f * (p - (j == r.label ? 1.0 : 0.0)));
-    }
-  }
-  return loss;
-}
-
-// SOFTMAX_FOCAL: s_i w_y (1 - p_t)^gamma (-log p_t), from log p_t = lp.
-// With x = 1 - p_t = -expm1(lp) and q = lp / expm1(lp) (1 at lp = 0):
-//   dl/dz_j = s_i w_y x^gamma (1 + gamma p_t q) (p_j - [j == y]),
-// which is 0, not NaN, where p_t rounds to 1.
-double SoftmaxFocalRow(const Row& r, int64_t cols, double row_weight,
-                       double gamma) {
-  const PlainLogits logit;
-  double m, log_sum;
-  RowLogSumExp(r, cols, logit, &m, &log_sum);
-  const double lp = (r.z[r.label] - m) - log_sum;
-  const double x = -std::expm1(lp);
-  const double modulator = std::pow(x, gamma);
-  const double loss = row_weight * modulator * -lp;
-  if (r.grad != nullptr) {
-    const double p_t = std::exp(lp);
-    const double q = lp == 0.0 ? 1.0 : lp / std::expm1(lp);
-    const double f =
-        row_weight * r.grad_scale * modulator * (1.0 + gamma * p_t * q);
-    const double lse = m + log_sum;
-    for (int64_t j = 0; j < cols; ++j) {
-      const double p = std::exp(r.z[j] - lse);
-      r.grad[j] = ToFloat(f * (p - (j == r.label ? 1.0 : 0.0)));
-    }
-  }
-  return loss;
-}
-
-// SIGMOID and FOCAL (gamma = 0 is SIGMOID): section 4 and 6, with
-//   t z + sp(-z) = t sp(z) + (1 - t) sp(-z)   (the modulator's exponent)
-//   sp(z) - t z  = (1 - t) sp(z) + t sp(-z)   (b)
-// which add non-negative terms and so never cancel, even at |z| = 1e4.
-template <bool kFocal>
-double BinaryRow(const Row& r, int64_t cols, absl::Span<const double> w,
-                 double gamma, double labels_omega) {
-  double loss = 0.0;
-  for (int64_t j = 0; j < cols; ++j) {
-    double t, omega;
-    if (r.targets != nullptr) {
-      t = r.targets[j];
-      omega = r.sample_weight * w[j];
-    } else {
-      t = j == r.label ? 1.0 : 0.0;
-      omega = labels_omega;
-    }
-    const Softplus s = SoftplusPair(r.z[j]);
-    const double b = (1.0 - t) * s.pos + t * s.neg;
-    if constexpr (kFocal) {
-      const double m = std::exp(-gamma * (t * s.pos + (1.0 - t) * s.neg));
-      loss += omega * m * b;
-      if (r.grad != nullptr) {
-        const double d = (s.sigma - t) - gamma * (s.sigma + t - 1.0) * b;
-        r.grad[j] = ToFloat(omega * r.grad_scale * m * d);
-      }
-    } else {
-      loss += omega * b;
-      if (r.grad != nullptr) {
-        r.grad[j] = ToFloat(omega * r.grad_scale * (s.sigma - t));
-      }
-    }
-  }
-  return loss;
-}
-
-// SOFTMAX_BCE: the PyTorch port's BCE on softmax probabilities, with
-// PyTorch's clamped logs and its backward (LOSS.md sections 4 and 6).
-double SoftmaxBceRow(const Row& r, int64_t cols, double omega) {
-  constexpr double kLogFloor = -100.0;
-  constexpr double kEpsilon = 1e-12;  // PyTorch's BCE backward guard
-  double m = r.z[0];
-  for (int64_t j = 1; j < cols; ++j) m = std::max(m, double{r.z[j]});
-  double sum = 0.0;
-  for (int64_t j = 0; j < cols; ++j) sum += std::exp(r.z[j] - m);
-  double loss = 0.0;
-  double dot = 0.0;  // sum_k p_k * dL/dp_k
-  const double f = omega * r.grad_scale;
-  for (int64_t j = 0; j < cols; ++j) {
-    const double p = std::exp(r.z[j] - m) / sum;
-    const double t = j == r.label ? 1.0 : 0.0;
-    const double log_p = std::max(std::log(p), kLogFloor);
-    const double log_1mp = std::max(std::log(1.0 - p), kLogFloor);
-    loss += omega * ((t - 1.0) * log_1mp - t * log_p);
-    if (r.grad != nullptr) {
-      dot += p * (f * (p - t) / std::max((1.0 - p) * p, kEpsilon));
-    }
-  }
-  if (r.grad != nullptr) {
-    for (int64_t j = 0; j < cols; ++j) {
-      const double p = std::exp(r.z[j] - m) / sum;
-      const double t = j == r.label ? 1.0 : 0.0;
-      const double dp = f * (p - t) / std::max((1.0 - p) * p, kEpsilon);
-      r.grad[j] = ToFloat(p * (dp - dot));
-    }
-  }
-  return loss;
 }
 
 // Counts behind the denominators of section 5, for a range of rows.
@@ -378,12 +185,11 @@ absl::Status ValidateLossBatch(const LossParams& params,
         "config.scale = ", params.scale, " must be in (0, ", kMaxScale, "]"));
   }
 
-  for (int64_t k = 0; k < B * C; ++k) {
-    if (!std::isfinite(batch.logits[k])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("logits[", k / C, "][", k % C, "] is ",
-                       NonFiniteName(batch.logits[k])));
-    }
+  if (const int64_t k = kernels::FindNonFinite(batch.logits.data(), B * C);
+      k >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logits[", k / C, "][", k % C, "] is ",
+                     NonFiniteName(batch.logits[k])));
   }
   for (int64_t i = 0; i < static_cast<int64_t>(batch.labels.size()); ++i) {
     const int32_t y = batch.labels[i];
@@ -472,60 +278,35 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
   const double inv_denominator =
       zero_denominator ? 0.0 : 1.0 / result.denominator;
 
-  // Pass 2: per-sample losses and gradient rows.
+  // Pass 2: per-sample losses and gradient rows, by the SIMD row kernels
+  // (core/loss_kernels.h).
+  std::vector<float> weights_f32;
+  if (!labels_mode) weights_f32.assign(w.begin(), w.end());
+  kernels::RowsArgs args;
+  args.loss_type = params.loss_type;
+  args.cols = C;
+  args.logits = batch.logits.data();
+  args.labels = labels_mode ? batch.labels.data() : nullptr;
+  args.targets = labels_mode ? nullptr : batch.targets.data();
+  args.sample_weights =
+      batch.sample_weights.empty() ? nullptr : batch.sample_weights.data();
+  args.upstream = batch.upstream.empty() ? nullptr : batch.upstream.data();
+  args.weights = w.data();
+  args.weights_f32 = weights_f32.data();
+  args.logit_offsets = terms.logit_offsets.data();
+  args.margins = terms.margins.data();
+  args.scale = params.scale;
+  args.gamma = params.gamma;
+  args.ignore_index = params.ignore_index;
+  args.reduce_by_upstream = reduce_by_upstream;
+  args.inv_denominator = inv_denominator;
+  args.per_sample_losses =
+      out.per_sample_losses.empty() ? nullptr : out.per_sample_losses.data();
+  args.gradient = out.gradient.empty() ? nullptr : out.gradient.data();
+
   std::vector<double> partial(num_chunks, 0.0);
   run_chunks([&](int64_t chunk, int64_t begin, int64_t end) {
-    double sum = 0.0;
-    for (int64_t i = begin; i < end; ++i) {
-      Row r;
-      r.z = batch.logits.data() + i * C;
-      r.targets = labels_mode ? nullptr : batch.targets.data() + i * C;
-      r.label = labels_mode ? batch.labels[i] : 0;
-      r.sample_weight =
-          batch.sample_weights.empty() ? 1.0 : batch.sample_weights[i];
-      const double upstream = batch.upstream.empty() ? 1.0 : batch.upstream[i];
-      r.grad_scale = reduce_by_upstream ? upstream : inv_denominator;
-      r.grad = out.gradient.empty() ? nullptr : out.gradient.data() + i * C;
-
-      double loss = 0.0;
-      if (labels_mode && IsIgnored(r.label, params.ignore_index)) {
-        if (r.grad != nullptr) std::fill(r.grad, r.grad + C, 0.0f);
-      } else {
-        const double row_weight =
-            labels_mode ? r.sample_weight * w[r.label] : 0.0;
-        switch (params.loss_type) {
-          case LossType::kSoftmax:
-            loss = SoftmaxRow(r, C, row_weight, PlainLogits{});
-            break;
-          case LossType::kBalancedSoftmax:
-          case LossType::kLogitAdjusted:
-            loss = SoftmaxRow(r, C, row_weight,
-                              OffsetLogits{terms.logit_offsets.data()});
-            break;
-          case LossType::kLdam:
-            loss = SoftmaxRow(r, C, row_weight,
-                              MarginLogits{terms.margins.data(), params.scale});
-            break;
-          case LossType::kSoftmaxFocal:
-            loss = SoftmaxFocalRow(r, C, row_weight, params.gamma);
-            break;
-          case LossType::kSigmoid:
-            loss = BinaryRow<false>(r, C, w, 0.0, row_weight);
-            break;
-          case LossType::kFocal:
-            loss = BinaryRow<true>(r, C, w, params.gamma, row_weight);
-            break;
-          case LossType::kSoftmaxBce:
-            loss = SoftmaxBceRow(r, C, row_weight);
-            break;
-        }
-      }
-      if (!out.per_sample_losses.empty()) {
-        out.per_sample_losses[i] = ToFloat(loss);
-      }
-      sum += reduce_by_upstream ? upstream * loss : loss;
-    }
-    partial[chunk] = sum;
+    partial[chunk] = kernels::LossRows(args, begin, end);
   });
   if (stopped.load()) {
     return absl::CancelledError("the computation was stopped between chunks");

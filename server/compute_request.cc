@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -28,7 +29,9 @@ struct Matrix {
   int64_t rows = 0;
   int64_t cols = 0;
   absl::Span<const float> values;
-  std::vector<float> owned;
+  // Uninitialised (every element is written before use): no zero-fill of
+  // a buffer that is overwritten at once (docs/PERFORMANCE.md).
+  std::unique_ptr<float[]> owned;
 };
 
 std::string ShapeString(const v1::Tensor& t) {
@@ -102,17 +105,16 @@ absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
       out->values =
           absl::MakeConstSpan(reinterpret_cast<const float*>(bytes), n);
     } else {
-      out->owned.resize(n);
-      std::memcpy(out->owned.data(), bytes, n * sizeof(float));
-      out->values = out->owned;
+      out->owned.reset(new float[n]);
+      std::memcpy(out->owned.get(), bytes, n * sizeof(float));
+      out->values = absl::MakeConstSpan(out->owned.get(), n);
     }
     return absl::OkStatus();
   }
-  std::vector<uint16_t> half(n);
-  std::memcpy(half.data(), bytes, n * sizeof(uint16_t));
-  out->owned.resize(n);
-  DecodeHalf(*dtype, half, absl::MakeSpan(out->owned));
-  out->values = out->owned;
+  // Decoded straight from the request's bytes (docs/PERFORMANCE.md).
+  out->owned.reset(new float[n]);
+  DecodeHalfBytes(*dtype, bytes, n, out->owned.get());
+  out->values = absl::MakeConstSpan(out->owned.get(), n);
   return absl::OkStatus();
 }
 
@@ -152,11 +154,42 @@ int64_t ClaimedElements(const v1::ComputeLossRequest& request) {
   return request.logits().shape(0) * request.logits().shape(1);
 }
 
+char* DetachedGradient::Allocate(size_t size) {
+  std::free(data_);
+  data_ = static_cast<char*>(std::malloc(size));
+  size_ = data_ != nullptr ? size : 0;
+  return data_;
+}
+
+char* DetachedGradient::Release() {
+  char* data = data_;
+  data_ = nullptr;
+  size_ = 0;
+  return data;
+}
+
+std::string DetachedGradientPrefix(size_t size) {
+  auto varint = [](uint64_t v, std::string* out) {
+    while (v >= 0x80) {
+      out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out->push_back(static_cast<char>(v));
+  };
+  constexpr char kField3Bytes = (3 << 3) | 2;  // field 3, length-delimited
+  std::string inner(1, kField3Bytes);          // Tensor.data
+  varint(size, &inner);
+  std::string prefix(1, kField3Bytes);  // ComputeLossResponse.gradient
+  varint(inner.size() + size, &prefix);
+  return prefix + inner;
+}
+
 absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
                                     const v1::Dataset* dataset,
                                     ThreadPool* pool,
                                     std::function<bool()> should_stop,
-                                    v1::ComputeLossResponse* response) {
+                                    v1::ComputeLossResponse* response,
+                                    DetachedGradient* detached) {
   absl::StatusOr<Source> src = ResolveSource(request, dataset);
   if (!src.ok()) return src.status();
   if (dataset != nullptr && request.has_expected_dataset_version() &&
@@ -233,8 +266,8 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
     outputs.per_sample_losses = absl::MakeSpan(
         response->mutable_per_sample_losses()->mutable_data(), B);
   }
-  std::vector<float> gradient_scratch;
-  std::string* gradient_bytes = nullptr;
+  std::unique_ptr<float[]> gradient_scratch;  // uninitialised, as `owned`
+  char* gradient_bytes = nullptr;  // bytes to fill from gradient_scratch
   v1::Tensor* gradient = nullptr;
   if (request.want_gradient()) {
     gradient = response->mutable_gradient();
@@ -248,18 +281,26 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
       outputs.gradient =
           absl::MakeSpan(gradient->mutable_float_data()->mutable_data(), B * C);
     } else {
-      gradient_bytes = gradient->mutable_data();
-      gradient_bytes->resize(B * C * DTypeSize(*gradient_dtype));
+      const size_t size = B * C * DTypeSize(*gradient_dtype);
+      if (detached != nullptr) {
+        gradient_bytes = detached->Allocate(size);
+        if (gradient_bytes == nullptr) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "no memory for a gradient of ", size, " bytes"));
+        }
+      } else {
+        std::string* data = gradient->mutable_data();
+        data->resize(size);
+        gradient_bytes = data->data();
+      }
       if (*gradient_dtype == DType::kFloat32 &&
-          reinterpret_cast<uintptr_t>(gradient_bytes->data()) %
-                  alignof(float) ==
-              0) {
-        outputs.gradient = absl::MakeSpan(
-            reinterpret_cast<float*>(gradient_bytes->data()), B * C);
+          reinterpret_cast<uintptr_t>(gradient_bytes) % alignof(float) == 0) {
+        outputs.gradient =
+            absl::MakeSpan(reinterpret_cast<float*>(gradient_bytes), B * C);
         gradient_bytes = nullptr;  // written in place
       } else {
-        gradient_scratch.resize(B * C);
-        outputs.gradient = absl::MakeSpan(gradient_scratch);
+        gradient_scratch.reset(new float[B * C]);
+        outputs.gradient = absl::MakeSpan(gradient_scratch.get(), B * C);
       }
     }
   }
@@ -273,13 +314,11 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
 
   if (gradient_bytes != nullptr) {
     if (*gradient_dtype == DType::kFloat32) {
-      std::memcpy(gradient_bytes->data(), gradient_scratch.data(),
-                  gradient_scratch.size() * sizeof(float));
+      std::memcpy(gradient_bytes, gradient_scratch.get(),
+                  B * C * sizeof(float));
     } else {
-      std::vector<uint16_t> half(B * C);
-      EncodeHalf(*gradient_dtype, gradient_scratch, absl::MakeSpan(half));
-      std::memcpy(gradient_bytes->data(), half.data(),
-                  half.size() * sizeof(uint16_t));
+      EncodeHalfBytes(*gradient_dtype, gradient_scratch.get(), B * C,
+                      gradient_bytes);
     }
   }
   response->set_loss(result->loss);

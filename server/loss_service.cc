@@ -62,6 +62,28 @@ void Encode(const Message& message, grpc::ByteBuffer* bytes) {
                                                       &own_buffer);
 }
 
+// A response and its gradient's bytes, detached from the message.
+struct ComputeLossReply {
+  v1::ComputeLossResponse message;
+  DetachedGradient gradient;
+};
+
+// The message, then `gradient { data: <bytes> }` as a slice that owns the
+// detached buffer.
+void Encode(ComputeLossReply& reply, grpc::ByteBuffer* bytes) {
+  DetachedGradient& gradient = reply.gradient;
+  if (gradient.data() == nullptr) {
+    Encode(reply.message, bytes);
+    return;
+  }
+  const size_t size = gradient.size();
+  grpc::Slice slices[2] = {
+      grpc::Slice(reply.message.SerializeAsString() +
+                  DetachedGradientPrefix(size)),
+      grpc::Slice(gradient.Release(), size, std::free)};
+  *bytes = grpc::ByteBuffer(slices, 2);
+}
+
 // One unary call: decode, run `handler(context, &request, &response, done)`,
 // encode, finish. The call's state lives until `done` runs.
 template <typename Request, typename Response, typename Handler>
@@ -165,12 +187,19 @@ grpc::ServerUnaryReactor* LossServiceImpl::GetClassWeights(
       [this](auto... args) { HandleGetClassWeights(std::move(args)...); });
 }
 
+// Like ServeUnary, but a bytes gradient is computed into a buffer of its own
+// that becomes the last slice of the response: written once, never copied
+// (docs/PERFORMANCE.md).
 grpc::ServerUnaryReactor* LossServiceImpl::ComputeLoss(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
-  return ServeUnary<v1::ComputeLossRequest, v1::ComputeLossResponse>(
+  return ServeUnary<v1::ComputeLossRequest, ComputeLossReply>(
       context, request, response, "ComputeLoss",
-      [this](auto... args) { HandleComputeLoss(std::move(args)...); });
+      [this](grpc::CallbackServerContext* c, const v1::ComputeLossRequest* in,
+             ComputeLossReply* reply, Done done) {
+        HandleComputeLoss(c, in, &reply->message, std::move(done),
+                          &reply->gradient);
+      });
 }
 
 void LossServiceImpl::HandlePutDataset(grpc::CallbackServerContext* /*context*/,
@@ -280,7 +309,8 @@ void LossServiceImpl::HandleGetClassWeights(
 
 absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
                                       const v1::ComputeLossRequest& request,
-                                      v1::ComputeLossResponse* response) {
+                                      v1::ComputeLossResponse* response,
+                                      DetachedGradient* detached) {
   std::shared_ptr<const v1::Dataset> dataset;
   if (request.source_case() == v1::ComputeLossRequest::kDataset) {
     absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
@@ -292,7 +322,7 @@ absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
     return context->IsCancelled() || DeadlinePassed(context);
   };
   absl::Status s = ComputeLossResponseFor(request, dataset.get(), compute_pool_,
-                                          should_stop, response);
+                                          should_stop, response, detached);
   if (s.code() == absl::StatusCode::kCancelled && DeadlinePassed(context)) {
     return absl::DeadlineExceededError(
         "the deadline passed while the batch was being computed");
@@ -303,7 +333,8 @@ absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
 void LossServiceImpl::HandleComputeLoss(grpc::CallbackServerContext* context,
                                         const v1::ComputeLossRequest* request,
                                         v1::ComputeLossResponse* response,
-                                        Done done) {
+                                        Done done,
+                                        DetachedGradient* detached) {
   const int64_t elements = ClaimedElements(*request);
   if (elements > options_.max_request_elements) {
     std::move(done)(absl::ResourceExhaustedError(absl::StrCat(
@@ -330,12 +361,13 @@ void LossServiceImpl::HandleComputeLoss(grpc::CallbackServerContext* context,
     std::move(done)(std::move(s));
   };
   if (elements >= 0 && elements <= options_.inline_elements) {
-    std::move(release)(Compute(context, *request, response));
+    std::move(release)(Compute(context, *request, response, detached));
     return;
   }
   compute_pool_->Schedule(
-      [this, context, request, response, release = std::move(release)]() mutable {
-        std::move(release)(Compute(context, *request, response));
+      [this, context, request, response, detached,
+       release = std::move(release)]() mutable {
+        std::move(release)(Compute(context, *request, response, detached));
       });
 }
 

@@ -24,7 +24,9 @@
 #include "absl/status/status.h"
 #include "cbloss/v1/cbloss.grpc.pb.h"
 #include "core/thread_pool.h"
+#include "server/compute_request.h"
 #include "server/dataset_registry.h"
+#include "server/grpc_tuning.h"  // for main.cc: ApplyServerTuning
 
 namespace cbloss {
 
@@ -110,9 +112,12 @@ class LossServiceImpl final : public internal::RawLossService {
                              v1::ClassWeights* response, Done done);
   // ComputeLoss and each StreamLoss request: small batches inline, large
   // ones on the compute pool.
+  // With `detached`, a bytes gradient goes there instead of into
+  // `response` (see DetachedGradient in server/compute_request.h).
   void HandleComputeLoss(grpc::CallbackServerContext* context,
                          const v1::ComputeLossRequest* request,
-                         v1::ComputeLossResponse* response, Done done);
+                         v1::ComputeLossResponse* response, Done done,
+                         DetachedGradient* detached = nullptr);
 
  private:
   // The dataset called `name` (the request's `field`): INVALID_ARGUMENT for
@@ -121,7 +126,8 @@ class LossServiceImpl final : public internal::RawLossService {
       absl::string_view name, absl::string_view field) const;
   absl::Status Compute(grpc::CallbackServerContext* context,
                        const v1::ComputeLossRequest& request,
-                       v1::ComputeLossResponse* response);
+                       v1::ComputeLossResponse* response,
+                       DetachedGradient* detached);
 
   DatasetRegistry* const registry_;
   ThreadPool* const compute_pool_;

@@ -11,6 +11,7 @@
 
 #include "core/half.h"
 #include "core/loss.h"
+#include "core/loss_kernels.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/core/engine_runner.h"
@@ -177,6 +178,28 @@ INSTANTIATE_TEST_SUITE_P(Cases, Golden, ::testing::ValuesIn(CaseNames()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return i.param;
                          });
+
+// The SIMD kernels are compiled for several instruction sets and one is
+// chosen at run time; every one this CPU can run (down to the portable
+// 128-bit emulation) must meet the golden cases, not only the best.
+TEST(GoldenEveryTarget, EachDispatchedInstructionSetMatchesPyTorch) {
+  const std::vector<int64_t> targets = kernels::SupportedTargets();
+  ASSERT_GE(targets.size(), 2u) << "expected a SIMD and a portable target";
+  std::set<std::string> names;
+  for (int64_t target : targets) {
+    kernels::ForceTarget(target);
+    const std::string name = kernels::ActiveTargetName();
+    names.insert(name);
+    ThreadPool pool(2);
+    for (const json& g : Cases()) {
+      SCOPED_TRACE(name + " " + g["name"].get<std::string>());
+      ExpectMatchesReference(g, RunEngine(ToEngineCase(g), &pool));
+    }
+  }
+  kernels::ForceTarget(0);
+  // Forcing really switched kernels: one distinct name per target.
+  EXPECT_EQ(names.size(), targets.size());
+}
 
 class GoldenLdam : public ::testing::TestWithParam<std::string> {};
 

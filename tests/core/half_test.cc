@@ -7,8 +7,11 @@
 #include "core/half.h"
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
+#include <vector>
 
+#include "core/loss_kernels.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -48,6 +51,42 @@ TEST(Half, DecodeIsExactInverseOfEncode) {
       EXPECT_EQ(FloatToBFloat16(b), bits) << h;
     }
   }
+}
+
+// The wire-byte converters (vectorised for bfloat16) on every instruction
+// set, from an odd address: encoding equals PyTorch's, decoding inverts it.
+TEST(Half, WireBytesMatchPyTorchOnEveryTarget) {
+  const nlohmann::json conv = LoadConversions();
+  std::vector<float> x;
+  std::vector<uint16_t> want_bf16, want_f16;
+  for (size_t i = 0; i < conv["float32_bits"].size(); ++i) {
+    x.push_back(BitsToFloat(conv["float32_bits"][i].get<uint32_t>()));
+    want_bf16.push_back(conv["bfloat16_bits"][i].get<uint16_t>());
+    want_f16.push_back(conv["float16_bits"][i].get<uint16_t>());
+  }
+  const int64_t n = static_cast<int64_t>(x.size());
+  for (int64_t target : kernels::SupportedTargets()) {
+    kernels::ForceTarget(target);
+    SCOPED_TRACE(kernels::ActiveTargetName());
+    for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+      const auto& want = dtype == DType::kBFloat16 ? want_bf16 : want_f16;
+      std::vector<char> bytes(2 * n + 1);
+      EncodeHalfBytes(dtype, x.data(), n, bytes.data() + 1);
+      std::vector<float> back(n);
+      DecodeHalfBytes(dtype, bytes.data() + 1, n, back.data());
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, bytes.data() + 1 + 2 * i, 2);
+        EXPECT_EQ(h, want[i]) << "x = " << x[i];
+        const float exact = dtype == DType::kBFloat16 ? BFloat16ToFloat(h)
+                                                      : Float16ToFloat(h);
+        if (!std::isnan(exact)) {
+          EXPECT_EQ(back[i], exact) << i;
+        }
+      }
+    }
+  }
+  kernels::ForceTarget(0);
 }
 
 TEST(Half, KnownValues) {

@@ -68,6 +68,26 @@ TEST(Validation, NaNLogitNamesRowAndColumn) {
   ExpectInvalid(c, "logits[2][1] is NaN");
 }
 
+// The finite-logits scan is vectorised: a bad value anywhere (inside a
+// vector block, in the tail, first or last element) is found, and the first
+// of two is the one named.
+TEST(Validation, NonFiniteLogitFoundAtEveryPositionOfALargerBatch) {
+  constexpr int64_t kRows = 37, kCols = 29;  // not a multiple of any width
+  for (int64_t k : {int64_t{0}, int64_t{5}, int64_t{31}, int64_t{64},
+                    int64_t{500}, kRows * kCols - 2, kRows * kCols - 1}) {
+    EngineCase c;
+    c.counts.assign(kCols, 3);
+    c.rows = kRows;
+    c.cols = kCols;
+    c.logits.assign(kRows * kCols, 0.5f);
+    c.labels.assign(kRows, 1);
+    c.logits[k] = -std::numeric_limits<float>::infinity();
+    if (k + 40 < kRows * kCols) c.logits[k + 40] = std::nanf("");
+    ExpectInvalid(c, absl::StrCat("logits[", k / kCols, "][", k % kCols,
+                                  "] is -inf"));
+  }
+}
+
 TEST(Validation, InfiniteLogit) {
   EngineCase c = ValidCase();
   c.logits[1 * 4 + 2] = -std::numeric_limits<float>::infinity();

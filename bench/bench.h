@@ -1,0 +1,34 @@
+// Copyright 2026 The cbloss Authors.
+//
+// cbloss-bench: the two benchmarks of docs/PERFORMANCE.md.
+//
+//   cbloss-bench kernels --json   loss + gradient engine vs memcpy
+//   cbloss-bench service --json   ComputeLoss through cbloss-server vs a
+//                                 bare gRPC echo of the same byte sizes
+//
+// Each prints one JSON array of records (or a table without --json).
+
+#ifndef CBLOSS_BENCH_BENCH_H_
+#define CBLOSS_BENCH_BENCH_H_
+
+#include <string>
+
+namespace cbloss::bench {
+
+struct BenchOptions {
+  bool json = false;
+  bool quick = false;  // few iterations: a smoke test, not a measurement
+  std::string server_path;  // cbloss-server; empty = beside cbloss-bench
+  // Extra integer channel arguments ("name=value,...") for the bench's
+  // client channels and its echo server: to measure gRPC tuning.
+  std::string grpc_args;
+  // Service sizes to run ("BxC,..."); empty = all.
+  std::string sizes;
+};
+
+int RunKernels(const BenchOptions& options);
+int RunService(const BenchOptions& options);
+
+}  // namespace cbloss::bench
+
+#endif  // CBLOSS_BENCH_BENCH_H_

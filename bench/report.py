@@ -1,0 +1,134 @@
+#!/usr/bin/python3
+"""Tables (markdown, on stdout) and plots for docs/PERFORMANCE.md from the
+JSON that scripts/bench.sh writes into DIR: kernels.json (cbloss-bench
+kernels), torch.json (bench/torch_baseline.py), service.json (cbloss-bench
+service). Writes DIR/kernels.png and DIR/latency.png.
+
+Usage: report.py DIR
+"""
+
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+GOALS = {"softmax": (2, 8), "sigmoid": (3, 10), "focal": (4, 25)}
+
+
+def load(d, name):
+    with open(os.path.join(d, name)) as f:
+        return json.load(f)
+
+
+def main():
+    d = sys.argv[1]
+    kernels = load(d, "kernels.json")
+    torch = {(r["loss"], r["batch"], r["classes"], r["threads"]): r
+             for r in load(d, "torch.json")}
+    service = load(d, "service.json")
+
+    print("### Kernels (loss + gradient, ns per element, fastest repetition; lower is better)\n")
+    print("| loss | batch x classes | threads | cbloss | memcpy | cbloss / memcpy "
+          "| PyTorch | PyTorch / cbloss |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in kernels:
+        t = torch.get((r["loss"], r["batch"], r["classes"], r["threads"]))
+        tns = t["ns_per_element"] if t else float("nan")
+        print(f"| {r['loss']} | {r['batch']}x{r['classes']} | {r['threads']} "
+              f"| {r['ns_per_element']:.2f} | {r['memcpy_ns_per_element']:.2f} "
+              f"| {r['ns_per_element'] / r['memcpy_ns_per_element']:.2f} "
+              f"| {tns:.2f} | {tns / r['ns_per_element']:.1f} |")
+
+    print("\n### Kernel goals (4096x1000, 2 threads)\n")
+    print("| loss | x memcpy (goal) | x faster than PyTorch (goal) |")
+    print("|---|---|---|")
+    for r in kernels:
+        if (r["batch"], r["classes"], r["threads"]) != (4096, 1000, 2):
+            continue
+        t = torch[(r["loss"], 4096, 1000, 2)]["ns_per_element"]
+        mem_goal, torch_goal = GOALS[r["loss"]]
+        ratio = r["ns_per_element"] / r["memcpy_ns_per_element"]
+        speed = t / r["ns_per_element"]
+        print(f"| {r['loss']} | {ratio:.2f} (<= {mem_goal}: "
+              f"{'met' if ratio <= mem_goal else 'missed'}) | {speed:.1f} "
+              f"(>= {torch_goal}: {'met' if speed >= torch_goal else 'missed'}) |")
+
+    print("\n### Service (ComputeLoss with gradient vs bare gRPC echo, microseconds)\n")
+    print("| batch x classes | dtype | request bytes | rpc p50 | rpc p99 | echo p50 "
+          "| rpc / echo | calls/s, 8 callers | echo calls/s, 8 callers |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    by = {}
+    for r in service:
+        by[(r["batch"], r["classes"], r["dtype"])] = r
+        print(f"| {r['batch']}x{r['classes']} | {r['dtype']} | {r['request_bytes']} "
+              f"| {r['rpc_p50_us']:.0f} | {r['rpc_p99_us']:.0f} | {r['echo_p50_us']:.0f} "
+              f"| {r['rpc_p50_us'] / r['echo_p50_us']:.2f} "
+              f"| {r['throughput_rps_8_callers']:.0f} "
+              f"| {r['echo_throughput_rps_8_callers']:.0f} |")
+    print("\n### Service goals\n")
+    f32 = by[(256, 1000, "f32")]
+    bf16 = by[(256, 1000, "bf16")]
+    small = by[(32, 10, "f32")]
+    r1 = f32["rpc_p50_us"] / f32["echo_p50_us"]
+    r2 = f32["rpc_p50_us"] / bf16["rpc_p50_us"]
+    r3 = small["rpc_p50_us"] / small["echo_p50_us"]
+    print("| goal | measured | |")
+    print("|---|---|---|")
+    print(f"| 256x1000 f32 rpc <= 1.2x echo | {r1:.2f}x | {'met' if r1 <= 1.2 else 'missed'} |")
+    print(f"| 256x1000 bf16 >= 1.6x faster than f32 | {r2:.2f}x | {'met' if r2 >= 1.6 else 'missed'} |")
+    print(f"| 32x10 p50 <= 1.3x echo | {r3:.2f}x | {'met' if r3 <= 1.3 else 'missed'} |")
+    for shape in [(4096, 1000)]:
+        a, b = by.get(shape + ("f32",)), by.get(shape + ("bf16",))
+        if a and b:
+            print(f"| (4096x1000: bf16 vs f32, for reference) | "
+                  f"{a['rpc_p50_us'] / b['rpc_p50_us']:.2f}x | |")
+
+    # Plot 1: ns/element per shape, 2 threads.
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=False)
+    shapes = [(32, 10), (1024, 100), (256, 1000), (4096, 1000)]
+    for ax, loss in zip(axes, ["softmax", "sigmoid", "focal"]):
+        xs = range(len(shapes))
+        ours = [next(r["ns_per_element"] for r in kernels if r["loss"] == loss and
+                     (r["batch"], r["classes"]) == s and r["threads"] == 2) for s in shapes]
+        mem = [next(r["memcpy_ns_per_element"] for r in kernels if r["loss"] == loss and
+                    (r["batch"], r["classes"]) == s and r["threads"] == 2) for s in shapes]
+        tor = [torch[(loss,) + s + (2,)]["ns_per_element"] for s in shapes]
+        w = 0.27
+        ax.bar([x - w for x in xs], tor, w, label="PyTorch")
+        ax.bar(list(xs), ours, w, label="cbloss")
+        ax.bar([x + w for x in xs], mem, w, label="memcpy")
+        ax.set_yscale("log")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([f"{b}x{c}" for b, c in shapes])
+        ax.set_title(f"{loss}, 2 threads")
+        ax.set_ylabel("ns per element (loss + gradient)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "kernels.png"), dpi=110)
+
+    # Plot 2: latency vs payload size.
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for dtype, marker in (("f32", "o"), ("bf16", "s")):
+        rs = sorted((r for r in service if r["dtype"] == dtype),
+                    key=lambda r: r["request_bytes"])
+        xs = [r["request_bytes"] + r["response_bytes"] for r in rs]
+        ax.plot(xs, [r["rpc_p50_us"] for r in rs], marker=marker, label=f"ComputeLoss {dtype}")
+        ax.plot(xs, [r["echo_p50_us"] for r in rs], marker=marker, linestyle="--",
+                label=f"echo {dtype}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("request + response bytes")
+    ax.set_ylabel("p50 latency, microseconds")
+    ax.set_title("ComputeLoss with gradient vs bare gRPC echo (loopback)")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(d, "latency.png"), dpi=110)
+
+
+if __name__ == "__main__":
+    main()

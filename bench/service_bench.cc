@@ -1,0 +1,363 @@
+// Copyright 2026 The cbloss Authors.
+//
+// ComputeLoss with gradient through the real cbloss-server (started here on
+// 127.0.0.1, port 0, --port_file) beside a bare gRPC echo served by this
+// process: same method, same request bytes, and a reply of the same bytes as
+// the server's response, sent from a prepared buffer. The echo is the floor
+// gRPC itself sets on loopback; the difference is decode + validate +
+// compute + encode.
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "bench/bench.h"
+#include "cbloss/v1/cbloss.grpc.pb.h"
+#include "core/half.h"
+#include "grpcpp/grpcpp.h"
+#include "server/grpc_tuning.h"
+
+namespace cbloss::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The cbloss-server child process; stopped (SIGTERM, then waited for) when
+// this goes out of scope.
+class ServerProcess {
+ public:
+  ~ServerProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+    }
+    if (!dir_.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir_, ignored);
+    }
+  }
+
+  // Starts `path` and waits for its port file; false on failure.
+  bool Start(const std::string& path) {
+    char dir_template[] = "/tmp/cbloss-bench-XXXXXX";
+    if (mkdtemp(dir_template) == nullptr) return false;
+    dir_ = dir_template;
+    const std::string port_file = dir_ + "/port";
+    std::vector<std::string> args = {path,
+                                     "--listen=127.0.0.1:0",
+                                     "--port_file=" + port_file,
+                                     "--data_dir=" + dir_ + "/data",
+                                     "--log_level=error"};
+    pid_ = fork();
+    if (pid_ < 0) return false;
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(path.c_str(), argv.data());
+      _exit(127);
+    }
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (Clock::now() < deadline) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      std::ifstream in(port_file);
+      int port = 0;
+      if (in >> port && port > 0) {
+        port_ = port;
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+  int port() const { return port_; }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string dir_;
+};
+
+// Answers every ComputeLoss with the bytes it was given, without looking at
+// the request.
+class EchoService final
+    : public v1::LossService::WithRawCallbackMethod_ComputeLoss<
+          v1::LossService::CallbackService> {
+ public:
+  void SetResponse(const std::string& bytes) {
+    response_ = std::make_shared<grpc::Slice>(bytes);
+  }
+
+  grpc::ServerUnaryReactor* ComputeLoss(grpc::CallbackServerContext* context,
+                                        const grpc::ByteBuffer* /*request*/,
+                                        grpc::ByteBuffer* response) override {
+    grpc::Slice slice = *response_;  // a reference, not a copy
+    *response = grpc::ByteBuffer(&slice, 1);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  std::shared_ptr<grpc::Slice> response_;
+};
+
+// "name=value,..." -> pairs; malformed entries are skipped.
+std::vector<std::pair<std::string, int>> ParseArgs(const std::string& text) {
+  std::vector<std::pair<std::string, int>> out;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    const size_t eq = item.find('=');
+    int value = 0;
+    if (eq == absl::string_view::npos ||
+        !absl::SimpleAtoi(item.substr(eq + 1), &value)) {
+      continue;
+    }
+    out.emplace_back(std::string(item.substr(0, eq)), value);
+  }
+  return out;
+}
+
+std::shared_ptr<grpc::Channel> Connect(
+    int port, const std::vector<std::pair<std::string, int>>& extra) {
+  grpc::ChannelArguments args;
+  // As client/client.cc sets them (docs/PERFORMANCE.md).
+  args.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
+  args.SetInt(GRPC_ARG_TCP_MIN_READ_CHUNK_SIZE, 256 << 10);
+  args.SetInt(GRPC_ARG_TCP_MAX_READ_CHUNK_SIZE, 16 << 20);
+  for (const auto& [name, value] : extra) args.SetInt(name, value);
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  // Separate connections for the server and the echo, and for each bench
+  // phase: no shared subchannel state.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                   grpc::InsecureChannelCredentials(), args);
+}
+
+v1::ComputeLossRequest MakeRequest(int64_t batch, int64_t classes,
+                                   bool bf16) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  std::uniform_int_distribution<int32_t> label(
+      0, static_cast<int32_t>(classes - 1));
+  v1::ComputeLossRequest request;
+  for (int64_t j = 0; j < classes; ++j) {
+    request.mutable_class_counts()->add_counts(1 + (j * 37) % 5000);
+  }
+  v1::Tensor* logits = request.mutable_logits();
+  logits->add_shape(batch);
+  logits->add_shape(classes);
+  const int64_t n = batch * classes;
+  std::string* data = logits->mutable_data();
+  if (bf16) {
+    logits->set_dtype(v1::DTYPE_BFLOAT16);
+    data->resize(n * 2);
+    for (int64_t k = 0; k < n; ++k) {
+      const uint16_t h = FloatToBFloat16(normal(rng));
+      std::memcpy(data->data() + 2 * k, &h, 2);
+    }
+    request.set_gradient_dtype(v1::DTYPE_BFLOAT16);
+  } else {
+    logits->set_dtype(v1::DTYPE_FLOAT32);
+    data->resize(n * 4);
+    for (int64_t k = 0; k < n; ++k) {
+      const float v = normal(rng);
+      std::memcpy(data->data() + 4 * k, &v, 4);
+    }
+    request.set_gradient_dtype(v1::DTYPE_FLOAT32);
+  }
+  for (int64_t i = 0; i < batch; ++i) request.add_labels(label(rng));
+  request.set_want_gradient(true);
+  return request;
+}
+
+struct Latency {
+  double p50_us = 0, p99_us = 0;
+  bool ok = true;
+};
+
+Latency Measure(v1::LossService::Stub* stub,
+                const v1::ComputeLossRequest& request, int calls) {
+  std::vector<double> us;
+  Latency out;
+  for (int k = 0; k < calls + 2; ++k) {  // two warm-up calls
+    grpc::ClientContext context;
+    v1::ComputeLossResponse response;
+    const auto t0 = Clock::now();
+    const grpc::Status s = stub->ComputeLoss(&context, request, &response);
+    const double t =
+        std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    if (!s.ok()) {
+      std::fprintf(stderr, "ComputeLoss failed: %s\n",
+                   s.error_message().c_str());
+      out.ok = false;
+      return out;
+    }
+    if (k >= 2) us.push_back(t);
+  }
+  std::sort(us.begin(), us.end());
+  out.p50_us = us[us.size() / 2];
+  out.p99_us = us[std::min(us.size() - 1, (us.size() * 99) / 100)];
+  return out;
+}
+
+// Calls per second from 8 threads sharing one channel, for `seconds`.
+double Throughput(v1::LossService::Stub* stub,
+                  const v1::ComputeLossRequest& request, double seconds) {
+  constexpr int kCallers = 8;
+  std::atomic<int64_t> done{0};
+  std::atomic<bool> failed{false};
+  const auto start = Clock::now();
+  const auto end = start + std::chrono::duration<double>(seconds);
+  std::vector<std::thread> callers;
+  for (int c = 0; c < kCallers; ++c) {
+    callers.emplace_back([&] {
+      while (Clock::now() < end && !failed) {
+        grpc::ClientContext context;
+        v1::ComputeLossResponse response;
+        if (!stub->ComputeLoss(&context, request, &response).ok()) {
+          failed = true;
+          return;
+        }
+        done.fetch_add(1);
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  const double elapsed =
+      std::chrono::duration<double>(Clock::now() - start).count();
+  return failed ? -1.0 : static_cast<double>(done.load()) / elapsed;
+}
+
+std::string ServerPath(const BenchOptions& options) {
+  if (!options.server_path.empty()) return options.server_path;
+  char self[4096];
+  const ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (len <= 0) return "cbloss-server";
+  std::string path(self, len);
+  return path.substr(0, path.rfind('/') + 1) + "cbloss-server";
+}
+
+}  // namespace
+
+int RunService(const BenchOptions& options) {
+  ServerProcess server;
+  const std::string path = ServerPath(options);
+  if (!server.Start(path)) {
+    std::fprintf(stderr, "cannot start %s\n", path.c_str());
+    return 1;
+  }
+  EchoService echo;
+  grpc::ServerBuilder builder;
+  int echo_port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &echo_port);
+  builder.SetMaxReceiveMessageSize(-1);
+  builder.SetMaxSendMessageSize(-1);
+  ApplyServerTuning(&builder);  // the echo gets the server's tuning too
+  const auto extra = ParseArgs(options.grpc_args);
+  for (const auto& [name, value] : extra) {
+    builder.AddChannelArgument(name, value);
+  }
+  builder.RegisterService(&echo);
+  std::unique_ptr<grpc::Server> echo_server = builder.BuildAndStart();
+  if (echo_server == nullptr || echo_port == 0) {
+    std::fprintf(stderr, "cannot start the echo server\n");
+    return 1;
+  }
+  auto rpc_stub = v1::LossService::NewStub(Connect(server.port(), extra));
+  auto echo_stub = v1::LossService::NewStub(Connect(echo_port, extra));
+
+  struct Size {
+    int64_t batch, classes;
+    int calls;
+  };
+  const std::vector<Size> sizes = {
+      {32, 10, 1000}, {256, 1000, 200}, {1024, 100, 200}, {4096, 1000, 30}};
+  const double seconds = options.quick ? 0.1 : 1.5;
+  std::string json = "[";
+  bool first = true;
+  if (!options.json) {
+    std::printf("%6s %6s %5s %10s %10s %10s %10s %9s %9s\n", "batch",
+                "classes", "dtype", "req_bytes", "resp_bytes", "rpc_p50",
+                "echo_p50", "rpc_rps8", "echo_rps8");
+  }
+  for (const Size& size : sizes) {
+    if (!options.sizes.empty() &&
+        !absl::StrContains(absl::StrCat(",", options.sizes, ","),
+                           absl::StrCat(",", size.batch, "x", size.classes,
+                                        ","))) {
+      continue;
+    }
+    for (bool bf16 : {false, true}) {
+      const v1::ComputeLossRequest request =
+          MakeRequest(size.batch, size.classes, bf16);
+      // The echo answers with exactly the bytes the server answers with.
+      grpc::ClientContext context;
+      v1::ComputeLossResponse response;
+      if (!rpc_stub->ComputeLoss(&context, request, &response).ok()) {
+        std::fprintf(stderr, "ComputeLoss failed\n");
+        return 1;
+      }
+      const std::string response_bytes = response.SerializeAsString();
+      echo.SetResponse(response_bytes);
+      const int calls = options.quick ? 3 : size.calls;
+      const Latency rpc = Measure(rpc_stub.get(), request, calls);
+      const Latency bare = Measure(echo_stub.get(), request, calls);
+      if (!rpc.ok || !bare.ok) return 1;
+      const double rps = Throughput(rpc_stub.get(), request, seconds);
+      const double echo_rps = Throughput(echo_stub.get(), request, seconds);
+      const char* dtype = bf16 ? "bf16" : "f32";
+      if (options.json) {
+        absl::StrAppend(
+            &json, first ? "\n" : ",\n", "  {\"batch\": ", size.batch,
+            ", \"classes\": ", size.classes, ", \"dtype\": \"", dtype,
+            "\", \"request_bytes\": ", request.ByteSizeLong(),
+            ", \"response_bytes\": ", response_bytes.size(),
+            ", \"rpc_p50_us\": ", rpc.p50_us, ", \"rpc_p99_us\": ",
+            rpc.p99_us, ", \"echo_p50_us\": ", bare.p50_us,
+            ", \"echo_p99_us\": ", bare.p99_us,
+            ", \"throughput_rps_8_callers\": ", rps,
+            ", \"echo_throughput_rps_8_callers\": ", echo_rps, "}");
+      } else {
+        std::printf("%6lld %6lld %5s %10zu %10zu %10.1f %10.1f %9.0f %9.0f\n",
+                    static_cast<long long>(size.batch),
+                    static_cast<long long>(size.classes), dtype,
+                    request.ByteSizeLong(), response_bytes.size(), rpc.p50_us,
+                    bare.p50_us, rps, echo_rps);
+      }
+      first = false;
+    }
+  }
+  if (options.json) std::printf("%s\n]\n", json.c_str());
+  echo_server->Shutdown();
+  return 0;
+}
+
+}  // namespace cbloss::bench

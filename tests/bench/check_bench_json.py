@@ -1,0 +1,62 @@
+#!/usr/bin/python3
+"""Smoke test of cbloss-bench (docs/PERFORMANCE.md): both benchmarks run with
+--quick and print the JSON records the performance issue specifies. Checks
+keys, record sets and that every number is finite and positive; never speed.
+
+Usage: check_bench_json.py PATH/TO/cbloss-bench
+"""
+
+import json
+import math
+import subprocess
+import sys
+
+KERNEL_KEYS = {"loss", "batch", "classes", "threads", "ns_per_element",
+               "memcpy_ns_per_element"}
+SERVICE_KEYS = {"batch", "classes", "dtype", "rpc_p50_us", "rpc_p99_us",
+                "echo_p50_us", "throughput_rps_8_callers"}
+
+
+def run(bench, what):
+    out = subprocess.run([bench, what, "--json", "--quick"], check=True,
+                         capture_output=True, text=True, timeout=240)
+    records = json.loads(out.stdout)
+    assert isinstance(records, list), out.stdout
+    return records
+
+
+def positive(record, keys):
+    for k in keys:
+        v = record[k]
+        if isinstance(v, (int, float)):
+            assert math.isfinite(v) and v > 0, (k, record)
+
+
+def main():
+    bench = sys.argv[1]
+    kernels = run(bench, "kernels")
+    want = {(loss, b, c, t) for loss in ("softmax", "sigmoid", "focal")
+            for b, c in ((256, 1000), (4096, 1000), (1024, 100), (32, 10))
+            for t in (1, 2)}
+    assert len(kernels) == len(want), len(kernels)
+    for r in kernels:
+        assert KERNEL_KEYS <= r.keys(), r
+        positive(r, KERNEL_KEYS)
+    got = {(r["loss"], r["batch"], r["classes"], r["threads"]) for r in kernels}
+    assert got == want, got ^ want
+
+    service = run(bench, "service")
+    for r in service:
+        assert SERVICE_KEYS <= r.keys(), r
+        assert r["dtype"] in ("f32", "bf16"), r
+        positive(r, SERVICE_KEYS)
+        assert r["rpc_p50_us"] <= r["rpc_p99_us"], r
+    sizes = {(r["batch"], r["classes"], r["dtype"]) for r in service}
+    for b, c in ((32, 10), (256, 1000), (4096, 1000)):
+        for dtype in ("f32", "bf16"):
+            assert (b, c, dtype) in sizes, (b, c, dtype)
+    print(f"ok: {len(kernels)} kernel records, {len(service)} service records")
+
+
+if __name__ == "__main__":
+    main()
