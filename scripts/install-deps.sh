@@ -29,7 +29,7 @@ BUILD_PACKAGES=(
 # installs it.
 RUNTIME_PACKAGES=(
   libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9
-  libsqlite3-0 libcpp-httplib0.11 ca-certificates
+  libsqlite3-0 libcpp-httplib0.11 libhwy1 ca-certificates
 )
 
 packages=("${BUILD_PACKAGES[@]}")
