@@ -113,12 +113,22 @@ absl::StatusCode CodeForSqlState(absl::string_view state, bool connection_ok) {
   return absl::StatusCode::kInternal;
 }
 
-// Opens a connection; connect_timeout defaults to 5 s (the DSN may say
-// otherwise).
+// Opens a connection. Defaults the DSN may override: connect_timeout 5 s,
+// TCP keepalives and a 30 s TCP user timeout, so a vanished peer (network
+// partition) fails calls with UNAVAILABLE instead of hanging them.
 absl::StatusOr<PGconn*> Connect(const std::string& dsn) {
-  const char* const keys[] = {"connect_timeout", "fallback_application_name",
-                              "dbname", nullptr};
-  const char* const values[] = {"5", "cbloss-server", dsn.c_str(), nullptr};
+  const char* const keys[] = {"connect_timeout",
+                              "keepalives",
+                              "keepalives_idle",
+                              "keepalives_interval",
+                              "keepalives_count",
+                              "tcp_user_timeout",
+                              "fallback_application_name",
+                              "dbname",
+                              nullptr};
+  const char* const values[] = {"5",     "1",  "10",          "5",
+                                "3",     "30000", "cbloss-server",
+                                dsn.c_str(), nullptr};
   PGconn* conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (conn == nullptr) {
     return absl::ResourceExhaustedError("cannot allocate a libpq connection");

@@ -98,6 +98,13 @@ class PostgresDatasetStoreTest : public ::testing::Test {
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
         "datname = current_database() AND pid <> pg_backend_pid()");
     ASSERT_TRUE(s.ok()) << s;
+    // pg_terminate_backend only signals: wait until they are gone.
+    s = PgExec(backend_->location(),
+               "DO $$ BEGIN FOR i IN 1..1000 LOOP "
+               "EXIT WHEN (SELECT count(*) FROM pg_stat_activity WHERE "
+               "datname = current_database() AND pid <> pg_backend_pid()) = "
+               "0; PERFORM pg_sleep(0.01); END LOOP; END $$");
+    ASSERT_TRUE(s.ok()) << s;
   }
   std::unique_ptr<StoreBackend> backend_;
 };
