@@ -22,6 +22,8 @@ BUILD_PACKAGES=(
   clang libclang-rt-14-dev
   # Production: metrics HTTP endpoint, lint of the deployment files.
   libcpp-httplib-dev shellcheck yamllint
+  # Shared dataset store: libpq, and the PostgreSQL server the tests start.
+  postgresql libpq-dev
 )
 
 # What cbloss-server and cbloss link against (tests/deploy checks this list
@@ -29,7 +31,7 @@ BUILD_PACKAGES=(
 # installs it.
 RUNTIME_PACKAGES=(
   libgrpc++1.51 libprotobuf32 libabsl20220623 libspdlog1.10 libfmt9
-  libsqlite3-0 libcpp-httplib0.11 libhwy1 ca-certificates
+  libsqlite3-0 libcpp-httplib0.11 libhwy1 libpq5 ca-certificates
 )
 
 packages=("${BUILD_PACKAGES[@]}")

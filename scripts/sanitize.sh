@@ -99,7 +99,9 @@ run_tsan() {
   # the note at the top): the pool and the engine on it, the store, the
   # registry and the in-flight counter.
   step "tsan build" cmake --build build-tsan -j "$JOBS" --target \
-    cbloss_core_test sqlite_dataset_store_test cbloss_concurrency_test ||
+    cbloss_core_test sqlite_dataset_store_test cbloss_concurrency_test \
+    sqlite_store_conformance_test postgres_store_conformance_test \
+    postgres_dataset_store_test ||
     return
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$logs/tsan:suppressions=$ROOT/scripts/tsan.supp" \
     step "tsan tests" ctest --test-dir build-tsan --output-on-failure \

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "server/loss_config.h"
+#include "spdlog/spdlog.h"
 
 namespace cbloss {
 namespace {
@@ -77,21 +78,83 @@ absl::StatusOr<std::unique_ptr<DatasetRegistry>> DatasetRegistry::Create(
     std::unique_ptr<DatasetStore> store) {
   std::unique_ptr<DatasetRegistry> registry(
       new DatasetRegistry(std::move(store)));
+  std::lock_guard<std::mutex> write_lock(registry->write_mu_);
+  if (registry->store_->IsShared()) {
+    // Subscribe first: a change committed during the load is notified.
+    if (absl::Status s = registry->store_->Watch(registry.get()); !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = registry->ReloadAll(); !s.ok()) return s;
+  return registry;
+}
+
+DatasetRegistry::~DatasetRegistry() { store_->StopWatching(); }
+
+absl::Status DatasetRegistry::ReloadAll() {
+  std::map<std::string, std::shared_ptr<const v1::Dataset>, std::less<>> all;
   std::string after;
   while (true) {
     absl::StatusOr<std::vector<v1::Dataset>> page =
-        registry->store_->List(after, kLoadPageSize);
+        store_->List(after, kLoadPageSize);
     if (!page.ok()) return page.status();
-    std::lock_guard<std::shared_mutex> lock(registry->mu_);
     for (v1::Dataset& d : *page) {
       after = d.name();
       // Key from `after`: `d` is moved from in the same statement.
-      registry->datasets_[after] =
-          std::make_shared<const v1::Dataset>(std::move(d));
+      all[after] = std::make_shared<const v1::Dataset>(std::move(d));
     }
     if (static_cast<int>(page->size()) < kLoadPageSize) break;
   }
-  return registry;
+  std::lock_guard<std::shared_mutex> lock(mu_);
+  datasets_ = std::move(all);
+  watch_status_ = absl::OkStatus();
+  return absl::OkStatus();
+}
+
+absl::Status DatasetRegistry::OnDatasetChanged(absl::string_view name) {
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  // Whatever the notification says, the store has the current state (and
+  // writes of this process wait on write_mu_, so none is overtaken).
+  absl::StatusOr<v1::Dataset> current = store_->Get(name);
+  if (!current.ok() && current.status().code() != absl::StatusCode::kNotFound) {
+    return current.status();
+  }
+  std::lock_guard<std::shared_mutex> lock(mu_);
+  if (current.ok()) {
+    // C++17 evaluates the right side first: do not move from `current`.
+    datasets_[std::string(name)] =
+        std::make_shared<const v1::Dataset>(*current);
+  } else {
+    auto it = datasets_.find(name);
+    if (it != datasets_.end()) datasets_.erase(it);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DatasetRegistry::OnResync() {
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  absl::Status s = ReloadAll();
+  if (s.ok()) {
+    spdlog::info("dataset store reachable again: {} datasets reloaded",
+                 size());
+  }
+  return s;
+}
+
+void DatasetRegistry::OnWatchLost(const absl::Status& why) {
+  spdlog::warn(
+      "cannot follow the shared dataset store ({}); dataset reads are "
+      "UNAVAILABLE until it is back",
+      why.ToString());
+  std::lock_guard<std::shared_mutex> lock(mu_);
+  watch_status_ = absl::UnavailableError(absl::StrCat(
+      "the shared dataset store is unavailable, datasets may be stale: ",
+      why.message()));
+}
+
+absl::Status DatasetRegistry::Available() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return watch_status_;
 }
 
 absl::StatusOr<v1::Dataset> DatasetRegistry::Put(
@@ -137,6 +200,7 @@ absl::StatusOr<v1::Dataset> DatasetRegistry::AddClassCounts(
 absl::StatusOr<std::shared_ptr<const v1::Dataset>> DatasetRegistry::Get(
     absl::string_view name) const {
   std::shared_lock<std::shared_mutex> lock(mu_);
+  if (!watch_status_.ok()) return watch_status_;
   auto it = datasets_.find(name);
   if (it == datasets_.end()) {
     return absl::NotFoundError(absl::StrCat("dataset '", name, "' not found"));

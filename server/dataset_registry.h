@@ -5,9 +5,14 @@
 // storage. Writes go to the store first (durable before they are
 // acknowledged) and then replace the snapshot, one write at a time.
 //
-// The snapshot is authoritative because this process is the store's only
-// writer, which holds for the embedded SQLite store. A store shared between
-// replicas needs invalidation (the PostgreSQL issue).
+// With the embedded SQLite store this process is the only writer, so the
+// snapshot is authoritative. With a shared store (PostgreSQL, several
+// replicas) the registry Watches the store: every committed change, by any
+// replica, is notified (LISTEN/NOTIFY) and the changed dataset is re-read
+// into the snapshot, typically within milliseconds. While the subscription
+// is down (database restart, network), notifications could be missed, so
+// Get and Available return UNAVAILABLE instead of possibly stale data until
+// the store has reconnected and the registry has reloaded everything.
 //
 // Thread-safety: every method may be called concurrently.
 
@@ -42,11 +47,13 @@ absl::Status ValidateDataset(const v1::Dataset& dataset);
 // names, defaults), whatever their versions and times.
 bool SameDatasetContent(const v1::Dataset& a, const v1::Dataset& b);
 
-class DatasetRegistry {
+class DatasetRegistry : private DatasetStore::ChangeListener {
  public:
-  // Loads every dataset of `store` into memory.
+  // Loads every dataset of `store` into memory (after subscribing to its
+  // changes if it is shared).
   static absl::StatusOr<std::unique_ptr<DatasetRegistry>> Create(
       std::unique_ptr<DatasetStore> store);
+  ~DatasetRegistry() override;
 
   // As DatasetStore, after ValidateDataset / argument checks.
   absl::StatusOr<v1::Dataset> Put(const v1::Dataset& dataset,
@@ -57,17 +64,28 @@ class DatasetRegistry {
                                              absl::Span<const int64_t> deltas,
                                              absl::Span<const int32_t> labels);
 
-  // NOT_FOUND "dataset 'x' not found". The snapshot never changes.
+  // NOT_FOUND "dataset 'x' not found"; UNAVAILABLE while a shared store's
+  // changes cannot be followed. The snapshot never changes.
   absl::StatusOr<std::shared_ptr<const v1::Dataset>> Get(
       absl::string_view name) const;
   // Up to `limit` datasets named after `start_after`, in name (byte) order.
   std::vector<std::shared_ptr<const v1::Dataset>> List(
       absl::string_view start_after, int limit) const;
   int size() const;
+  // OK if the snapshot is known to be current (always, for an unshared
+  // store); UNAVAILABLE while a shared store's changes cannot be followed.
+  absl::Status Available() const;
 
  private:
   explicit DatasetRegistry(std::unique_ptr<DatasetStore> store)
       : store_(std::move(store)) {}
+
+  // DatasetStore::ChangeListener, called on the store's listener thread.
+  absl::Status OnDatasetChanged(absl::string_view name) override;
+  absl::Status OnResync() override;
+  void OnWatchLost(const absl::Status& why) override;
+  // Reads every dataset from the store and replaces the snapshot.
+  absl::Status ReloadAll();  // requires write_mu_
 
   const std::unique_ptr<DatasetStore> store_;
   // Serialises writes, so the snapshot follows the store's order of commits.
@@ -77,6 +95,8 @@ class DatasetRegistry {
   mutable std::shared_mutex mu_;
   std::map<std::string, std::shared_ptr<const v1::Dataset>, std::less<>>
       datasets_;  // guarded by mu_
+  // Not OK while a shared store's changes cannot be followed.
+  absl::Status watch_status_;  // guarded by mu_
 };
 
 }  // namespace cbloss

@@ -249,6 +249,8 @@ void LossServiceImpl::HandleListDatasets(
       if (!name.ok()) return name.status();
       after = *std::move(name);
     }
+    // A shared store's datasets cannot be listed while it is unreachable.
+    if (absl::Status s = registry_->Available(); !s.ok()) return s;
     // One more than asked tells whether another page follows.
     auto page = registry_->List(after, page_size + 1);
     const bool more = static_cast<int>(page.size()) > page_size;

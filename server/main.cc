@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <cctype>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -33,6 +34,7 @@
 #include "server/in_flight_calls.h"
 #include "server/loss_service.h"
 #include "server/metrics.h"
+#include "server/store/postgres_dataset_store.h"
 #include "server/store/sqlite_dataset_store.h"
 #include "server/tls.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -44,6 +46,14 @@ ABSL_FLAG(std::string, port_file, "",
           "After binding, write the bound port number to this file.");
 ABSL_FLAG(std::string, data_dir, "./cbloss-data",
           "Directory of the embedded dataset store (SQLite).");
+ABSL_FLAG(std::string, store, "",
+          "Dataset store: empty for the embedded SQLite store under "
+          "--data_dir, or a PostgreSQL URI (postgresql://USER@HOST:PORT/DB) "
+          "shared by every replica. Prefer --store_file for a DSN with a "
+          "password: command lines are visible to other users.");
+ABSL_FLAG(std::string, store_file, "",
+          "File holding the --store value (e.g. a mounted Kubernetes "
+          "Secret); trailing whitespace is ignored.");
 ABSL_FLAG(std::string, datasets_file, "",
           "JSON file of datasets (protobuf JSON of ListDatasetsResponse) "
           "loaded at start; each is put unless an equal one exists.");
@@ -150,6 +160,43 @@ absl::Status WritePortFile(const std::string& path, int port) {
   return absl::OkStatus();
 }
 
+// Opens the store that --store / --store_file select (SQLite in
+// `*location` if neither is given). Sets `*location` to what the logs may
+// show: the data_dir or the DSN without its password.
+absl::StatusOr<std::unique_ptr<DatasetStore>> OpenStoreFromFlags(
+    std::string store, const std::string& store_file, std::string* location) {
+  if (!store_file.empty()) {
+    if (!store.empty()) {
+      return absl::InvalidArgumentError(
+          "give --store or --store_file, not both");
+    }
+    std::ifstream in(store_file);
+    if (!in.good()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read --store_file ", store_file));
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    store = text.str();
+    while (!store.empty() && std::isspace(static_cast<unsigned char>(
+                                 store.back()))) {
+      store.pop_back();
+    }
+    if (store.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--store_file ", store_file, " is empty"));
+    }
+  }
+  if (store.empty()) return OpenSqliteDatasetStore(*location);
+  if (!IsPostgresDsn(store)) {
+    return absl::InvalidArgumentError(
+        "--store must be empty (SQLite under --data_dir) or a postgresql:// "
+        "or postgres:// URI");
+  }
+  *location = RedactDsn(store);
+  return OpenPostgresDatasetStore(store);
+}
+
 int Run() {
   // Logs go to stderr, as a service's should; stdout stays free.
   spdlog::set_default_logger(spdlog::stderr_color_mt("cbloss"));
@@ -175,13 +222,14 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  const std::string data_dir = absl::GetFlag(FLAGS_data_dir);
-  absl::StatusOr<std::unique_ptr<DatasetStore>> store =
-      OpenSqliteDatasetStore(data_dir);
+  std::string data_dir = absl::GetFlag(FLAGS_data_dir);
+  absl::StatusOr<std::unique_ptr<DatasetStore>> store = OpenStoreFromFlags(
+      absl::GetFlag(FLAGS_store), absl::GetFlag(FLAGS_store_file), &data_dir);
   if (!store.ok()) {
-    spdlog::critical("cannot open the dataset store in {}: {}", data_dir,
+    spdlog::critical("cannot open the dataset store {}: {}", data_dir,
                      store.status().ToString());
-    return 1;
+    return store.status().code() == absl::StatusCode::kInvalidArgument ? 2
+                                                                       : 1;
   }
   absl::StatusOr<std::unique_ptr<DatasetRegistry>> registry =
       DatasetRegistry::Create(*std::move(store));
@@ -342,7 +390,7 @@ int Run() {
     }
   }
   spdlog::info(
-      "cbloss-server {} serving on {} (port {}); data_dir={} datasets={} "
+      "cbloss-server {} serving on {} (port {}); store={} datasets={} "
       "compute_threads={} max_message_mb={} max_request_elements={} "
       "max_concurrent_computations={} tls={} admin_token={} "
       "compute_token={} max_connection_age_ms={}",

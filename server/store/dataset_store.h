@@ -89,6 +89,41 @@ class DatasetStore {
   virtual absl::StatusOr<v1::Dataset> AddClassCounts(
       absl::string_view name, absl::Span<const int64_t> deltas,
       absl::Span<const int32_t> labels) = 0;
+
+  // ------------------------------------------------------------------------
+  // Following changes made by other processes (shared stores only).
+
+  // Receives change notifications from a shared store (Watch). Callbacks run
+  // on a thread the store owns, one at a time, and may call the store.
+  class ChangeListener {
+   public:
+    virtual ~ChangeListener() = default;
+    // Dataset `name` was put, counted or deleted by some process (this one
+    // included); the change is committed before the callback runs. A non-OK
+    // result is handled as for OnResync.
+    virtual absl::Status OnDatasetChanged(absl::string_view name) = 0;
+    // Notifications may have been missed (the store reconnected): reload
+    // everything. A non-OK result makes the store drop the subscription and
+    // try again later (OnWatchLost first).
+    virtual absl::Status OnResync() = 0;
+    // Changes cannot be followed until the next OnResync; `why` says why.
+    virtual void OnWatchLost(const absl::Status& why) = 0;
+  };
+
+  // True if other processes may write the same datasets, so a cache in front
+  // of the store must Watch it. False for the embedded SQLite store.
+  virtual bool IsShared() const { return false; }
+
+  // Subscribes `listener` (not owned; must outlive StopWatching) to changes.
+  // Returns once the subscription is live, so a load done after it returns
+  // misses nothing; UNAVAILABLE if it cannot be established. Call at most
+  // once. The default (unshared stores) is UNIMPLEMENTED.
+  virtual absl::Status Watch(ChangeListener* /*listener*/) {
+    return absl::UnimplementedError("this dataset store cannot be watched");
+  }
+
+  // Ends a Watch: no callback runs after it returns. A no-op without one.
+  virtual void StopWatching() {}
 };
 
 }  // namespace cbloss
