@@ -77,7 +77,6 @@ constexpr const char* kMigrations[] = {
 constexpr int kSchemaVersion =
     static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
 
-constexpr char kChannel[] = "cbloss_datasets";
 // First key of cbloss's advisory locks ("cbl"); the second is the name's
 // hash, or 0 for the schema migration.
 constexpr char kLockNameSql[] =
