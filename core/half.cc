@@ -2,6 +2,7 @@
 
 #include "core/half.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/loss_kernels.h"
@@ -86,13 +87,18 @@ void DecodeHalfBytes(DType dtype, const char* bytes, int64_t n, float* out) {
   }
 }
 
-void EncodeHalfBytes(DType dtype, const float* in, int64_t n, char* bytes) {
+void EncodeHalfBytes(DType dtype, const float* in, int64_t n, char* bytes,
+                     HalfOverflow overflow) {
+  const bool saturate = overflow == HalfOverflow::kSaturate;
   if (dtype == DType::kBFloat16) {
-    kernels::EncodeBFloat16(in, n, bytes);  // vectorised
+    kernels::EncodeBFloat16(in, n, bytes, saturate);  // vectorised
     return;
   }
+  constexpr float kMaxFloat16 = 65504.0f;
   for (int64_t i = 0; i < n; ++i) {
-    const uint16_t h = FloatToFloat16(in[i]);
+    // std::clamp keeps NaN (its comparisons are false).
+    const uint16_t h = FloatToFloat16(
+        saturate ? std::clamp(in[i], -kMaxFloat16, kMaxFloat16) : in[i]);
     std::memcpy(bytes + 2 * i, &h, sizeof h);
   }
 }

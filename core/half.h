@@ -52,11 +52,21 @@ void DecodeHalf(DType dtype, absl::Span<const uint16_t> in,
 void EncodeHalf(DType dtype, absl::Span<const float> in,
                 absl::Span<uint16_t> out);
 
+// What encoding does with a value beyond the 16-bit type's largest finite
+// value (float16 65504, bfloat16 3.3895e38). kInfinity is IEEE round to
+// nearest even (what PyTorch's .to() does): such values become +-inf.
+// kSaturate encodes them, and infinities, as +-the largest finite value:
+// the service's gradients use it, because LOSS.md section 7 wants every
+// result finite for finite input, as float32 results saturate at +-FLT_MAX.
+// Values in range round to nearest even either way; NaN stays NaN.
+enum class HalfOverflow { kInfinity, kSaturate };
+
 // The same from and to raw little-endian wire bytes (2 per element, any
 // alignment), so a request's bytes decode straight into the engine's input
 // and the gradient encodes straight into the response's buffer.
 void DecodeHalfBytes(DType dtype, const char* bytes, int64_t n, float* out);
-void EncodeHalfBytes(DType dtype, const float* in, int64_t n, char* bytes);
+void EncodeHalfBytes(DType dtype, const float* in, int64_t n, char* bytes,
+                     HalfOverflow overflow);
 
 }  // namespace cbloss
 

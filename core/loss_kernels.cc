@@ -12,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/half.h"
 #include "core/loss_kernels.h"
 
 // Not worth its compile time: SSSE3 (SSE4 covers the same machines better).
@@ -581,36 +582,38 @@ void DecodeBFloat16Impl(const char* bytes, int64_t n, float* out) {
   }
 }
 
-void EncodeBFloat16Impl(const float* in, int64_t n, char* bytes) {
+// With `saturate`, values beyond bfloat16's largest finite value (and
+// infinities) encode as that value, +-0x7f7f, instead of rounding to inf.
+void EncodeBFloat16Impl(const float* in, int64_t n, char* bytes,
+                        bool saturate) {
   const DF d;
   const hn::RebindToSigned<DF> di;
   const hn::Rebind<uint16_t, DF> d16;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const auto one = hn::Set(di, 1), round = hn::Set(di, 0x7fff);
   const auto quiet = hn::Set(di, 0x40), low16 = hn::Set(di, 0xffff);
+  const float max_finite = BFloat16ToFloat(0x7f7f);
+  const VF vmax = hn::Set(d, max_finite), vmin = hn::Set(d, -max_finite);
   int64_t k = 0;
   for (; k + N <= n; k += N) {
     const VF v = hn::LoadU(d, in + k);
-    const auto bits = hn::BitCast(di, v);
-    const auto high = hn::And(hn::ShiftRight<16>(bits), low16);
-    const auto odd = hn::And(high, one);
+    const auto nan = hn::RebindMask(di, hn::IsNaN(v));
+    const auto high = hn::And(hn::ShiftRight<16>(hn::BitCast(di, v)), low16);
+    const auto bits =
+        hn::BitCast(di, saturate ? hn::Min(hn::Max(v, vmin), vmax) : v);
+    const auto odd = hn::And(hn::ShiftRight<16>(bits), one);
     // (bits + 0x7fff + odd) >> 16 as unsigned: add, then a logical shift.
     const auto sum = hn::Add(hn::Add(bits, round), odd);
     const auto rounded = hn::And(hn::ShiftRight<16>(sum), low16);
-    const auto h = hn::IfThenElse(hn::RebindMask(di, hn::IsNaN(v)),
-                                  hn::Or(high, quiet), rounded);
+    const auto h = hn::IfThenElse(nan, hn::Or(high, quiet), rounded);
     hn::StoreU(hn::DemoteTo(d16, h), d16,
                reinterpret_cast<uint16_t*>(bytes) + k);
   }
   for (; k < n; ++k) {
-    uint32_t bits;
-    std::memcpy(&bits, in + k, sizeof bits);
-    uint16_t h;
-    if ((bits & 0x7fffffffu) > 0x7f800000u) {
-      h = static_cast<uint16_t>((bits >> 16) | 0x40u);
-    } else {
-      h = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-    }
+    // std::clamp keeps NaN (its comparisons are false).
+    const float v =
+        saturate ? std::clamp(in[k], -max_finite, max_finite) : in[k];
+    const uint16_t h = FloatToBFloat16(v);
     std::memcpy(bytes + 2 * k, &h, sizeof h);
   }
 }
@@ -635,8 +638,8 @@ void DecodeBFloat16(const char* bytes, int64_t n, float* out) {
   HWY_DYNAMIC_DISPATCH(DecodeBFloat16Impl)(bytes, n, out);
 }
 
-void EncodeBFloat16(const float* in, int64_t n, char* bytes) {
-  HWY_DYNAMIC_DISPATCH(EncodeBFloat16Impl)(in, n, bytes);
+void EncodeBFloat16(const float* in, int64_t n, char* bytes, bool saturate) {
+  HWY_DYNAMIC_DISPATCH(EncodeBFloat16Impl)(in, n, bytes, saturate);
 }
 
 int64_t FindNonFinite(const float* values, int64_t n) {

@@ -62,9 +62,10 @@ double LossRows(const RowsArgs& args, int64_t begin, int64_t end);
 int64_t FindNonFinite(const float* values, int64_t n);
 
 // bfloat16 wire bytes (little-endian, any alignment) <-> float32, for
-// core/half.h's DecodeHalfBytes / EncodeHalfBytes.
+// core/half.h's DecodeHalfBytes / EncodeHalfBytes (`saturate`: see
+// HalfOverflow there).
 void DecodeBFloat16(const char* bytes, int64_t n, float* out);
-void EncodeBFloat16(const float* in, int64_t n, char* bytes);
+void EncodeBFloat16(const float* in, int64_t n, char* bytes, bool saturate);
 
 // Name of the instruction set LossRows dispatches to on this CPU now
 // ("AVX2", "AVX3", "SSE4", "EMU128", ...).

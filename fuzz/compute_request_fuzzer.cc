@@ -33,11 +33,6 @@ using cbloss::v1::ComputeLossResponse;
 // and a few hundred KiB, whatever libFuzzer's -max_len.
 constexpr int64_t kMaxClaimedElements = int64_t{1} << 16;
 
-// Inputs this large stay within what float32 outputs can represent; beyond
-// them an inf per-sample loss or gradient is float overflow of a huge but
-// finite product (e.g. sample weight 3e38 under SUM), not a bug.
-constexpr float kModerate = 1e4f;
-
 [[noreturn]] void Fail(const ComputeLossRequest& request, const char* what) {
   std::fprintf(stderr, "compute_request_fuzzer: %s\nrequest:\n%s\n", what,
                request.DebugString().c_str());
@@ -65,41 +60,6 @@ const cbloss::v1::Dataset& DatasetFor(const std::string& name) {
   return kDatasets[name.size() % 2];
 }
 
-bool AllModerate(const google::protobuf::RepeatedField<float>& values) {
-  for (float v : values) {
-    if (!(std::fabs(v) <= kModerate)) return false;
-  }
-  return true;
-}
-
-// Inputs small enough that every float32 output must be finite.
-bool ModerateInputs(const ComputeLossRequest& request) {
-  if (!request.logits().data().empty()) {
-    const std::string& bytes = request.logits().data();
-    const int width =
-        request.logits().dtype() == cbloss::v1::DTYPE_FLOAT32 ||
-                request.logits().dtype() == cbloss::v1::DTYPE_UNSPECIFIED
-            ? 4
-            : 2;
-    for (size_t i = 0; i + width <= bytes.size(); i += width) {
-      float v;
-      if (width == 4) {
-        std::memcpy(&v, bytes.data() + i, 4);
-      } else {
-        uint16_t h;
-        std::memcpy(&h, bytes.data() + i, 2);
-        v = request.logits().dtype() == cbloss::v1::DTYPE_BFLOAT16
-                ? cbloss::BFloat16ToFloat(h)
-                : cbloss::Float16ToFloat(h);
-      }
-      if (!(std::fabs(v) <= kModerate)) return false;
-    }
-  }
-  return AllModerate(request.logits().float_data()) &&
-         AllModerate(request.sample_weights()) &&
-         AllModerate(request.upstream());
-}
-
 void CheckResponse(const ComputeLossRequest& request,
                    const ComputeLossResponse& response,
                    const cbloss::v1::Dataset* dataset) {
@@ -119,7 +79,6 @@ void CheckResponse(const ComputeLossRequest& request,
       (dataset != nullptr ? dataset->version() : 0)) {
     Fail(request, "dataset_version is not the dataset's");
   }
-  const bool moderate = ModerateInputs(request);
   if (request.want_per_sample_losses() &&
       response.per_sample_losses_size() != B) {
     Fail(request, "per_sample_losses does not have B entries");
@@ -129,7 +88,7 @@ void CheckResponse(const ComputeLossRequest& request,
     Fail(request, "per_sample_losses has neither 0 nor B entries");
   }
   for (float l : response.per_sample_losses()) {
-    if (std::isnan(l) || (moderate && !std::isfinite(l))) {
+    if (!std::isfinite(l)) {
       Fail(request, "per-sample loss not finite");
     }
   }
@@ -160,7 +119,7 @@ void CheckResponse(const ComputeLossRequest& request,
       } else {
         std::memcpy(&v, g.data().data() + 4 * i, 4);
       }
-      if (std::isnan(v) || (moderate && !std::isfinite(v))) {
+      if (!std::isfinite(v)) {
         Fail(request, "gradient element not finite");
       }
     }
@@ -173,12 +132,10 @@ void CheckResponse(const ComputeLossRequest& request,
   for (int64_t i = 0; i < n; ++i) {
     uint16_t h;
     std::memcpy(&h, g.data().data() + 2 * i, 2);
-    // float16 overflows at 65504: rounding a large finite gradient to inf is
-    // what "rounded to nearest even" means, so only NaN is a bug there.
     const bool bf16 = want == cbloss::v1::DTYPE_BFLOAT16;
     const float v =
         bf16 ? cbloss::BFloat16ToFloat(h) : cbloss::Float16ToFloat(h);
-    if (std::isnan(v) || (bf16 && moderate && !std::isfinite(v))) {
+    if (!std::isfinite(v)) {
       Fail(request, "16-bit gradient element not finite");
     }
   }

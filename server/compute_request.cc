@@ -318,7 +318,7 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
                   B * C * sizeof(float));
     } else {
       EncodeHalfBytes(*gradient_dtype, gradient_scratch.get(), B * C,
-                      gradient_bytes);
+                      gradient_bytes, HalfOverflow::kSaturate);
     }
   }
   response->set_loss(result->loss);

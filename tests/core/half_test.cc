@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <vector>
 
 #include "core/loss_kernels.h"
@@ -71,7 +72,8 @@ TEST(Half, WireBytesMatchPyTorchOnEveryTarget) {
     for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
       const auto& want = dtype == DType::kBFloat16 ? want_bf16 : want_f16;
       std::vector<char> bytes(2 * n + 1);
-      EncodeHalfBytes(dtype, x.data(), n, bytes.data() + 1);
+      EncodeHalfBytes(dtype, x.data(), n, bytes.data() + 1,
+                      HalfOverflow::kInfinity);
       std::vector<float> back(n);
       DecodeHalfBytes(dtype, bytes.data() + 1, n, back.data());
       for (int64_t i = 0; i < n; ++i) {
@@ -84,6 +86,56 @@ TEST(Half, WireBytesMatchPyTorchOnEveryTarget) {
           EXPECT_EQ(back[i], exact) << i;
         }
       }
+    }
+  }
+  kernels::ForceTarget(0);
+}
+
+// HalfOverflow::kSaturate (the service's gradients): beyond the largest
+// finite value, and at infinity, the result is that value; in range it is
+// the same round to nearest even; NaN stays NaN. On every instruction set,
+// through both the vector loop and the tail.
+TEST(Half, SaturatingEncodeOnEveryTarget) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float flt_max = std::numeric_limits<float>::max();
+  struct Case {
+    float x;
+    uint16_t bf16, f16;
+  };
+  const std::vector<Case> cases = {
+      {flt_max, 0x7f7f, 0x7bff},     {-flt_max, 0xff7f, 0xfbff},
+      {inf, 0x7f7f, 0x7bff},         {-inf, 0xff7f, 0xfbff},
+      {3.397e38f, 0x7f7f, 0x7bff},  // rounds to bf16 inf under IEEE
+      {65520.0f, 0x4780, 0x7bff},    // rounds to f16 inf under IEEE
+      {-1.0e5f, 0xc7c3, 0xfbff},     {65504.0f, 0x4780, 0x7bff},
+      {1.0f, 0x3f80, 0x3c00},        {-2.0f, 0xc000, 0xc000},
+      {0.0f, 0x0000, 0x0000},        {1.0e-3f, 0x3a83, 0x1419},
+  };
+  for (int64_t target : kernels::SupportedTargets()) {
+    kernels::ForceTarget(target);
+    SCOPED_TRACE(kernels::ActiveTargetName());
+    for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+      // 3 rounds of the cases plus a NaN: vector lanes and a scalar tail.
+      std::vector<float> x;
+      for (int round = 0; round < 3; ++round) {
+        for (const Case& c : cases) x.push_back(c.x);
+      }
+      x.push_back(std::nanf(""));
+      const int64_t n = static_cast<int64_t>(x.size());
+      std::vector<char> bytes(2 * n + 1);
+      EncodeHalfBytes(dtype, x.data(), n, bytes.data() + 1,
+                      HalfOverflow::kSaturate);
+      for (int64_t i = 0; i + 1 < n; ++i) {
+        const Case& c = cases[i % cases.size()];
+        uint16_t h;
+        std::memcpy(&h, bytes.data() + 1 + 2 * i, 2);
+        EXPECT_EQ(h, dtype == DType::kBFloat16 ? c.bf16 : c.f16)
+            << "x = " << c.x << " at " << i;
+      }
+      uint16_t h;
+      std::memcpy(&h, bytes.data() + 1 + 2 * (n - 1), 2);
+      EXPECT_TRUE(std::isnan(dtype == DType::kBFloat16 ? BFloat16ToFloat(h)
+                                                       : Float16ToFloat(h)));
     }
   }
   kernels::ForceTarget(0);

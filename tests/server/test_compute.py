@@ -10,7 +10,7 @@ import torch
 
 from server_fixture import (SharedServerTestCase, RPC_TIMEOUT_S, SEED_EXAMPLE_FILE, ServerTestCase,
                             assert_close_gradient, assert_close_loss,
-                            assert_close_per_sample, decode_tensor, golden_config,
+                            assert_close_per_sample, bf16_bits_to_f32, decode_tensor, golden_config,
                             golden_request, load_golden, pb, ref_class_weights, ref_loss,
                             tensor_f32, tensor_float_data)
 
@@ -289,6 +289,34 @@ class ComputeTest(SharedServerTestCase):
         req = golden_request(case)
         req.gradient_dtype = pb.DTYPE_FLOAT32
         self.check_against_golden(case, self.stub.ComputeLoss(req, timeout=T))
+
+    def test_gradient_16bit_saturates(self):
+        # P = sum of targets = 1e-44 (a float32 subnormal), so every element
+        # of G = omega / P * (sigma - t) is beyond float32's range. LOSS.md 7
+        # wants every result finite, so each dtype returns its largest finite
+        # value with G's sign (IEEE rounding alone would give bfloat16 and
+        # float16 infinities; found by the fuzzer with P = 1.3e-39).
+        counts = [3, 1]
+        z = np.array([[0.0, 0.5], [1.0, -2.0]], dtype=np.float32)
+        t = np.array([[1e-44, 0.0], [0.0, 0.0]], dtype=np.float32)
+        sigma = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+        p = float(t.astype(np.float64).sum())
+        g_ref = ref_class_weights(counts)[None, :] / p * (sigma - t.astype(np.float64))
+        self.assertGreater(np.abs(g_ref).min(), float(np.finfo(np.float32).max))
+        largest = {pb.DTYPE_FLOAT32: float(np.finfo(np.float32).max),
+                   pb.DTYPE_BFLOAT16: float(bf16_bits_to_f32([0x7f7f])[0]),
+                   pb.DTYPE_FLOAT16: float(np.finfo(np.float16).max)}
+        for dtype, big in largest.items():
+            with self.subTest(dtype=pb.DType.Name(dtype)):
+                req = pb.ComputeLossRequest(
+                    class_counts=pb.ClassCounts(counts=counts),
+                    config=pb.LossConfig(loss_type=pb.LOSS_TYPE_SIGMOID),
+                    logits=tensor_f32(z), targets=tensor_f32(t), want_gradient=True,
+                    gradient_dtype=dtype)
+                resp = self.stub.ComputeLoss(req, timeout=T)
+                self.assertEqual(resp.gradient.dtype, dtype)
+                np.testing.assert_array_equal(decode_tensor(resp.gradient),
+                                              np.sign(g_ref) * big)
 
     # -- seed example -------------------------------------------------------
 
