@@ -4,10 +4,11 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -79,18 +80,28 @@ absl::Status ServerProcess::Start(const std::vector<std::string>& extra_flags) {
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
+  // fork + exec rather than posix_spawn, for PR_SET_PDEATHSIG: a test
+  // binary that aborts (a failed CHECK, a sanitizer report) takes its
+  // servers with it instead of leaving them listening. Between fork and
+  // exec only async-signal-safe calls (the test process has gRPC threads).
   const std::string log = dir_ + "/server.log";
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  const int rc =
-      posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    pid_ = -1;
-    return absl::InternalError(absl::StrCat("posix_spawn ", argv[0], ": ", rc));
+  const pid_t parent = ::getpid();
+  pid_ = ::fork();
+  if (pid_ < 0) {
+    return absl::InternalError(absl::StrCat("fork: errno ", errno));
+  }
+  if (pid_ == 0) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) {
+      ::_exit(126);  // the parent is already gone
+    }
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0 || ::dup2(fd, STDOUT_FILENO) < 0 ||
+        ::dup2(fd, STDERR_FILENO) < 0) {
+      ::_exit(126);
+    }
+    ::close(fd);
+    ::execve(argv[0], argv.data(), environ);
+    ::_exit(127);
   }
 
   const absl::Time give_up = absl::Now() + kStartTimeout;

@@ -1,10 +1,12 @@
 // Copyright 2026 The cbloss Authors.
 //
 // A real cbloss-server child process for the client tests: started with
-// posix_spawn on 127.0.0.1 port 0 with a fresh data directory, ready once it
+// fork + exec on 127.0.0.1 port 0 with a fresh data directory, ready once it
 // has written its port file, stopped with SIGTERM (SIGKILL after a bounded
 // wait) when destroyed. Its stderr goes to a log file that failing tests
-// print. Not thread-safe; one per test.
+// print. It is killed if the thread that started it exits (PR_SET_PDEATHSIG),
+// so an aborted test binary leaves no server behind: start it from the test
+// body, not from a short-lived thread. Not thread-safe; one per test.
 //
 // Example:
 //   ServerProcess server;

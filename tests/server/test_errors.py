@@ -415,22 +415,29 @@ class BoundsTest(ServerTestCase):
                                     logits=tensor_f32(z), labels=[1] * b,
                                     config=pb.LossConfig(loss_type=pb.LOSS_TYPE_FOCAL),
                                     want_gradient=True)
-        futures = [server.stub.ComputeLoss.future(req, timeout=120) for _ in range(12)]
-        ok, exhausted, other = 0, 0, []
-        for f in futures:
-            try:
-                f.result()
-                ok += 1
-            except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    self.assertIn("max_concurrent_computations", e.details())
-                    exhausted += 1
-                else:
-                    other.append((e.code(), e.details()))
+        # Whether two calls overlap on the server depends on scheduling: on a
+        # loaded machine (CI runs tests in parallel) the client may deliver
+        # them one by one. So up to 5 bursts, stopping at the first refusal;
+        # without the limit no burst is ever refused.
+        ok, exhausted, other, bursts = 0, 0, [], 0
+        while exhausted == 0 and bursts < 5:
+            bursts += 1
+            futures = [server.stub.ComputeLoss.future(req, timeout=120) for _ in range(12)]
+            for f in futures:
+                try:
+                    f.result()
+                    ok += 1
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        self.assertIn("max_concurrent_computations", e.details())
+                        exhausted += 1
+                    else:
+                        other.append((e.code(), e.details()))
         self.assertEqual(other, [])
         self.assertGreaterEqual(ok, 2)
-        self.assertGreaterEqual(exhausted, 1, "12 concurrent 2048x1000 focal calls on one "
-                                "thread never exceeded 1 admitted computation")
+        self.assertGreaterEqual(exhausted, 1, "%d bursts of 12 concurrent 2048x1000 focal "
+                                "calls on one thread never exceeded 1 admitted "
+                                "computation" % bursts)
         # Capacity comes back once the burst is over.
         self.assertEqual(health_check(server.channel, ""), HEALTH_SERVING)
         server.stub.ComputeLoss(req, timeout=120)
