@@ -23,19 +23,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
 #include "absl/types/optional.h"
 #include "absl/types/span.h"
 #include "cbloss/v1/cbloss.pb.h"
 #include "google/protobuf/timestamp.pb.h"
-
-// Debian's Abseil 20220623 has no ABSL_RETURN_IF_ERROR.
-#define CBLOSS_PG_RETURN_IF_ERROR(expr) \
-  do {                                  \
-    absl::Status _status = (expr);      \
-    if (!_status.ok()) return _status;  \
-  } while (0)
+#include "server/store/dataset_records.h"
 
 namespace cbloss {
 namespace {
@@ -215,55 +207,6 @@ int32_t GetInt32(const PGresult* r, int row, int column) {
 Param Int64Param(int64_t v) { return Param{std::to_string(v), false}; }
 Param TextParam(absl::string_view s) { return Param{std::string(s), false}; }
 
-int64_t NowUnixNanos() { return absl::ToUnixNanos(absl::Now()); }
-
-void SetTimestamp(int64_t unix_nanos, google::protobuf::Timestamp* ts) {
-  constexpr int64_t kNanosPerSecond = 1000000000;
-  int64_t seconds = unix_nanos / kNanosPerSecond;
-  int64_t nanos = unix_nanos % kNanosPerSecond;
-  if (nanos < 0) {
-    seconds -= 1;
-    nanos += kNanosPerSecond;
-  }
-  ts->set_seconds(seconds);
-  ts->set_nanos(static_cast<int32_t>(nanos));
-}
-
-std::string Quoted(absl::string_view name) {
-  return absl::StrCat("'", name, "'");
-}
-
-absl::Status NotFound(absl::string_view name) {
-  return absl::NotFoundError(
-      absl::StrCat("dataset ", Quoted(name), " not found"));
-}
-
-// As in sqlite_dataset_store.cc: checks `expected` against the current
-// version (nullopt = absent).
-absl::Status CheckExpectedVersion(absl::string_view name,
-                                  absl::optional<uint64_t> current,
-                                  absl::optional<uint64_t> expected) {
-  if (!expected.has_value()) return absl::OkStatus();
-  if (*expected == 0) {
-    if (!current.has_value()) return absl::OkStatus();
-    return absl::AbortedError(absl::StrCat(
-        "dataset ", Quoted(name), " already exists at version ", *current,
-        "; expected_version 0 requires that it does not exist"));
-  }
-  if (!current.has_value()) {
-    return absl::AbortedError(absl::StrCat("dataset ", Quoted(name),
-                                           " does not exist; expected_version "
-                                           "is ",
-                                           *expected));
-  }
-  if (*current != *expected) {
-    return absl::AbortedError(
-        absl::StrCat("dataset ", Quoted(name), " is at version ", *current,
-                     "; expected_version is ", *expected));
-  }
-  return absl::OkStatus();
-}
-
 class PostgresDatasetStore final : public DatasetStore {
  public:
   explicit PostgresDatasetStore(std::string dsn) : dsn_(std::move(dsn)) {}
@@ -294,11 +237,7 @@ class PostgresDatasetStore final : public DatasetStore {
   void StopWatching() override;
 
  private:
-  struct Meta {
-    uint64_t version = 0;
-    int64_t create_time_ns = 0;
-    int64_t update_time_ns = 0;
-  };
+  using Meta = RecordMeta;
 
   // BEGIN ... COMMIT on conn_; rolled back on destruction unless committed.
   class Transaction {
@@ -312,7 +251,7 @@ class PostgresDatasetStore final : public DatasetStore {
       }
     }
     absl::Status Begin() {
-      CBLOSS_PG_RETURN_IF_ERROR(
+      CBLOSS_STORE_RETURN_IF_ERROR(
           store_->Exec("BEGIN", {}, "beginning a transaction").status());
       active_ = true;
       return absl::OkStatus();
@@ -401,7 +340,7 @@ absl::Status PostgresDatasetStore::ConnectLocked() {
 absl::StatusOr<Result> PostgresDatasetStore::Exec(
     const char* sql, const std::vector<Param>& params,
     absl::string_view action) {
-  CBLOSS_PG_RETURN_IF_ERROR(ConnectLocked());
+  CBLOSS_STORE_RETURN_IF_ERROR(ConnectLocked());
   absl::StatusOr<Result> result = Run(conn_, sql, params, action);
   if (!result.ok() && PQstatus(conn_) != CONNECTION_OK) {
     // The next call reconnects (at once: the database may be back).
@@ -414,10 +353,10 @@ absl::StatusOr<Result> PostgresDatasetStore::Exec(
 
 absl::Status PostgresDatasetStore::MigrateLocked() {
   Transaction txn(this);
-  CBLOSS_PG_RETURN_IF_ERROR(txn.Begin());
-  CBLOSS_PG_RETURN_IF_ERROR(
+  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_STORE_RETURN_IF_ERROR(
       Exec(kLockSchemaSql, {}, "locking the schema").status());
-  CBLOSS_PG_RETURN_IF_ERROR(
+  CBLOSS_STORE_RETURN_IF_ERROR(
       Exec("CREATE TABLE IF NOT EXISTS cbloss_schema_version ("
            "singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton), "
            "version INTEGER NOT NULL)",
@@ -429,7 +368,7 @@ absl::Status PostgresDatasetStore::MigrateLocked() {
   if (!read.ok()) return read.status();
   int version = 0;
   if (PQntuples(read->get()) == 0) {
-    CBLOSS_PG_RETURN_IF_ERROR(
+    CBLOSS_STORE_RETURN_IF_ERROR(
         Exec("INSERT INTO cbloss_schema_version (version) VALUES (0)", {},
              "writing the schema version")
             .status());
@@ -449,11 +388,11 @@ absl::Status PostgresDatasetStore::MigrateLocked() {
   }
   if (version == kSchemaVersion) return txn.Commit();
   for (int v = version; v < kSchemaVersion; ++v) {
-    CBLOSS_PG_RETURN_IF_ERROR(RunScript(
+    CBLOSS_STORE_RETURN_IF_ERROR(RunScript(
         conn_, kMigrations[v],
         absl::StrCat("migrating the schema from version ", v, " to ", v + 1)));
   }
-  CBLOSS_PG_RETURN_IF_ERROR(
+  CBLOSS_STORE_RETURN_IF_ERROR(
       Exec("UPDATE cbloss_schema_version SET version = $1::integer",
            {TextParam(std::to_string(kSchemaVersion))},
            "writing the schema version")
@@ -463,7 +402,7 @@ absl::Status PostgresDatasetStore::MigrateLocked() {
 
 absl::Status PostgresDatasetStore::Init() {
   std::lock_guard<std::mutex> lock(mu_);
-  CBLOSS_PG_RETURN_IF_ERROR(ConnectLocked());
+  CBLOSS_STORE_RETURN_IF_ERROR(ConnectLocked());
   return MigrateLocked();
 }
 
@@ -562,31 +501,16 @@ absl::StatusOr<v1::Dataset> PostgresDatasetStore::Put(
   }
   std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
-  CBLOSS_PG_RETURN_IF_ERROR(txn.Begin());
-  CBLOSS_PG_RETURN_IF_ERROR(txn.LockName(dataset.name()));
+  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_STORE_RETURN_IF_ERROR(txn.LockName(dataset.name()));
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(dataset.name());
   if (!current.ok()) return current.status();
-  absl::optional<uint64_t> current_version;
-  if (current->has_value()) current_version = (*current)->version;
-  CBLOSS_PG_RETURN_IF_ERROR(
-      CheckExpectedVersion(dataset.name(), current_version, expected_version));
   Meta meta;
-  const int64_t now = NowUnixNanos();
-  if (current->has_value()) {
-    meta.version = (*current)->version + 1;
-    meta.create_time_ns = (*current)->create_time_ns;
-    meta.update_time_ns = std::max(now, (*current)->update_time_ns);
-  } else {
-    meta.version = 1;
-    meta.create_time_ns = now;
-    meta.update_time_ns = now;
-  }
-  v1::Dataset stored = dataset;
-  stored.set_version(meta.version);
-  SetTimestamp(meta.create_time_ns, stored.mutable_create_time());
-  SetTimestamp(meta.update_time_ns, stored.mutable_update_time());
-  CBLOSS_PG_RETURN_IF_ERROR(WriteLocked(stored, meta));
-  CBLOSS_PG_RETURN_IF_ERROR(txn.Commit());
+  absl::StatusOr<v1::Dataset> stored = RecordForPut(
+      dataset, *current, expected_version, NowUnixNanos(), &meta);
+  if (!stored.ok()) return stored.status();
+  CBLOSS_STORE_RETURN_IF_ERROR(WriteLocked(*stored, meta));
+  CBLOSS_STORE_RETURN_IF_ERROR(txn.Commit());
   return stored;
 }
 
@@ -626,14 +550,14 @@ absl::Status PostgresDatasetStore::Delete(
     absl::string_view name, absl::optional<uint64_t> expected_version) {
   std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
-  CBLOSS_PG_RETURN_IF_ERROR(txn.Begin());
-  CBLOSS_PG_RETURN_IF_ERROR(txn.LockName(name));
+  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_STORE_RETURN_IF_ERROR(txn.LockName(name));
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(name);
   if (!current.ok()) return current.status();
   if (!current->has_value()) return NotFound(name);
-  CBLOSS_PG_RETURN_IF_ERROR(
+  CBLOSS_STORE_RETURN_IF_ERROR(
       CheckExpectedVersion(name, (*current)->version, expected_version));
-  CBLOSS_PG_RETURN_IF_ERROR(
+  CBLOSS_STORE_RETURN_IF_ERROR(
       Exec("DELETE FROM cbloss_datasets WHERE name = $1", {TextParam(name)},
            absl::StrCat("deleting dataset ", Quoted(name)))
           .status());
@@ -645,48 +569,17 @@ absl::StatusOr<v1::Dataset> PostgresDatasetStore::AddClassCounts(
     absl::Span<const int32_t> labels) {
   std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
-  CBLOSS_PG_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
   // The lock makes read-modify-write atomic against every other replica.
-  CBLOSS_PG_RETURN_IF_ERROR(txn.LockName(name));
+  CBLOSS_STORE_RETURN_IF_ERROR(txn.LockName(name));
   Meta meta;
   absl::StatusOr<v1::Dataset> dataset = ReadLocked(name, &meta);
   if (!dataset.ok()) return dataset.status();
 
-  const int num_classes = dataset->class_counts_size();
-  if (!deltas.empty() && deltas.size() != static_cast<size_t>(num_classes)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("deltas has ", deltas.size(), " entries, dataset ",
-                     Quoted(name), " has ", num_classes, " classes"));
-  }
-  std::vector<int64_t> label_counts(static_cast<size_t>(num_classes), 0);
-  for (size_t i = 0; i < labels.size(); ++i) {
-    if (labels[i] < 0 || labels[i] >= num_classes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("labels[", i, "] = ", labels[i], " is outside [0, ",
-                       num_classes, ")"));
-    }
-    ++label_counts[static_cast<size_t>(labels[i])];
-  }
-  for (int j = 0; j < num_classes; ++j) {
-    const size_t k = static_cast<size_t>(j);
-    int64_t count = dataset->class_counts(j);
-    if ((!deltas.empty() && __builtin_add_overflow(count, deltas[k], &count)) ||
-        __builtin_add_overflow(count, label_counts[k], &count)) {
-      return absl::OutOfRangeError(
-          absl::StrCat("class_counts[", j, "] would overflow int64"));
-    }
-    if (count < 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("class_counts[", j, "] would become ", count));
-    }
-    dataset->set_class_counts(j, count);
-  }
-  meta.version += 1;
-  meta.update_time_ns = std::max(NowUnixNanos(), meta.update_time_ns);
-  dataset->set_version(meta.version);
-  SetTimestamp(meta.update_time_ns, dataset->mutable_update_time());
-  CBLOSS_PG_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
-  CBLOSS_PG_RETURN_IF_ERROR(txn.Commit());
+  CBLOSS_STORE_RETURN_IF_ERROR(UpdateClassCounts(
+      name, deltas, labels, NowUnixNanos(), &meta, &*dataset));
+  CBLOSS_STORE_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
+  CBLOSS_STORE_RETURN_IF_ERROR(txn.Commit());
   return *std::move(dataset);
 }
 
@@ -843,7 +736,7 @@ absl::StatusOr<std::unique_ptr<DatasetStore>> OpenPostgresDatasetStore(
     return absl::InvalidArgumentError("PostgreSQL DSN must not be empty");
   }
   auto store = std::make_unique<PostgresDatasetStore>(dsn);
-  CBLOSS_PG_RETURN_IF_ERROR(store->Init());
+  CBLOSS_STORE_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<DatasetStore>(std::move(store));
 }
 

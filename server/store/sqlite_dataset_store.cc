@@ -20,19 +20,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "absl/time/clock.h"
-#include "absl/time/time.h"
 #include "absl/types/optional.h"
 #include "absl/types/span.h"
 #include "cbloss/v1/cbloss.pb.h"
-#include "google/protobuf/timestamp.pb.h"
-
-// Debian's Abseil 20220623 has no ABSL_RETURN_IF_ERROR.
-#define CBLOSS_STORE_RETURN_IF_ERROR(expr) \
-  do {                                     \
-    absl::Status _status = (expr);         \
-    if (!_status.ok()) return _status;     \
-  } while (0)
+#include "server/store/dataset_records.h"
 
 namespace cbloss {
 namespace {
@@ -125,54 +116,6 @@ void BindText(sqlite3_stmt* stmt, int index, absl::string_view text) {
                       SQLITE_UTF8);
 }
 
-int64_t NowUnixNanos() { return absl::ToUnixNanos(absl::Now()); }
-
-void SetTimestamp(int64_t unix_nanos, google::protobuf::Timestamp* ts) {
-  constexpr int64_t kNanosPerSecond = 1000000000;
-  int64_t seconds = unix_nanos / kNanosPerSecond;
-  int64_t nanos = unix_nanos % kNanosPerSecond;
-  if (nanos < 0) {
-    seconds -= 1;
-    nanos += kNanosPerSecond;
-  }
-  ts->set_seconds(seconds);
-  ts->set_nanos(static_cast<int32_t>(nanos));
-}
-
-std::string Quoted(absl::string_view name) {
-  return absl::StrCat("'", name, "'");
-}
-
-absl::Status NotFound(absl::string_view name) {
-  return absl::NotFoundError(
-      absl::StrCat("dataset ", Quoted(name), " not found"));
-}
-
-// Checks `expected` against the current version (nullopt = absent).
-absl::Status CheckExpectedVersion(absl::string_view name,
-                                  absl::optional<uint64_t> current,
-                                  absl::optional<uint64_t> expected) {
-  if (!expected.has_value()) return absl::OkStatus();
-  if (*expected == 0) {
-    if (!current.has_value()) return absl::OkStatus();
-    return absl::AbortedError(absl::StrCat(
-        "dataset ", Quoted(name), " already exists at version ", *current,
-        "; expected_version 0 requires that it does not exist"));
-  }
-  if (!current.has_value()) {
-    return absl::AbortedError(absl::StrCat("dataset ", Quoted(name),
-                                           " does not exist; expected_version "
-                                           "is ",
-                                           *expected));
-  }
-  if (*current != *expected) {
-    return absl::AbortedError(
-        absl::StrCat("dataset ", Quoted(name), " is at version ", *current,
-                     "; expected_version is ", *expected));
-  }
-  return absl::OkStatus();
-}
-
 class SqliteDatasetStore final : public DatasetStore {
  public:
   // Takes ownership of `db`, an open connection.
@@ -211,12 +154,7 @@ class SqliteDatasetStore final : public DatasetStore {
       absl::Span<const int32_t> labels) override;
 
  private:
-  // Version and times of a stored dataset.
-  struct Meta {
-    uint64_t version = 0;
-    int64_t create_time_ns = 0;
-    int64_t update_time_ns = 0;
-  };
+  using Meta = RecordMeta;
 
   // A write transaction (BEGIN IMMEDIATE: the write lock is taken up front,
   // so read-check-write sequences cannot interleave with other writers).
@@ -454,9 +392,7 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::DecodeRow(
   columns.create_time_ns = sqlite3_column_int64(stmt, 1);
   columns.update_time_ns = sqlite3_column_int64(stmt, 2);
   dataset.set_name(std::string(name));
-  dataset.set_version(columns.version);
-  SetTimestamp(columns.create_time_ns, dataset.mutable_create_time());
-  SetTimestamp(columns.update_time_ns, dataset.mutable_update_time());
+  StampDataset(columns, &dataset);
   if (meta != nullptr) *meta = columns;
   return dataset;
 }
@@ -501,28 +437,11 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::Put(
   CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(dataset.name());
   if (!current.ok()) return current.status();
-  absl::optional<uint64_t> current_version;
-  if (current->has_value()) current_version = (*current)->version;
-  CBLOSS_STORE_RETURN_IF_ERROR(
-      CheckExpectedVersion(dataset.name(), current_version, expected_version));
-
   Meta meta;
-  const int64_t now = NowUnixNanos();
-  if (current->has_value()) {
-    meta.version = (*current)->version + 1;
-    meta.create_time_ns = (*current)->create_time_ns;
-    // Never move update_time backwards, even if the clock does.
-    meta.update_time_ns = std::max(now, (*current)->update_time_ns);
-  } else {
-    meta.version = 1;
-    meta.create_time_ns = now;
-    meta.update_time_ns = now;
-  }
-  v1::Dataset stored = dataset;
-  stored.set_version(meta.version);
-  SetTimestamp(meta.create_time_ns, stored.mutable_create_time());
-  SetTimestamp(meta.update_time_ns, stored.mutable_update_time());
-  CBLOSS_STORE_RETURN_IF_ERROR(WriteLocked(stored, meta));
+  absl::StatusOr<v1::Dataset> stored = RecordForPut(
+      dataset, *current, expected_version, NowUnixNanos(), &meta);
+  if (!stored.ok()) return stored.status();
+  CBLOSS_STORE_RETURN_IF_ERROR(WriteLocked(*stored, meta));
   CBLOSS_STORE_RETURN_IF_ERROR(txn.Commit());
   return stored;
 }
@@ -587,40 +506,8 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::AddClassCounts(
   absl::StatusOr<v1::Dataset> dataset = ReadLocked(name, &meta);
   if (!dataset.ok()) return dataset.status();
 
-  const int num_classes = dataset->class_counts_size();
-  if (!deltas.empty() && deltas.size() != static_cast<size_t>(num_classes)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("deltas has ", deltas.size(), " entries, dataset ",
-                     Quoted(name), " has ", num_classes, " classes"));
-  }
-  std::vector<int64_t> label_counts(static_cast<size_t>(num_classes), 0);
-  for (size_t i = 0; i < labels.size(); ++i) {
-    if (labels[i] < 0 || labels[i] >= num_classes) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("labels[", i, "] = ", labels[i], " is outside [0, ",
-                       num_classes, ")"));
-    }
-    ++label_counts[static_cast<size_t>(labels[i])];
-  }
-  for (int j = 0; j < num_classes; ++j) {
-    const size_t k = static_cast<size_t>(j);
-    int64_t count = dataset->class_counts(j);
-    if ((!deltas.empty() && __builtin_add_overflow(count, deltas[k], &count)) ||
-        __builtin_add_overflow(count, label_counts[k], &count)) {
-      return absl::OutOfRangeError(
-          absl::StrCat("class_counts[", j, "] would overflow int64"));
-    }
-    if (count < 0) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("class_counts[", j, "] would become ", count));
-    }
-    dataset->set_class_counts(j, count);
-  }
-
-  meta.version += 1;
-  meta.update_time_ns = std::max(NowUnixNanos(), meta.update_time_ns);
-  dataset->set_version(meta.version);
-  SetTimestamp(meta.update_time_ns, dataset->mutable_update_time());
+  CBLOSS_STORE_RETURN_IF_ERROR(UpdateClassCounts(
+      name, deltas, labels, NowUnixNanos(), &meta, &*dataset));
   CBLOSS_STORE_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
   CBLOSS_STORE_RETURN_IF_ERROR(txn.Commit());
   return *std::move(dataset);
