@@ -103,4 +103,31 @@ void EncodeHalfBytes(DType dtype, const float* in, int64_t n, char* bytes,
   }
 }
 
+int64_t FindNonFiniteHalfBytes(DType dtype, const char* bytes, int64_t n) {
+  // Infinities and NaNs are the values whose exponent bits are all ones.
+  const uint16_t exponent = dtype == DType::kBFloat16 ? 0x7f80u : 0x7c00u;
+  // Blocks without an early exit inside, so the compiler vectorises the scan.
+  constexpr int64_t kBlock = 1024;
+  uint16_t block[kBlock];
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const int64_t len = std::min(kBlock, n - start);
+    std::memcpy(block, bytes + 2 * start, 2 * len);
+    unsigned any = 0;
+    for (int64_t k = 0; k < len; ++k) {
+      any |= static_cast<unsigned>((block[k] & exponent) == exponent);
+    }
+    if (any == 0) continue;
+    for (int64_t k = 0; k < len; ++k) {
+      if ((block[k] & exponent) == exponent) return start + k;
+    }
+  }
+  return -1;
+}
+
+float HalfBytesValue(DType dtype, const char* bytes, int64_t index) {
+  uint16_t h;
+  std::memcpy(&h, bytes + 2 * index, sizeof h);
+  return dtype == DType::kBFloat16 ? BFloat16ToFloat(h) : Float16ToFloat(h);
+}
+
 }  // namespace cbloss

@@ -68,6 +68,13 @@ void DecodeHalfBytes(DType dtype, const char* bytes, int64_t n, float* out);
 void EncodeHalfBytes(DType dtype, const float* in, int64_t n, char* bytes,
                      HalfOverflow overflow);
 
+// Index of the first infinity or NaN among the n 16-bit values of `dtype`
+// at `bytes` (little-endian, any alignment), or -1.
+int64_t FindNonFiniteHalfBytes(DType dtype, const char* bytes, int64_t n);
+
+// The 16-bit value of `dtype` at element `index` of `bytes`, as float.
+float HalfBytesValue(DType dtype, const char* bytes, int64_t index);
+
 }  // namespace cbloss
 
 #endif  // CBLOSS_CORE_HALF_H_

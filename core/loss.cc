@@ -6,9 +6,11 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "core/half.h"
 #include "core/loss_kernels.h"
 
 namespace cbloss {
@@ -110,9 +112,19 @@ absl::Status ValidateLossBatch(const LossParams& params,
     return absl::InvalidArgumentError(
         absl::StrCat("logits.shape = [", B, ", ", C, "] overflows"));
   }
-  if (absl::Status s = CheckLength("logits", batch.logits.size(), B * C,
-                                   absl::StrCat("shape [", B, ", ", C, "]"));
-      !s.ok()) {
+  const bool half_logits = batch.half_logits != nullptr;
+  if (half_logits) {
+    if (!batch.logits.empty()) {
+      return absl::InvalidArgumentError(
+          "logits are given both as float32 values and as 16-bit bytes");
+    }
+    if (batch.half_logits_dtype == DType::kFloat32) {
+      return absl::InvalidArgumentError("half_logits_dtype is not 16-bit");
+    }
+  } else if (absl::Status s =
+                 CheckLength("logits", batch.logits.size(), B * C,
+                             absl::StrCat("shape [", B, ", ", C, "]"));
+             !s.ok()) {
     return s;
   }
   const bool has_labels = !batch.labels.empty();
@@ -185,11 +197,16 @@ absl::Status ValidateLossBatch(const LossParams& params,
         "config.scale = ", params.scale, " must be in (0, ", kMaxScale, "]"));
   }
 
-  if (const int64_t k = kernels::FindNonFinite(batch.logits.data(), B * C);
-      k >= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("logits[", k / C, "][", k % C, "] is ",
-                     NonFiniteName(batch.logits[k])));
+  const int64_t k = half_logits
+                        ? FindNonFiniteHalfBytes(batch.half_logits_dtype,
+                                                 batch.half_logits, B * C)
+                        : kernels::FindNonFinite(batch.logits.data(), B * C);
+  if (k >= 0) {
+    const float bad = half_logits ? HalfBytesValue(batch.half_logits_dtype,
+                                                   batch.half_logits, k)
+                                  : batch.logits[k];
+    return absl::InvalidArgumentError(absl::StrCat(
+        "logits[", k / C, "][", k % C, "] is ", NonFiniteName(bad)));
   }
   for (int64_t i = 0; i < static_cast<int64_t>(batch.labels.size()); ++i) {
     const int32_t y = batch.labels[i];
@@ -279,18 +296,14 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
       zero_denominator ? 0.0 : 1.0 / result.denominator;
 
   // Pass 2: per-sample losses and gradient rows, by the SIMD row kernels
-  // (core/loss_kernels.h).
+  // (core/loss_kernels.h), each chunk with its own rows' slices. 16-bit
+  // logits are decoded, and a 16-bit gradient encoded, one chunk at a time
+  // in a chunk-sized buffer, so they stay in cache and use every thread.
   std::vector<float> weights_f32;
   if (!labels_mode) weights_f32.assign(w.begin(), w.end());
   kernels::RowsArgs args;
   args.loss_type = params.loss_type;
   args.cols = C;
-  args.logits = batch.logits.data();
-  args.labels = labels_mode ? batch.labels.data() : nullptr;
-  args.targets = labels_mode ? nullptr : batch.targets.data();
-  args.sample_weights =
-      batch.sample_weights.empty() ? nullptr : batch.sample_weights.data();
-  args.upstream = batch.upstream.empty() ? nullptr : batch.upstream.data();
   args.weights = w.data();
   args.weights_f32 = weights_f32.data();
   args.logit_offsets = terms.logit_offsets.data();
@@ -300,13 +313,45 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
   args.ignore_index = params.ignore_index;
   args.reduce_by_upstream = reduce_by_upstream;
   args.inv_denominator = inv_denominator;
-  args.per_sample_losses =
-      out.per_sample_losses.empty() ? nullptr : out.per_sample_losses.data();
-  args.gradient = out.gradient.empty() ? nullptr : out.gradient.data();
+  const bool half_in = batch.half_logits != nullptr;
+  const bool half_out = out.half_gradient != nullptr;
 
   std::vector<double> partial(num_chunks, 0.0);
   run_chunks([&](int64_t chunk, int64_t begin, int64_t end) {
-    partial[chunk] = kernels::LossRows(args, begin, end);
+    const int64_t n = (end - begin) * C;  // elements of this chunk
+    const int64_t first = begin * C;
+    std::unique_ptr<float[]> buffer;  // decoded logits, then the gradient
+    if (half_in || half_out) {
+      buffer.reset(new float[(half_in ? n : 0) + (half_out ? n : 0)]);
+    }
+    kernels::RowsArgs a = args;
+    if (half_in) {
+      DecodeHalfBytes(batch.half_logits_dtype, batch.half_logits + 2 * first, n,
+                      buffer.get());
+      a.logits = buffer.get();
+    } else {
+      a.logits = batch.logits.data() + first;
+    }
+    if (half_out) {
+      a.gradient = buffer.get() + (half_in ? n : 0);
+    } else {
+      a.gradient = out.gradient.empty() ? nullptr : out.gradient.data() + first;
+    }
+    a.labels = labels_mode ? batch.labels.data() + begin : nullptr;
+    a.targets = labels_mode ? nullptr : batch.targets.data() + first;
+    a.sample_weights = batch.sample_weights.empty()
+                           ? nullptr
+                           : batch.sample_weights.data() + begin;
+    a.upstream =
+        batch.upstream.empty() ? nullptr : batch.upstream.data() + begin;
+    a.per_sample_losses = out.per_sample_losses.empty()
+                              ? nullptr
+                              : out.per_sample_losses.data() + begin;
+    partial[chunk] = kernels::LossRows(a, 0, end - begin);
+    if (half_out) {
+      EncodeHalfBytes(out.half_gradient_dtype, a.gradient, n,
+                      out.half_gradient + 2 * first, HalfOverflow::kSaturate);
+    }
   });
   if (stopped.load()) {
     return absl::CancelledError("the computation was stopped between chunks");

@@ -3,7 +3,8 @@
 // The loss engine: batched class-balanced losses and their analytic gradients
 // w.r.t. the logits, exactly as shared/spec/LOSS.md sections 1-8 define them.
 // Pure functions over spans: no I/O, no gRPC, and no allocation per row or per
-// element (only a few per call: one partial sum per row chunk).
+// element (only a few per call: one partial sum per row chunk, and with
+// 16-bit logits or gradient one chunk-sized buffer per chunk).
 //
 // The flow is validate -> weights -> compute: ValidateLossBatch checks every
 // rule of LOSS.md section 7 once, at the edge; ComputeLoss trusts its inputs.
@@ -49,12 +50,25 @@ struct LossBatch {
   absl::Span<const float> targets;         // B x C, targets mode
   absl::Span<const float> sample_weights;  // empty (all 1) or B
   absl::Span<const float> upstream;        // empty (all 1) or B; NONE only
+  // Instead of `logits` (which is then empty), 16-bit logits: B x C values
+  // of `half_logits_dtype` (kFloat16 or kBFloat16) as little-endian wire
+  // bytes, any alignment; the caller guarantees 2 * B * C of them. Each row
+  // chunk is decoded in cache just before it is computed, so there is no
+  // float32 copy of the batch.
+  const char* half_logits = nullptr;
+  DType half_logits_dtype = DType::kBFloat16;
 };
 
 // Where results go. An empty span means "not wanted".
 struct LossOutputs {
   absl::Span<float> per_sample_losses;  // B: the unreduced l_i of section 4
   absl::Span<float> gradient;           // B x C: dL/dz of section 6
+  // Instead of `gradient` (which is then empty): 2 * B * C bytes receiving
+  // the gradient as `half_gradient_dtype` values (kFloat16 or kBFloat16),
+  // rounded to nearest even and saturating at the type's largest finite
+  // value (core/half.h HalfOverflow::kSaturate), encoded chunk by chunk.
+  char* half_gradient = nullptr;
+  DType half_gradient_dtype = DType::kBFloat16;
 };
 
 struct LossResult {

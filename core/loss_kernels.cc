@@ -74,8 +74,12 @@ inline ElementTerms BinaryElement(double z, double t, bool focal,
   const double diff = (1.0 - t) * s.sigma - t * s.sigma_neg;
   if (!focal) return {b, diff};
   const double m = std::exp(-gamma * (t * s.pos + (1.0 - t) * s.neg));
-  const double d = diff - gamma * (t * s.sigma - (1.0 - t) * s.sigma_neg) * b;
-  return {m * b, m * d};
+  // m (diff - gamma h b) as m diff - (gamma h)(m b): a huge gamma (any
+  // finite one is valid) makes gamma h b overflow where m is 0, and
+  // 0 * inf would be NaN; (gamma h)(m b) is at worst inf, which saturates.
+  const double h = t * s.sigma - (1.0 - t) * s.sigma_neg;
+  const double loss = m * b;
+  return {loss, m * diff - (gamma * h) * loss};
 }
 
 // -log p_y from the row max m, z'_y, e_y = exp(z'_y - m) and the sum of the
@@ -267,13 +271,24 @@ double FinishSoftmaxRow(const RowExp& r, int64_t cols, int32_t y,
     const double modulator = std::pow(x, gamma);
     const double q = x > 0.0 ? nlp / x : 1.0;
     loss *= modulator;
-    f *= modulator * (1.0 + gamma * p_t * q);
+    // modulator (1 + gamma p_t q), ordered so that a huge gamma where the
+    // modulator is 0 gives 0, not 0 * inf = NaN (p_t q <= 1).
+    f *= modulator + (modulator * gamma) * (p_t * q);
   }
   if (g != nullptr) {
     ScaleRow(g, cols, scalar::ToFloat(f / sum));
     g[y] = scalar::ToFloat(-f * (r.others / sum));
   }
   return loss;
+}
+
+// Where the float32 vector loop over columns [j0, j1) must stop: FOCAL
+// with a gamma beyond float32's range (any finite gamma is valid) runs in
+// the float64 scalar code instead, where m = exp(-gamma x) is right; as
+// float32 the clamped gamma would make m ~ 1 where it is 0.
+template <bool kFocal>
+HWY_INLINE int64_t VectorEnd(int64_t j0, int64_t j1, double gamma) {
+  return kFocal && !(gamma <= FLT_MAX) ? j0 : j1;
 }
 
 // SIGMOID / FOCAL in labels mode: t = 0 on columns [j0, j1) (the label's is
@@ -285,10 +300,10 @@ void BinaryZeroTargets(const float* z, int64_t j0, int64_t j1, double gamma,
   const DF d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const VF zero = hn::Zero(d), one = hn::Set(d, 1.0f);
-  const VF vc = hn::Set(d, c), vgamma = hn::Set(d, static_cast<float>(gamma));
+  const VF vc = hn::Set(d, c), vgamma = hn::Set(d, scalar::ToFloat(gamma));
   const bool gamma_two = gamma == 2.0;
   int64_t k = j0;
-  for (; k + N <= j1; k += N) {
+  for (; k + N <= VectorEnd<kFocal>(j0, j1, gamma); k += N) {
     const VF x = hn::LoadU(d, z + k);
     const VF e = hn::Exp(d, hn::Neg(hn::Abs(x)));
     const VF softplus_tail = hn::Log1p(d, e);
@@ -306,10 +321,14 @@ void BinaryZeroTargets(const float* z, int64_t j0, int64_t j1, double gamma,
         const VF neg = hn::Add(hn::Max(hn::Neg(x), zero), softplus_tail);
         m = hn::Exp(d, hn::Neg(hn::Mul(vgamma, neg)));
       }
-      AddToF64(hn::Mul(m, pos), lo, hi);
+      const VF loss = hn::Mul(m, pos);
+      AddToF64(loss, lo, hi);
       if (g != nullptr) {
-        const VF dz = hn::MulAdd(hn::Mul(vgamma, sigma_neg), pos, sigma);
-        hn::StoreU(Saturate(hn::Mul(hn::Mul(vc, m), dz)), d, g + k);
+        // m (sigma + gamma sigma(-z) b) as m sigma + (gamma sigma(-z)) (m b),
+        // as scalar::BinaryElement: no 0 * inf for a huge gamma.
+        const VF dz =
+            hn::MulAdd(hn::Mul(vgamma, sigma_neg), loss, hn::Mul(m, sigma));
+        hn::StoreU(Saturate(hn::Mul(vc, dz)), d, g + k);
       }
     } else {
       AddToF64(pos, lo, hi);
@@ -349,12 +368,12 @@ double BinaryTargetsRow(const float* z, const float* t, int64_t cols,
   const DF d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const VF zero = hn::Zero(d), one = hn::Set(d, 1.0f);
-  const VF vgamma = hn::Set(d, static_cast<float>(gamma));
+  const VF vgamma = hn::Set(d, scalar::ToFloat(gamma));
   const VF vc = hn::Set(d, scalar::ToFloat(s * grad_scale));
   const DD dd;
   VD lo = hn::Zero(dd), hi = hn::Zero(dd);
   int64_t k = 0;
-  for (; k + N <= cols; k += N) {
+  for (; k + N <= VectorEnd<kFocal>(0, cols, gamma); k += N) {
     const VF x = hn::LoadU(d, z + k);
     const VF tv = hn::LoadU(d, t + k);
     const VF u = hn::Sub(one, tv);  // 1 - t
@@ -375,7 +394,7 @@ double BinaryTargetsRow(const float* z, const float* t, int64_t cols,
       const VF m = hn::Exp(d, hn::Neg(hn::Mul(vgamma, exponent)));
       const VF h = hn::Sub(hn::Mul(tv, sigma), hn::Mul(u, sigma_neg));
       loss = hn::Mul(m, b);
-      grad = hn::Mul(m, hn::NegMulAdd(hn::Mul(vgamma, h), b, diff));
+      grad = hn::NegMulAdd(hn::Mul(vgamma, h), loss, hn::Mul(m, diff));
     }
     AddToF64(hn::Mul(wv, loss), &lo, &hi);
     if (g != nullptr) {

@@ -32,6 +32,10 @@ struct Matrix {
   // Uninitialised (every element is written before use): no zero-fill of
   // a buffer that is overwritten at once (docs/PERFORMANCE.md).
   std::unique_ptr<float[]> owned;
+  // Left as wire bytes (values empty) when DecodeMatrix may keep 16-bit
+  // values: the engine decodes them chunk by chunk (core/loss.h).
+  const char* half_bytes = nullptr;
+  DType half_dtype = DType::kBFloat16;
 };
 
 std::string ShapeString(const v1::Tensor& t) {
@@ -62,8 +66,10 @@ absl::Status CheckShape2D(const v1::Tensor& t, absl::string_view field) {
   return absl::OkStatus();
 }
 
+// With `keep_half`, 16-bit values stay in the message's bytes (see
+// Matrix::half_bytes); otherwise they are decoded into `owned`.
 absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
-                          Matrix* out) {
+                          bool keep_half, Matrix* out) {
   if (absl::Status s = CheckShape2D(t, field); !s.ok()) return s;
   absl::StatusOr<DType> dtype =
       ToDType(t.dtype(), absl::StrCat(field, ".dtype"));
@@ -109,6 +115,11 @@ absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
       std::memcpy(out->owned.get(), bytes, n * sizeof(float));
       out->values = absl::MakeConstSpan(out->owned.get(), n);
     }
+    return absl::OkStatus();
+  }
+  if (keep_half) {
+    out->half_bytes = bytes;
+    out->half_dtype = *dtype;
     return absl::OkStatus();
   }
   // Decoded straight from the request's bytes (docs/PERFORMANCE.md).
@@ -211,7 +222,8 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   if (!gradient_dtype.ok()) return gradient_dtype.status();
 
   Matrix logits;
-  if (absl::Status s = DecodeMatrix(request.logits(), "logits", &logits);
+  if (absl::Status s = DecodeMatrix(request.logits(), "logits",
+                                    /*keep_half=*/true, &logits);
       !s.ok()) {
     return s;
   }
@@ -223,7 +235,8 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   }
   Matrix targets;
   if (request.has_targets()) {
-    if (absl::Status s = DecodeMatrix(request.targets(), "targets", &targets);
+    if (absl::Status s = DecodeMatrix(request.targets(), "targets",
+                                      /*keep_half=*/false, &targets);
         !s.ok()) {
       return s;
     }
@@ -238,6 +251,8 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   batch.rows = B;
   batch.cols = C;
   batch.logits = logits.values;
+  batch.half_logits = logits.half_bytes;
+  batch.half_logits_dtype = logits.half_dtype;
   batch.labels = request.labels();
   batch.targets = targets.values;
   batch.sample_weights = request.sample_weights();
@@ -267,7 +282,7 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
         response->mutable_per_sample_losses()->mutable_data(), B);
   }
   std::unique_ptr<float[]> gradient_scratch;  // uninitialised, as `owned`
-  char* gradient_bytes = nullptr;  // bytes to fill from gradient_scratch
+  char* gradient_bytes = nullptr;  // float32 bytes to fill from the scratch
   v1::Tensor* gradient = nullptr;
   if (request.want_gradient()) {
     gradient = response->mutable_gradient();
@@ -285,16 +300,20 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
       if (detached != nullptr) {
         gradient_bytes = detached->Allocate(size);
         if (gradient_bytes == nullptr) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "no memory for a gradient of ", size, " bytes"));
+          return absl::ResourceExhaustedError(
+              absl::StrCat("no memory for a gradient of ", size, " bytes"));
         }
       } else {
         std::string* data = gradient->mutable_data();
         data->resize(size);
         gradient_bytes = data->data();
       }
-      if (*gradient_dtype == DType::kFloat32 &&
-          reinterpret_cast<uintptr_t>(gradient_bytes) % alignof(float) == 0) {
+      if (*gradient_dtype != DType::kFloat32) {
+        outputs.half_gradient = gradient_bytes;  // encoded by the engine
+        outputs.half_gradient_dtype = *gradient_dtype;
+        gradient_bytes = nullptr;
+      } else if (reinterpret_cast<uintptr_t>(gradient_bytes) % alignof(float) ==
+                 0) {
         outputs.gradient =
             absl::MakeSpan(reinterpret_cast<float*>(gradient_bytes), B * C);
         gradient_bytes = nullptr;  // written in place
@@ -313,13 +332,7 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
   if (!result.ok()) return result.status();
 
   if (gradient_bytes != nullptr) {
-    if (*gradient_dtype == DType::kFloat32) {
-      std::memcpy(gradient_bytes, gradient_scratch.get(),
-                  B * C * sizeof(float));
-    } else {
-      EncodeHalfBytes(*gradient_dtype, gradient_scratch.get(), B * C,
-                      gradient_bytes, HalfOverflow::kSaturate);
-    }
+    std::memcpy(gradient_bytes, gradient_scratch.get(), B * C * sizeof(float));
   }
   response->set_loss(result->loss);
   response->set_num_samples(result->num_samples);

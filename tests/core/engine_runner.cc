@@ -3,6 +3,7 @@
 #include "tests/core/engine_runner.h"
 
 #include "core/class_weights.h"
+#include "core/half.h"
 
 namespace cbloss::testing {
 
@@ -11,7 +12,12 @@ EngineRun RunEngine(const EngineCase& c, ThreadPool* pool) {
   LossBatch batch;
   batch.rows = c.rows;
   batch.cols = c.cols;
-  batch.logits = c.logits;
+  if (c.half_logits.empty()) {
+    batch.logits = c.logits;
+  } else {
+    batch.half_logits = reinterpret_cast<const char*>(c.half_logits.data());
+    batch.half_logits_dtype = c.half_logits_dtype;
+  }
   batch.labels = c.labels;
   batch.targets = c.targets;
   batch.sample_weights = c.sample_weights;
@@ -33,6 +39,13 @@ EngineRun RunEngine(const EngineCase& c, ThreadPool* pool) {
   run.gradient.assign(c.rows * c.cols, -1.0f);
   LossOutputs out{absl::MakeSpan(run.per_sample_losses),
                   absl::MakeSpan(run.gradient)};
+  const bool half_gradient = c.gradient_dtype != DType::kFloat32;
+  if (half_gradient) {
+    run.gradient_bits.assign(c.rows * c.cols, 0xffff);  // a NaN pattern
+    out.gradient = {};
+    out.half_gradient = reinterpret_cast<char*>(run.gradient_bits.data());
+    out.half_gradient_dtype = c.gradient_dtype;
+  }
   ComputeOptions options;
   options.pool = pool;
   absl::StatusOr<LossResult> r =
@@ -42,6 +55,10 @@ EngineRun RunEngine(const EngineCase& c, ThreadPool* pool) {
     return run;
   }
   run.result = *r;
+  if (half_gradient) {
+    DecodeHalf(c.gradient_dtype, run.gradient_bits,
+               absl::MakeSpan(run.gradient));
+  }
   return run;
 }
 

@@ -20,6 +20,13 @@ struct EngineCase {
   int64_t rows = 0;
   int64_t cols = 0;
   std::vector<float> logits;
+  // When non-empty, the logits are given to the engine as these 16-bit
+  // values of half_logits_dtype instead (LossBatch::half_logits).
+  std::vector<uint16_t> half_logits;
+  DType half_logits_dtype = DType::kBFloat16;
+  // kFloat16 / kBFloat16: the gradient is asked for in that type
+  // (LossOutputs::half_gradient) and decoded into EngineRun::gradient.
+  DType gradient_dtype = DType::kFloat32;
   std::vector<int32_t> labels;
   std::vector<float> targets;
   std::vector<float> sample_weights;
@@ -34,6 +41,7 @@ struct EngineRun {
   std::vector<double> class_weights;
   std::vector<float> per_sample_losses;
   std::vector<float> gradient;
+  std::vector<uint16_t> gradient_bits;  // with a 16-bit gradient_dtype
 };
 
 EngineRun RunEngine(const EngineCase& c, ThreadPool* pool = nullptr);

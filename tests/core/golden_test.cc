@@ -5,10 +5,12 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "core/half.h"
 #include "core/loss.h"
 #include "core/loss_kernels.h"
@@ -118,12 +120,14 @@ EngineCase ToEngineCase(const json& g) {
   if (dtype == "float32") {
     c.logits = Vec<float>(g, "logits");
   } else {
-    const std::vector<uint16_t> bits = Vec<uint16_t>(g, "logits_bits");
-    c.logits.resize(bits.size());
-    DecodeHalf(dtype == "float16" ? DType::kFloat16 : DType::kBFloat16, bits,
-               absl::MakeSpan(c.logits));
+    // The engine reads the 16-bit values itself (LossBatch::half_logits).
+    c.half_logits = Vec<uint16_t>(g, "logits_bits");
+    c.half_logits_dtype =
+        dtype == "float16" ? DType::kFloat16 : DType::kBFloat16;
+    std::vector<float> decoded(c.half_logits.size());
+    DecodeHalf(c.half_logits_dtype, c.half_logits, absl::MakeSpan(decoded));
     const std::vector<float> decoded_by_torch = Vec<float>(g, "logits");
-    EXPECT_EQ(c.logits, decoded_by_torch) << "half decode differs from torch";
+    EXPECT_EQ(decoded, decoded_by_torch) << "half decode differs from torch";
   }
   c.labels = Vec<int32_t>(g, "labels");
   c.targets = Vec<float>(g, "targets");
@@ -178,6 +182,180 @@ INSTANTIATE_TEST_SUITE_P(Cases, Golden, ::testing::ValuesIn(CaseNames()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return i.param;
                          });
+
+// A 16-bit gradient (LossOutputs::half_gradient, encoded chunk by chunk) is
+// the float32 gradient, which the test above checks against PyTorch,
+// rounded to nearest even (saturating), for any thread count.
+TEST(GoldenHalfGradient, IsTheFloat32GradientRoundedForAnyThreadCount) {
+  ThreadPool two(2), seven(7);
+  for (const json& g : Cases()) {
+    SCOPED_TRACE(g["name"].get<std::string>());
+    EngineCase c = ToEngineCase(g);
+    const EngineRun f32 = RunEngine(c);
+    ASSERT_TRUE(f32.status.ok()) << f32.status;
+    const int64_t n = static_cast<int64_t>(f32.gradient.size());
+    for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+      std::vector<uint16_t> want(n);
+      EncodeHalfBytes(dtype, f32.gradient.data(), n,
+                      reinterpret_cast<char*>(want.data()),
+                      HalfOverflow::kSaturate);
+      c.gradient_dtype = dtype;
+      for (ThreadPool* pool :
+           {static_cast<ThreadPool*>(nullptr), &two, &seven}) {
+        const EngineRun half = RunEngine(c, pool);
+        ASSERT_TRUE(half.status.ok()) << half.status;
+        EXPECT_EQ(half.gradient_bits, want);
+        EXPECT_EQ(half.result.loss, f32.result.loss);
+        EXPECT_EQ(half.per_sample_losses, f32.per_sample_losses);
+      }
+    }
+  }
+}
+
+// The golden cases fit in one row chunk; here 16-bit logits and gradients
+// cross many (300 x 1000 is 19 chunks, the last one partial), in labels and
+// targets mode, with sample weights and per-sample losses: the same results
+// as the float32 path on the decoded logits, for any thread count.
+TEST(HalfPaths, MatchTheFloat32PathAcrossRowChunks) {
+  constexpr int64_t kRows = 300, kCols = 1000;
+  ASSERT_GT(kRows / RowsPerChunk(kCols), 10);
+  uint32_t state = 12345;
+  auto next = [&state] {  // a small LCG: uniform in [-4, 4)
+    state = state * 1664525u + 1013904223u;
+    return static_cast<float>(state >> 8) / 16777216.0f * 8.0f - 4.0f;
+  };
+  ThreadPool two(2), seven(7);
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16}) {
+    for (LossType loss : {LossType::kSoftmax, LossType::kFocal}) {
+      for (bool targets : {false, true}) {
+        if (targets && loss == LossType::kSoftmax) continue;
+        SCOPED_TRACE(std::string(LossTypeName(loss)) +
+                     (targets ? " targets " : " labels ") +
+                     (dtype == DType::kFloat16 ? "f16" : "bf16"));
+        EngineCase c;
+        c.params.loss_type = loss;
+        c.params.gamma = 2.0;
+        c.rows = kRows;
+        c.cols = kCols;
+        for (int64_t j = 0; j < kCols; ++j) c.counts.push_back(1 + j % 97);
+        std::vector<float> values(kRows * kCols);
+        for (float& v : values) v = next();
+        c.half_logits_dtype = dtype;
+        c.half_logits.resize(values.size());
+        EncodeHalf(dtype, values, absl::MakeSpan(c.half_logits));
+        for (int64_t i = 0; i < kRows; ++i) {
+          c.sample_weights.push_back(0.5f + static_cast<float>(i % 3));
+          if (!targets) c.labels.push_back(static_cast<int32_t>(i * 7 % kCols));
+        }
+        if (targets) {
+          for (int64_t k = 0; k < kRows * kCols; ++k) {
+            c.targets.push_back(k % 13 == 0 ? 1.0f : 0.0f);
+          }
+        }
+        EngineCase f32 = c;  // the float32 path on the same values
+        f32.half_logits.clear();
+        f32.logits.resize(values.size());
+        DecodeHalf(dtype, c.half_logits, absl::MakeSpan(f32.logits));
+        const EngineRun want = RunEngine(f32);
+        ASSERT_TRUE(want.status.ok()) << want.status;
+        std::vector<uint16_t> want_bits(want.gradient.size());
+        EncodeHalf(dtype, want.gradient, absl::MakeSpan(want_bits));
+        c.gradient_dtype = dtype;
+        for (ThreadPool* pool :
+             {static_cast<ThreadPool*>(nullptr), &two, &seven}) {
+          const EngineRun got = RunEngine(c, pool);
+          ASSERT_TRUE(got.status.ok()) << got.status;
+          EXPECT_EQ(got.result.loss, want.result.loss);
+          EXPECT_EQ(got.per_sample_losses, want.per_sample_losses);
+          EXPECT_EQ(got.gradient_bits, want_bits);
+        }
+        // 16-bit logits with a float32 gradient.
+        c.gradient_dtype = DType::kFloat32;
+        const EngineRun f32_gradient = RunEngine(c, &two);
+        ASSERT_TRUE(f32_gradient.status.ok()) << f32_gradient.status;
+        EXPECT_EQ(f32_gradient.gradient, want.gradient);
+      }
+    }
+  }
+}
+
+// LOSS.md 7: every result finite for every finite input. Any finite gamma
+// >= 0 is valid; huge ones made gamma h b overflow where the modulator is 0
+// (0 * inf = NaN; the request fuzzer found gamma 3e305 with soft targets).
+// Vector lanes and scalar tails (19 columns), on every instruction set.
+TEST(ExtremeGamma, EveryResultIsFiniteOnEveryTarget) {
+  const float big = std::numeric_limits<float>::max();
+  const std::vector<float> row = {0,      1,     -1,  50,   -50,  100, -100,
+                                  1e4f,   -1e4f, big, -big, 3,    -3,  88.5f,
+                                  -88.5f, 20,    -20, 0.5f, -0.5f};
+  const int64_t cols = static_cast<int64_t>(row.size());
+  const std::vector<float> soft = {0.0f, 0.5f, 1.0f, 1e-40f, 0.999f, 0.25f};
+  for (int64_t target : kernels::SupportedTargets()) {
+    kernels::ForceTarget(target);
+    for (double gamma : {2.0, 7.5, 1e10, 1e39, 3e305}) {
+      for (LossType loss : {LossType::kFocal, LossType::kSoftmaxFocal}) {
+        for (bool targets : {false, true}) {
+          if (targets && loss == LossType::kSoftmaxFocal) continue;
+          SCOPED_TRACE(absl::StrCat(kernels::ActiveTargetName(), " gamma ",
+                                    gamma, " ", LossTypeName(loss),
+                                    targets ? " targets" : " labels"));
+          EngineCase c;
+          c.params.loss_type = loss;
+          c.params.gamma = gamma;
+          c.params.reduction = Reduction::kSum;
+          c.rows = static_cast<int64_t>(soft.size());
+          c.cols = cols;
+          c.counts.assign(cols, 4);
+          for (int64_t i = 0; i < c.rows; ++i) {
+            c.logits.insert(c.logits.end(), row.begin(), row.end());
+            if (targets) {
+              c.targets.insert(c.targets.end(), cols, soft[i]);
+            } else {
+              c.labels.push_back(static_cast<int32_t>(i * 3 % cols));
+            }
+          }
+          const EngineRun run = RunEngine(c);
+          ASSERT_TRUE(run.status.ok()) << run.status;
+          EXPECT_TRUE(std::isfinite(run.result.loss)) << run.result.loss;
+          for (float l : run.per_sample_losses) {
+            ASSERT_TRUE(std::isfinite(l)) << l;
+          }
+          for (size_t k = 0; k < run.gradient.size(); ++k) {
+            ASSERT_TRUE(std::isfinite(run.gradient[k]))
+                << "gradient[" << k / cols << "][" << k % cols
+                << "] = " << run.gradient[k];
+          }
+          if (loss != LossType::kFocal || gamma < 1e10) continue;
+          // Saturation must not hide a NaN: LOSS.md 6's FOCAL gradient is
+          // omega m ((sigma - t) - gamma (sigma + t - 1) b) (SUM, all class
+          // weights 1), so |G| <= m (1 + gamma b) with m = exp(-gamma x),
+          // x = t sp(z) + (1 - t) sp(-z), b = (1 - t) sp(z) + t sp(-z):
+          // about 0 wherever x is not tiny.
+          auto sp = [](double v) {
+            return std::max(v, 0.0) + std::log1p(std::exp(-std::fabs(v)));
+          };
+          for (int64_t i = 0; i < c.rows; ++i) {
+            for (int64_t j = 0; j < cols; ++j) {
+              const double z = row[j];
+              const double t =
+                  targets ? double{soft[i]} : (c.labels[i] == j ? 1.0 : 0.0);
+              const double x = t * sp(z) + (1 - t) * sp(-z);
+              const double b = (1 - t) * sp(z) + t * sp(-z);
+              // (1 + gamma b) <= (1 + gamma)(1 + b), in logs: no overflow.
+              const double bound =
+                  std::exp(-gamma * x + std::log1p(gamma) + std::log1p(b));
+              EXPECT_LE(std::fabs(run.gradient[i * cols + j]),
+                        bound * 1.01 + 1e-30)
+                  << "gradient[" << i << "][" << j << "], z " << z << ", t "
+                  << t;
+            }
+          }
+        }
+      }
+    }
+  }
+  kernels::ForceTarget(0);
+}
 
 // The SIMD kernels are compiled for several instruction sets and one is
 // chosen at run time; every one this CPU can run (down to the portable

@@ -80,8 +80,8 @@ TEST(Half, WireBytesMatchPyTorchOnEveryTarget) {
         uint16_t h;
         std::memcpy(&h, bytes.data() + 1 + 2 * i, 2);
         EXPECT_EQ(h, want[i]) << "x = " << x[i];
-        const float exact = dtype == DType::kBFloat16 ? BFloat16ToFloat(h)
-                                                      : Float16ToFloat(h);
+        const float exact =
+            dtype == DType::kBFloat16 ? BFloat16ToFloat(h) : Float16ToFloat(h);
         if (!std::isnan(exact)) {
           EXPECT_EQ(back[i], exact) << i;
         }
@@ -103,13 +103,13 @@ TEST(Half, SaturatingEncodeOnEveryTarget) {
     uint16_t bf16, f16;
   };
   const std::vector<Case> cases = {
-      {flt_max, 0x7f7f, 0x7bff},     {-flt_max, 0xff7f, 0xfbff},
-      {inf, 0x7f7f, 0x7bff},         {-inf, 0xff7f, 0xfbff},
+      {flt_max, 0x7f7f, 0x7bff},   {-flt_max, 0xff7f, 0xfbff},
+      {inf, 0x7f7f, 0x7bff},       {-inf, 0xff7f, 0xfbff},
       {3.397e38f, 0x7f7f, 0x7bff},  // rounds to bf16 inf under IEEE
-      {65520.0f, 0x4780, 0x7bff},    // rounds to f16 inf under IEEE
-      {-1.0e5f, 0xc7c3, 0xfbff},     {65504.0f, 0x4780, 0x7bff},
-      {1.0f, 0x3f80, 0x3c00},        {-2.0f, 0xc000, 0xc000},
-      {0.0f, 0x0000, 0x0000},        {1.0e-3f, 0x3a83, 0x1419},
+      {65520.0f, 0x4780, 0x7bff},   // rounds to f16 inf under IEEE
+      {-1.0e5f, 0xc7c3, 0xfbff},   {65504.0f, 0x4780, 0x7bff},
+      {1.0f, 0x3f80, 0x3c00},      {-2.0f, 0xc000, 0xc000},
+      {0.0f, 0x0000, 0x0000},      {1.0e-3f, 0x3a83, 0x1419},
   };
   for (int64_t target : kernels::SupportedTargets()) {
     kernels::ForceTarget(target);

@@ -83,8 +83,41 @@ TEST(Validation, NonFiniteLogitFoundAtEveryPositionOfALargerBatch) {
     c.labels.assign(kRows, 1);
     c.logits[k] = -std::numeric_limits<float>::infinity();
     if (k + 40 < kRows * kCols) c.logits[k + 40] = std::nanf("");
-    ExpectInvalid(c, absl::StrCat("logits[", k / kCols, "][", k % kCols,
-                                  "] is -inf"));
+    ExpectInvalid(
+        c, absl::StrCat("logits[", k / kCols, "][", k % kCols, "] is -inf"));
+  }
+}
+
+// The same for 16-bit logits, scanned in their wire bytes: the largest
+// finite values pass; -inf and NaN are found in any block (1024 values) and
+// named by their decoded value.
+TEST(Validation, NonFiniteHalfLogitFoundAtEveryPosition) {
+  constexpr int64_t kRows = 50, kCols = 45;  // 2250 values: three blocks
+  struct Bits {
+    DType dtype;
+    uint16_t largest, minus_inf, nan;
+  };
+  for (const Bits& b : {Bits{DType::kBFloat16, 0x7f7f, 0xff80, 0x7fc0},
+                        Bits{DType::kFloat16, 0x7bff, 0xfc00, 0x7e00}}) {
+    EngineCase c;
+    c.counts.assign(kCols, 3);
+    c.rows = kRows;
+    c.cols = kCols;
+    c.labels.assign(kRows, 1);
+    c.half_logits_dtype = b.dtype;
+    c.half_logits.assign(kRows * kCols, b.largest);
+    EXPECT_TRUE(RunEngine(c).status.ok()) << RunEngine(c).status;
+    for (int64_t k : {int64_t{0}, int64_t{5}, int64_t{1023}, int64_t{1024},
+                      int64_t{2047}, int64_t{2048}, kRows * kCols - 1}) {
+      EngineCase bad = c;
+      bad.half_logits[k] = b.minus_inf;
+      if (k + 1 < kRows * kCols) bad.half_logits[k + 1] = b.nan;
+      ExpectInvalid(bad, absl::StrCat("logits[", k / kCols, "][", k % kCols,
+                                      "] is -inf"));
+      bad.half_logits[k] = b.nan;
+      ExpectInvalid(
+          bad, absl::StrCat("logits[", k / kCols, "][", k % kCols, "] is NaN"));
+    }
   }
 }
 
