@@ -258,7 +258,9 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
       !labels_mode && params.reduction == Reduction::kMean;
 
   std::atomic<bool> stopped{false};
-  auto run_chunks = [&](auto&& body) {
+  // `parallel`: on the pool if there is one. Either way chunk c covers the
+  // same rows, so results do not depend on it.
+  auto run_chunks = [&](bool parallel, auto&& body) {
     auto guarded = [&](int64_t chunk) {
       if (stopped.load(std::memory_order_relaxed)) return;
       if (options.should_stop && options.should_stop()) {
@@ -268,7 +270,7 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
       body(chunk, chunk * rows_per_chunk,
            std::min(B, (chunk + 1) * rows_per_chunk));
     };
-    if (options.pool != nullptr) {
+    if (parallel && options.pool != nullptr) {
       options.pool->ParallelFor(num_chunks, guarded);
     } else {
       for (int64_t c = 0; c < num_chunks; ++c) guarded(c);
@@ -276,9 +278,10 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
   };
 
   // Pass 1: the denominator (section 5), from per-chunk tallies combined in
-  // chunk order.
+  // chunk order. Only summing targets (MEAN in targets mode) reads B x C
+  // values; otherwise it reads B and waking a pool thread costs more.
   std::vector<Tally> tallies(num_chunks);
-  run_chunks([&](int64_t chunk, int64_t begin, int64_t end) {
+  run_chunks(need_positives, [&](int64_t chunk, int64_t begin, int64_t end) {
     tallies[chunk] = TallyRows(params, w, batch, begin, end, need_positives);
   });
   Tally total;
@@ -317,7 +320,7 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
   const bool half_out = out.half_gradient != nullptr;
 
   std::vector<double> partial(num_chunks, 0.0);
-  run_chunks([&](int64_t chunk, int64_t begin, int64_t end) {
+  run_chunks(/*parallel=*/true, [&](int64_t chunk, int64_t begin, int64_t end) {
     const int64_t n = (end - begin) * C;  // elements of this chunk
     const int64_t first = begin * C;
     std::unique_ptr<float[]> buffer;  // decoded logits, then the gradient
