@@ -106,7 +106,11 @@ absl::StatusCode CodeForSqlState(absl::string_view state, bool connection_ok) {
 
 // Opens a connection. Defaults the DSN may override: connect_timeout 5 s,
 // TCP keepalives and a 30 s TCP user timeout, so a vanished peer (network
-// partition) fails calls with UNAVAILABLE instead of hanging them.
+// partition) fails calls with UNAVAILABLE instead of hanging them; and
+// server-side limits on a live but stuck database: lock_timeout 10 s (a
+// write waiting for another replica's dataset lock) and statement_timeout
+// 30 s, both UNAVAILABLE (SQLSTATE 55P03, 57014). A DSN that sets its own
+// `options` replaces these two.
 absl::StatusOr<PGconn*> Connect(const std::string& dsn) {
   const char* const keys[] = {"connect_timeout",
                               "keepalives",
@@ -114,12 +118,21 @@ absl::StatusOr<PGconn*> Connect(const std::string& dsn) {
                               "keepalives_interval",
                               "keepalives_count",
                               "tcp_user_timeout",
+                              "options",
                               "fallback_application_name",
                               "dbname",
                               nullptr};
-  const char* const values[] = {"5",     "1",  "10",          "5",
-                                "3",     "30000", "cbloss-server",
-                                dsn.c_str(), nullptr};
+  const char* const values[] = {
+      "5",
+      "1",
+      "10",
+      "5",
+      "3",
+      "30000",
+      "-c lock_timeout=10s -c statement_timeout=30s",
+      "cbloss-server",
+      dsn.c_str(),
+      nullptr};
   PGconn* conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (conn == nullptr) {
     return absl::ResourceExhaustedError("cannot allocate a libpq connection");

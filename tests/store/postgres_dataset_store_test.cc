@@ -5,6 +5,8 @@
 // dataset_store_conformance_test.cc (store.postgres.*). Each test gets a
 // fresh database on the server of the ctest fixture `postgres`.
 
+#include "server/store/postgres_dataset_store.h"
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -22,7 +24,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/store/dataset_store.h"
-#include "server/store/postgres_dataset_store.h"
 #include "tests/store/store_backend.h"
 
 namespace cbloss {
@@ -72,8 +73,8 @@ class RecordingListener : public DatasetStore::ChangeListener {
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::string> changed_;  // guarded by mu_
-  int resyncs_ = 0;  // guarded by mu_
-  int lost_ = 0;  // guarded by mu_
+  int resyncs_ = 0;                   // guarded by mu_
+  int lost_ = 0;                      // guarded by mu_
 };
 
 class PostgresDatasetStoreTest : public ::testing::Test {
@@ -93,10 +94,10 @@ class PostgresDatasetStoreTest : public ::testing::Test {
   }
   // Terminates every connection to the test's database but the caller's.
   void TerminateConnections() {
-    absl::Status s = PgExec(
-        backend_->location(),
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-        "datname = current_database() AND pid <> pg_backend_pid()");
+    absl::Status s =
+        PgExec(backend_->location(),
+               "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+               "datname = current_database() AND pid <> pg_backend_pid()");
     ASSERT_TRUE(s.ok()) << s;
     // pg_terminate_backend only signals: wait until they are gone.
     s = PgExec(backend_->location(),
@@ -213,10 +214,9 @@ TEST_F(PostgresDatasetStoreTest, WatchSeesOtherStoresChangesAndResyncs) {
   const auto start = std::chrono::steady_clock::now();
   ASSERT_TRUE(writer->Put(MakeDataset("a", {1}), 0).ok());
   ASSERT_TRUE(listener.WaitFor([&] { return !listener.changed_.empty(); }));
-  const double latency_ms =
-      std::chrono::duration<double, std::milli>(
-          std::chrono::steady_clock::now() - start)
-          .count();
+  const double latency_ms = std::chrono::duration<double, std::milli>(
+                                std::chrono::steady_clock::now() - start)
+                                .count();
   std::printf("notification latency (Put to OnDatasetChanged): %.2f ms\n",
               latency_ms);
   const int32_t labels[] = {0};
@@ -240,6 +240,54 @@ TEST_F(PostgresDatasetStoreTest, WatchSeesOtherStoresChangesAndResyncs) {
     return !listener.changed_.empty() && listener.changed_.back() == "b";
   }));
   watched->StopWatching();
+}
+
+// A write waiting for a dataset lock that another replica holds (here a
+// session that keeps it for `hold_seconds`) gives up with UNAVAILABLE
+// instead of hanging, writes nothing, and the store works once the lock is
+// free.
+void ExpectLockWaitBounded(const std::string& location, const std::string& dsn,
+                           int hold_seconds) {
+  absl::StatusOr<std::unique_ptr<DatasetStore>> store =
+      OpenPostgresDatasetStore(dsn);
+  ASSERT_TRUE(store.ok()) << store.status();
+  ASSERT_TRUE((*store)->Put(MakeDataset("d", {1, 2}), absl::nullopt).ok());
+  absl::Status held;
+  std::thread holder([&] {
+    held = PgExec(location, absl::StrCat("BEGIN; SELECT pg_advisory_xact_lock("
+                                         "6513516, hashtext('d')); SELECT "
+                                         "pg_sleep(",
+                                         hold_seconds, "); COMMIT"));
+  });
+  // Wait until the holder has the lock.
+  absl::Status s =
+      PgExec(location,
+             "DO $$ BEGIN FOR i IN 1..500 LOOP EXIT WHEN (SELECT count(*) FROM "
+             "pg_locks WHERE locktype = 'advisory' AND granted) > 0; "
+             "PERFORM pg_sleep(0.01); END LOOP; END $$");
+  ASSERT_TRUE(s.ok()) << s;
+  const int32_t labels[] = {1};
+  // Without a lock timeout this would wait for the holder and succeed.
+  ExpectError((*store)->AddClassCounts("d", {}, labels).status(),
+              absl::StatusCode::kUnavailable, "lock timeout");
+  holder.join();
+  ASSERT_TRUE(held.ok()) << held;
+  absl::StatusOr<v1::Dataset> added = (*store)->AddClassCounts("d", {}, labels);
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(added->version(), 2u);
+  EXPECT_EQ(added->class_counts(1), 3);
+}
+
+// cbloss's default lock_timeout is 10 s: a lock held for 12 s.
+TEST_F(PostgresDatasetStoreTest, LockWaitIsBoundedByDefault) {
+  ExpectLockWaitBounded(backend_->location(), backend_->location(), 12);
+}
+
+// A DSN's own `options` replace the default (300 ms here).
+TEST_F(PostgresDatasetStoreTest, LockTimeoutFromTheDsnOptions) {
+  ExpectLockWaitBounded(
+      backend_->location(),
+      backend_->location() + "?options=-c%20lock_timeout%3D300", 2);
 }
 
 TEST(RedactDsnTest, HidesPasswords) {
