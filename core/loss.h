@@ -1,7 +1,7 @@
 // Copyright 2026 The cbloss Authors.
 //
 // The loss engine: batched class-balanced losses and their analytic gradients
-// w.r.t. the logits, exactly as shared/spec/LOSS.md sections 1-8 define them.
+// w.r.t. the logits, exactly as docs/spec/LOSS.md sections 1-8 define them.
 // Pure functions over spans: no I/O, no gRPC, and no allocation per row or per
 // element (only a few per call: one partial sum per row chunk, and with
 // 16-bit logits or gradient one chunk-sized buffer per chunk).

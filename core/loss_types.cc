@@ -31,10 +31,11 @@ bool IsSoftmaxFamily(LossType t) {
 }
 
 bool NeedsPositiveCounts(LossType t) {
-  // LOSS.md section 9: "for each, classes with n_j = 0 are
-  // FAILED_PRECONDITION unless stated"; nothing is stated for any of them.
+  // LOSS.md section 9: the losses whose logits use log n_j or n_j^(-1/4).
+  // SOFTMAX_FOCAL uses the counts only through the weights of section 2, so
+  // it follows section 2 (zero counts allowed).
   return t == LossType::kBalancedSoftmax || t == LossType::kLogitAdjusted ||
-         t == LossType::kLdam || t == LossType::kSoftmaxFocal;
+         t == LossType::kLdam;
 }
 
 absl::string_view WeightingSchemeName(WeightingScheme s) {

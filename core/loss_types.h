@@ -3,7 +3,7 @@
 // The vocabulary of the loss engine: which loss, which class weighting, which
 // reduction, and the resolved parameters of one computation. These mirror the
 // wire enums of proto/cbloss/v1/cbloss.proto without depending on them, so the
-// engine stays free of gRPC and protobuf. Definitions: shared/spec/LOSS.md.
+// engine stays free of gRPC and protobuf. Definitions: docs/spec/LOSS.md.
 
 #ifndef CBLOSS_CORE_LOSS_TYPES_H_
 #define CBLOSS_CORE_LOSS_TYPES_H_
@@ -30,7 +30,8 @@ enum class LossType {
 // only, MEAN divides by N).
 bool IsSoftmaxFamily(LossType t);
 
-// True for the section 9 losses, which need every class count >= 1.
+// True for the section 9 losses whose logits use log n_j or n_j^(-1/4),
+// which need every class count >= 1 (not SOFTMAX_FOCAL).
 bool NeedsPositiveCounts(LossType t);
 
 // LOSS.md section 2.

@@ -1,7 +1,7 @@
 """Python client of cbloss, the class-balanced loss service.
 
 cbloss computes the class-balanced losses of Cui et al. (CVPR 2019) and their
-analytic gradients over gRPC (shared/spec/API.md, shared/spec/LOSS.md).
+analytic gradients over gRPC (docs/spec/API.md, docs/spec/LOSS.md).
 
 Example::
 

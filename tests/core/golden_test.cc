@@ -459,7 +459,7 @@ TEST(Section9, ZeroCountIsFailedPreconditionNamingTheClass) {
   }
 }
 
-// The seed document's worked example (shared/spec/vectors/seed_example.json,
+// The seed document's worked example (tests/golden/seed_example.json,
 // copied to tests/golden/): FOCAL, beta 0.9999, gamma 2, MEAN -> 1.9582863.
 TEST(SeedExample, GivesPublishedLossAndWeights) {
   const json seed = LoadJson("seed_example.json");

@@ -6,7 +6,7 @@ Writes:  tests/golden/golden_cases.json (LOSS.md sections 1-8) and
          tests/golden/golden_cases_section9.json (the count-aware losses and
          deferred re-weighting of LOSS.md section 9), next to this script
 
-Everything is computed straight from shared/spec/LOSS.md sections 2-6 and 9 in
+Everything is computed straight from docs/spec/LOSS.md sections 2-6 and 9 in
 PyTorch float64; gradients come from autograd (loss.backward() w.r.t. the
 logits). Every case is cross-checked against independent formulations
 (torch built-ins, the closed-form gradients of LOSS.md 6, a re-implementation
@@ -821,9 +821,7 @@ def lname(x):
 
 def build_cases():
     # 0. the seed example (and its two port reproductions)
-    seed = json.load(open(os.path.join(HERE, "..", "..", "..", "shared", "spec", "vectors",
-                                       "seed_example.json"))) if os.path.exists(
-        os.path.join(HERE, "..", "..", "..", "shared", "spec", "vectors", "seed_example.json")) else None
+    seed = json.load(open(os.path.join(HERE, "seed_example.json")))
     seed_logits = [
         [0.1505, 0.9621, 0.8622, 0.0237, 0.0270],
         [0.6218, 0.2745, 0.3015, 0.1501, 0.1728],
@@ -837,9 +835,9 @@ def build_cases():
         [0.4654, 0.8924, 0.0224, 0.9056, 0.4517]]
     seed_labels = [0, 3, 4, 2, 2, 1, 4, 0, 1, 2]
     seed_counts = [2, 3, 1, 2, 2]
-    if seed is not None:  # the spec file, when present, must agree with the copy here
-        assert seed["logits"] == seed_logits and seed["labels"] == seed_labels
-        assert seed["class_counts"] == seed_counts
+    # the seed document's vector (tests/golden/seed_example.json) must agree with the copy here
+    assert seed["logits"] == seed_logits and seed["labels"] == seed_labels
+    assert seed["class_counts"] == seed_counts
     c = add("seed_example", "FOCAL", "MEAN", seed_logits, labels=seed_labels,
             counts=seed_counts, beta=0.9999, gamma=2.0)
     assert abs(c["expected"]["loss"] - 1.9582863) <= 1e-6, c["expected"]["loss"]

@@ -1,4 +1,4 @@
-"""Float64 PyTorch reference of shared/spec/LOSS.md, for the Python tests.
+"""Float64 PyTorch reference of docs/spec/LOSS.md, for the Python tests.
 
 Written from the specification's formulas (sections 2-6), independently
 of the service's C++ engine and of tests/golden: values in float64, gradients

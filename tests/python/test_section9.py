@@ -336,6 +336,32 @@ class Section9ModuleTest(ServerTestCase):
                     self.assertEqual(caught.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
                     self.assertIn(want, caught.exception.details)
 
+    def test_softmax_focal_follows_section2_for_zero_counts(self):
+        # LOSS.md section 9 (v1.2): SOFTMAX_FOCAL uses the counts only through
+        # the weights of section 2: a zero count is weight 0 under a counting
+        # scheme and 1 under NONE, never FAILED_PRECONDITION.
+        rng = np.random.default_rng(11)
+        logits = rng.normal(size=(6, 4)).astype(np.float32) * 2
+        labels = np.array([0, 1, 2, 3, 1, 0])
+        counts = [40, 0, 5, 2]
+        for scheme in ("effective_number", "inverse_frequency", "none"):
+            with self.subTest(scheme=scheme):
+                r = self.client.compute_loss(logits, labels, class_counts=counts,
+                                             loss_type="softmax_focal", reduction="sum",
+                                             weighting=scheme, gamma=2.0,
+                                             want_per_sample_losses=True)
+                weights = reference_loss.class_weights(counts, 0.9999, scheme)
+                z, value, per = section9(logits, counts, labels, loss_type="softmax_focal",
+                                         reduction="sum", weights=weights, gamma=2.0)
+                (grad,) = torch.autograd.grad(value, z)
+                assert_loss_close(self, r.loss, value.item())
+                assert_loss_close(self, r.per_sample_losses, per.detach().numpy(),
+                                  "per-sample losses")
+                assert_gradient_close(self, r.gradient, grad.numpy())
+                if scheme != "none":  # class 1 carries no weight: its rows are 0
+                    self.assertEqual(r.per_sample_losses[1], 0.0)
+                    self.assertEqual(r.per_sample_losses[4], 0.0)
+
     def test_out_of_range_parameters_are_invalid_argument(self):
         logits = np.zeros((2, 3), np.float32)
         for loss_type, kw, field in (("logit_adjusted", dict(tau=-0.5), "tau"),

@@ -1,6 +1,6 @@
 // Copyright 2026 The cbloss Authors.
 //
-// The C++ client of cbloss.v1.LossService (shared/spec/API.md): dataset
+// The C++ client of cbloss.v1.LossService (docs/spec/API.md): dataset
 // calls, class weights, and batched loss + gradient computation from spans.
 //
 // A Client owns one gRPC channel, reused for every call. Idempotent calls
