@@ -444,10 +444,10 @@ TEST(Ldam, MarginsMatchSpecCheck) {
 }
 
 TEST(Section9, ZeroCountIsFailedPreconditionNamingTheClass) {
-  // LOSS.md section 9: for each of them, a class with n_j = 0 is
-  // FAILED_PRECONDITION.
+  // LOSS.md section 9: for the losses whose logits use log n_j or
+  // n_j^(-1/4), a class with n_j = 0 is FAILED_PRECONDITION.
   for (LossType t : {LossType::kBalancedSoftmax, LossType::kLogitAdjusted,
-                     LossType::kLdam, LossType::kSoftmaxFocal}) {
+                     LossType::kLdam}) {
     LossParams p;
     p.loss_type = t;
     absl::StatusOr<ClassTerms> terms = MakeClassTerms(p, {4, 0, 2});
@@ -459,8 +459,23 @@ TEST(Section9, ZeroCountIsFailedPreconditionNamingTheClass) {
   }
 }
 
-// The seed document's worked example (tests/golden/seed_example.json,
-// copied to tests/golden/): FOCAL, beta 0.9999, gamma 2, MEAN -> 1.9582863.
+TEST(Section9, SoftmaxFocalFollowsSection2ForZeroCounts) {
+  // LOSS.md section 9 (v1.2): SOFTMAX_FOCAL uses the counts only through the
+  // weights of section 2: weight 0 under a counting scheme, 1 under NONE.
+  LossParams p;
+  p.loss_type = LossType::kSoftmaxFocal;
+  absl::StatusOr<ClassTerms> terms = MakeClassTerms(p, {4, 0, 2});
+  ASSERT_TRUE(terms.ok()) << terms.status();
+  EXPECT_EQ(terms->weights[1], 0.0);
+  // K = 2 classes with a count: the weights sum to 2.
+  EXPECT_NEAR(terms->weights[0] + terms->weights[2], 2.0, 1e-12);
+  p.weighting = WeightingScheme::kNone;
+  terms = MakeClassTerms(p, {4, 0, 2});
+  ASSERT_TRUE(terms.ok()) << terms.status();
+  EXPECT_EQ(terms->weights, std::vector<double>({1.0, 1.0, 1.0}));
+}
+
+// The seed document's worked example (tests/golden/seed_example.json): FOCAL, beta 0.9999, gamma 2, MEAN -> 1.9582863.
 TEST(SeedExample, GivesPublishedLossAndWeights) {
   const json seed = LoadJson("seed_example.json");
   EngineCase c;
