@@ -1254,6 +1254,10 @@ def build_invalid():
                                                "minus_inf" if v == float("-inf") else repr(v))
             tag = tag.replace("-", "minus_").replace(".", "_").replace("+", "")
             invalid(f"{lname(lt)}_{key}_{tag}", IA, key, lt, **{key: v})
+            if v == float("inf") and key not in ("tau", "eqlv2_mu"):
+                # LOSS.md 10 says ">= 0" but not "finite" for these: read as finite (as
+                # section 7 and API.md say for gamma); marked so a test may treat it apart
+                INVALID[-1]["reading"] = "'>= 0' read as finite and >= 0"
 
 
 def to_json_value(c):
