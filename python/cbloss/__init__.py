@@ -25,7 +25,7 @@ except ImportError as _e:  # pragma: no cover - a broken install
         "folder, which runs protoc): %s" % _e) from _e
 
 # `cbloss.v1.cbloss_pb2`, the short name of the stubs (see _proto/__init__.py).
-from cbloss._proto import v1  # noqa: E402
+from cbloss._proto import v1  # noqa: E402,F401
 
 from cbloss.client import Client, LossStream, read_token_file, tls_credentials  # noqa: E402
 from cbloss.errors import CblossError  # noqa: E402

@@ -23,7 +23,8 @@ def prefix_of(enum):
     minus "UNSPECIFIED" (every wire enum starts with such a value)."""
     unspecified = enum.values_by_number[0].name
     if not unspecified.endswith("_UNSPECIFIED"):
-        raise ValueError("enum %s: value 0 is %s, not *_UNSPECIFIED" % (enum.full_name, unspecified))
+        raise ValueError("enum %s: value 0 is %s, not *_UNSPECIFIED"
+                         % (enum.full_name, unspecified))
     return unspecified[:-len("UNSPECIFIED")]
 
 

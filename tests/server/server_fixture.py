@@ -100,7 +100,8 @@ def _add_message(file, name, fields):
 def _health_file():
     file = descriptor_pb2.FileDescriptorProto(
         name="grpc/health/v1/health.proto", package="grpc.health.v1", syntax="proto3")
-    _add_message(file, "HealthCheckRequest", [("service", 1, _F.TYPE_STRING, None, _F.LABEL_OPTIONAL)])
+    _add_message(file, "HealthCheckRequest", [
+        ("service", 1, _F.TYPE_STRING, None, _F.LABEL_OPTIONAL)])
     response = _add_message(file, "HealthCheckResponse", [
         ("status", 1, _F.TYPE_ENUM, "HealthCheckResponse.ServingStatus", _F.LABEL_OPTIONAL)])
     status = response.enum_type.add(name="ServingStatus")
