@@ -24,8 +24,8 @@ from cbloss._proto.cbloss.v1 import cbloss_pb2
 sys.modules["cbloss.v1"] = v1
 sys.modules["cbloss.v1.cbloss_pb2"] = cbloss_pb2
 
-# After the alias: stubs generated without the package-relative import (by
-# an older build) import their messages as `cbloss.v1.cbloss_pb2`.
+# After the alias: stubs from plain protoc, without generate_stubs.py's
+# rewrite, import their messages as `cbloss.v1.cbloss_pb2`.
 from cbloss._proto.cbloss.v1 import cbloss_pb2_grpc  # noqa: E402
 
 sys.modules["cbloss.v1.cbloss_pb2_grpc"] = cbloss_pb2_grpc
