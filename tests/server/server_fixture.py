@@ -370,30 +370,36 @@ class ServerProcess:
         self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout=STARTUP_TIMEOUT_S):
-        deadline = time.monotonic() + timeout
-        port = None
-        while port is None:
+    def wait_port_file(self, path, deadline):
+        """The port the server writes to `path` (its --port_file, or another
+        port file flag), waiting until time.monotonic() `deadline`."""
+        started = time.monotonic()
+        while True:
             if self.proc.poll() is not None:
                 raise ServerError("cbloss-server exited with code %s before writing "
-                                  "its port file:\n%s%s" % (self.proc.returncode, self.stderr(),
-                                                   self.stdout()))
+                                  "%s:\n%s%s" % (self.proc.returncode, path, self.stderr(),
+                                                 self.stdout()))
             try:
-                with open(self.port_file) as f:
+                with open(path) as f:
                     text = f.read().strip()
                 if text:
                     port = int(text)
+                    if not 0 < port < 65536:
+                        raise ServerError("bad port %d in %s" % (port, path))
+                    return port
             except (OSError, ValueError):
-                port = None
-            if port is None:
-                if time.monotonic() > deadline:
-                    raise ServerError("no port in %s after %.0f s:\n%s"
-                                      % (self.port_file, timeout, self.stderr()))
-                time.sleep(0.02)
-        if not 0 < port < 65536:
-            raise ServerError("bad port %d in the port file" % port)
-        self.port = port
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % port, options=CHANNEL_OPTIONS)
+                pass
+            if time.monotonic() > deadline:
+                raise ServerError("no port in %s after %.0f s:\n%s"
+                                  % (path, time.monotonic() - started, self.stderr()))
+            time.sleep(0.02)
+
+    def wait_ready(self, timeout=STARTUP_TIMEOUT_S):
+        """Waits (up to `timeout` s in all) for the port file, then until the
+        health check answers SERVING on the fixture's channel."""
+        deadline = time.monotonic() + timeout
+        self.port = self.wait_port_file(self.port_file, deadline)
+        self.channel = self.new_channel()
         self.stub = pb_grpc.LossServiceStub(self.channel)
         last_error = None
         while True:
