@@ -27,11 +27,14 @@ LOSS_PARAMETERS = tuple(field.name for field in LOSS_CONFIG_FIELDS)
 def _to_proto(self):
     """The wire LossConfig; enum names are checked here (ValueError)."""
     config = pb.LossConfig()
+    # The enum names first, then the scalars (the order the errors come in).
+    for field in LOSS_CONFIG_FIELDS:
+        if field.enum_type is not None:
+            number = enums.number_of(field.enum_type, getattr(self, field.name), field.name)
+            setattr(config, field.name, number)
     for field in LOSS_CONFIG_FIELDS:
         value = getattr(self, field.name)
-        if field.enum_type is not None:
-            setattr(config, field.name, enums.number_of(field.enum_type, value, field.name))
-        elif value is not None:
+        if field.enum_type is None and value is not None:
             setattr(config, field.name, value)
     return config
 
