@@ -16,13 +16,6 @@ PyTorch users want ``cbloss.torch.ClassBalancedLoss`` (docs/PYTHON.md).
 A Client is safe to share between threads (it wraps one gRPC channel).
 """
 
-import os as _os
-
-# The generated stubs live in _proto/cbloss/v1/ and import their messages as
-# `cbloss.v1`; adding _proto/cbloss to this package's path makes that name
-# resolve here (see _proto/__init__.py).
-__path__.append(_os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "_proto", "cbloss"))
-
 try:
     from cbloss._proto import cbloss_pb2 as _pb  # noqa: F401
 except ImportError as _e:  # pragma: no cover - a broken install
@@ -30,6 +23,9 @@ except ImportError as _e:  # pragma: no cover - a broken install
         "cbloss: the generated stubs cbloss/_proto/cbloss/v1/cbloss_pb2.py are missing "
         "(build the CMake target cbloss_python_stubs, or `pip install` the python/ "
         "folder, which runs protoc): %s" % _e) from _e
+
+# `cbloss.v1.cbloss_pb2`, the short name of the stubs (see _proto/__init__.py).
+from cbloss._proto import v1  # noqa: E402,F401
 
 from cbloss.client import Client, LossStream, read_token_file, tls_credentials  # noqa: E402
 from cbloss.errors import CblossError  # noqa: E402

@@ -27,7 +27,7 @@ import time
 import grpc
 import numpy as np
 
-from cbloss import enums, tensors
+from cbloss import _health, enums, messages, tensors
 from cbloss._proto import cbloss_pb2 as pb
 from cbloss._proto import cbloss_pb2_grpc as pb_grpc
 from cbloss.errors import CblossError, status_code_from_number
@@ -42,53 +42,34 @@ _DEFAULT_OPTIONS = (
     ("grpc.max_send_message_length", -1),
 )
 
-# The C++ client's service config (client/client.cc): round robin over every
-# address the target resolves to (all replicas behind a headless Service, or
-# ipv4:a,b,c), and idempotent calls retried on UNAVAILABLE. Writes are never
-# retried (a retried AddClassCounts could count twice).
-_RETRIED_METHODS = ("GetDataset", "ListDatasets", "GetClassWeights", "ComputeLoss")
+# The clients' retry policy (proto/cbloss/v1/service_config.json, the file the
+# C++ client embeds; the build copies it into this package): idempotent calls
+# retried on UNAVAILABLE, writes never (a retried AddClassCounts could count
+# twice).
+_SERVICE_CONFIG_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "service_config.json")
+
+
+def _load_retry_policy(path=_SERVICE_CONFIG_FILE):
+    try:
+        with open(path) as f:
+            return json.load(f)["methodConfig"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ImportError("cbloss: cannot read the retry policy %s (build the CMake target "
+                          "cbloss_python, or `pip install` the python/ folder): %s"
+                          % (path, e)) from e
+
+
+_RETRY_POLICY = _load_retry_policy()
 
 
 def _service_config(load_balancing, retry_unavailable):
+    # Round robin (by default) over every address the target resolves to: all
+    # replicas behind a headless Service, or ipv4:a,b,c.
     config = {"loadBalancingConfig": [{load_balancing: {}}]}
     if retry_unavailable:
-        config["methodConfig"] = [{
-            "name": [{"service": "cbloss.v1.LossService", "method": m} for m in _RETRIED_METHODS],
-            "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s", "maxBackoff": "1s",
-                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-        }]
+        config["methodConfig"] = _RETRY_POLICY
     return json.dumps(config)
-
-
-_HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
-
-
-def _health_request(service):
-    # grpc.health.v1.HealthCheckRequest{string service = 1}, encoded by hand
-    # (the health stubs are not part of Debian's grpcio).
-    data = service.encode("utf-8")
-    if not data:
-        return b""
-    if len(data) > 127:
-        raise ValueError("service name too long")
-    return b"\x0a" + bytes([len(data)]) + data
-
-
-def _health_status(raw):
-    # HealthCheckResponse{ServingStatus status = 1}: one varint field.
-    if len(raw) >= 2 and raw[0] == 0x08:
-        return _HEALTH_STATUS.get(raw[1], "UNKNOWN")
-    return "UNKNOWN"
-
-
-def _config(config, **fields):
-    """Wire LossConfig from a LossConfig (or None) overridden by `fields`."""
-    base = LossConfig() if config is None else config
-    if not isinstance(base, LossConfig):
-        raise TypeError("config must be a cbloss.LossConfig, got %r" % type(base))
-    values = {f: getattr(base, f) for f in LossConfig.__dataclass_fields__}
-    values.update({k: v for k, v in fields.items() if v is not None})
-    return LossConfig(**values).to_proto()
 
 
 def _set_source(request, dataset, class_counts):
@@ -101,12 +82,12 @@ def _set_source(request, dataset, class_counts):
 
 
 def build_loss_request(logits, labels=None, targets=None, *, dataset=None, class_counts=None,
-                       config=None, loss_type=None, reduction=None, beta=None, gamma=None,
-                       weighting=None, ignore_index=None, tau=None, max_margin=None,
-                       scale=None, drw_start_epoch=None, sample_weights=None, upstream=None,
-                       want_gradient=True, want_per_sample_losses=False, gradient_dtype=None,
-                       expected_dataset_version=None, epoch=None):
-    """The ComputeLossRequest of Client.compute_loss (same arguments)."""
+                       config=None, sample_weights=None, upstream=None, want_gradient=True,
+                       want_per_sample_losses=False, gradient_dtype=None,
+                       expected_dataset_version=None, epoch=None, **loss_params):
+    """The ComputeLossRequest of Client.compute_loss (same arguments);
+    `loss_params` are LossConfig fields (cbloss.messages.LOSS_PARAMETERS)."""
+    messages.check_loss_keywords("build_loss_request", loss_params)
     if (labels is None) == (targets is None):
         raise ValueError("give exactly one of labels and targets")
     request = pb.ComputeLossRequest(
@@ -114,10 +95,7 @@ def build_loss_request(logits, labels=None, targets=None, *, dataset=None, class
         want_per_sample_losses=bool(want_per_sample_losses),
         gradient_dtype=enums.dtype_number(gradient_dtype))
     _set_source(request, dataset, class_counts)
-    request.config.CopyFrom(_config(
-        config, loss_type=loss_type, reduction=reduction, beta=beta, gamma=gamma,
-        weighting=weighting, ignore_index=ignore_index, tau=tau, max_margin=max_margin,
-        scale=scale, drw_start_epoch=drw_start_epoch))
+    request.config.CopyFrom(messages.merged_config(config, loss_params).to_proto())
     request.logits.CopyFrom(tensors.encode_logits(logits))
     if labels is not None:
         request.labels.extend(tensors.int32_list(labels, "labels"))
@@ -284,9 +262,11 @@ class Client:
         """grpc.health.v1 status of `service` ("" = the whole server):
         "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN" or "UNKNOWN"."""
         check = self._channel.unary_unary(
-            "/grpc.health.v1.Health/Check",
-            request_serializer=_health_request, response_deserializer=lambda raw: raw)
-        return _health_status(self._call(check, service, timeout))
+            _health.CHECK_METHOD,
+            request_serializer=_health.HealthCheckRequest.SerializeToString,
+            response_deserializer=_health.HealthCheckResponse.FromString)
+        request = _health.HealthCheckRequest(service=service)
+        return _health.status_name(self._call(check, request, timeout))
 
     def wait_until_serving(self, timeout=10.0):
         """Polls health until the server is SERVING; raises CblossError
@@ -310,21 +290,19 @@ class Client:
 
     # -- datasets --------------------------------------------------------------
 
-    def put_dataset(self, name, class_counts, *, class_names=None, loss_type=None, beta=None,
-                    gamma=None, reduction=None, weighting=None, ignore_index=None, tau=None,
-                    max_margin=None, scale=None, drw_start_epoch=None, expected_version=None,
-                    timeout=None):
+    def put_dataset(self, name, class_counts, *, class_names=None, expected_version=None,
+                    timeout=None, **defaults):
         """Creates or replaces dataset `name` with counts n_j and default loss
-        parameters. expected_version: None = unconditional, 0 = must not
-        exist yet, N = must be at version N (else CblossError ABORTED).
-        Returns the stored Dataset."""
+        parameters: `defaults` are LossConfig fields (loss_type, beta, gamma,
+        reduction, weighting, ignore_index, tau, max_margin, scale,
+        drw_start_epoch, ...; None = unset). expected_version: None =
+        unconditional, 0 = must not exist yet, N = must be at version N (else
+        CblossError ABORTED). Returns the stored Dataset."""
+        messages.check_loss_keywords("Client.put_dataset", defaults)
         dataset = pb.Dataset(name=name,
                              class_counts=tensors.int64_list(class_counts, "class_counts"),
                              class_names=list(class_names or ()))
-        dataset.defaults.CopyFrom(_config(
-            None, loss_type=loss_type, beta=beta, gamma=gamma, reduction=reduction,
-            weighting=weighting, ignore_index=ignore_index, tau=tau, max_margin=max_margin,
-            scale=scale, drw_start_epoch=drw_start_epoch))
+        dataset.defaults.CopyFrom(messages.merged_config(None, defaults).to_proto())
         request = pb.PutDatasetRequest(dataset=dataset)
         if expected_version is not None:
             request.expected_version = expected_version
@@ -374,7 +352,8 @@ class Client:
         """The normalised class weights w of LOSS.md section 2, float64 [C]."""
         request = pb.GetClassWeightsRequest()
         _set_source(request, dataset, class_counts)
-        request.config.CopyFrom(_config(None, beta=beta, weighting=weighting))
+        request.config.CopyFrom(
+            messages.merged_config(None, dict(beta=beta, weighting=weighting)).to_proto())
         response = self._call(self._stub.GetClassWeights, request, timeout)
         return np.asarray(response.weights, dtype=np.float64)
 
@@ -391,8 +370,9 @@ class Client:
           dataset / class_counts: exactly one: a stored dataset's name, or C
             counts given inline.
           loss_type, reduction, weighting, beta, gamma, ignore_index, tau,
-          max_margin, scale, drw_start_epoch: overrides of the dataset's
-            defaults (None = unset); enum names as in cbloss.enums.
+          max_margin, scale, drw_start_epoch (every LossConfig field):
+            overrides of the dataset's defaults (None = unset); enum names as
+            in cbloss.enums.
           config: a cbloss.LossConfig to start from (the keywords win).
           sample_weights: B weights s_i >= 0. upstream: B values u_i
             (reduction "none" only).
@@ -404,7 +384,12 @@ class Client:
             epoch < E uses class weights 1, epoch >= E the configured ones;
             None (no epoch sent) = the configured ones.
         """
-        request = build_loss_request(logits, labels, targets, **kwargs)
+        return self.send(build_loss_request(logits, labels, targets, **kwargs), timeout=timeout)
+
+    def send(self, request, *, timeout=None):
+        """Sends one ComputeLossRequest (e.g. from build_loss_request) and
+        returns its LossResult: compute_loss for a request built beforehand,
+        the unary twin of LossStream.send. CblossError if the call fails."""
         return loss_result(self._call(self._stub.ComputeLoss, request, timeout))
 
     def stream_loss(self, *, timeout=None):

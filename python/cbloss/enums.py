@@ -5,27 +5,42 @@ Every enum-valued option accepts the short name used by the CLI and the docs
 name with or without its prefix (``"LOSS_TYPE_FOCAL"``, ``"FOCAL"``), or the
 enum number. ``None`` always means "unset" (the dataset's default, then
 LOSS.md's). Note that ``weighting="none"`` is the scheme NONE, not "unset".
+
+The short names come from the enum descriptors of the generated stubs (value
+name minus the enum's prefix, lower case), so a value added to the proto
+needs no edit here.
 """
+
+import functools
 
 import numpy as np
 
 from cbloss._proto import cbloss_pb2 as pb
 
 
-def _table(enum, prefix):
-    """short name -> number, for every value but *_UNSPECIFIED."""
-    table = {}
-    for value in enum.DESCRIPTOR.values:
-        if value.number == 0:
-            continue
-        table[value.name[len(prefix):].lower()] = value.number
-    return table
+def prefix_of(enum):
+    """"LOSS_TYPE_" of LossType: the name of its zero value, LOSS_TYPE_UNSPECIFIED,
+    minus "UNSPECIFIED" (every wire enum starts with such a value)."""
+    unspecified = enum.values_by_number[0].name
+    if not unspecified.endswith("_UNSPECIFIED"):
+        raise ValueError("enum %s: value 0 is %s, not *_UNSPECIFIED"
+                         % (enum.full_name, unspecified))
+    return unspecified[:-len("UNSPECIFIED")]
 
 
-LOSS_TYPES = _table(pb.LossType, "LOSS_TYPE_")
-REDUCTIONS = _table(pb.Reduction, "REDUCTION_")
-WEIGHTINGS = _table(pb.WeightingScheme, "WEIGHTING_SCHEME_")
-DTYPES = _table(pb.DType, "DTYPE_")
+@functools.lru_cache(maxsize=None)
+def short_names(enum):
+    """{short name: number} of an enum descriptor: each value's name minus the
+    enum's prefix, lower case ("focal": 3), for every value but *_UNSPECIFIED."""
+    prefix = prefix_of(enum)
+    return {value.name[len(prefix):].lower(): value.number
+            for value in enum.values if value.number != 0}
+
+
+LOSS_TYPES = short_names(pb.LossType.DESCRIPTOR)
+REDUCTIONS = short_names(pb.Reduction.DESCRIPTOR)
+WEIGHTINGS = short_names(pb.WeightingScheme.DESCRIPTOR)
+DTYPES = short_names(pb.DType.DESCRIPTOR)
 
 _DTYPE_ALIASES = {
     "f32": "float32", "fp32": "float32", "float": "float32",
@@ -34,9 +49,13 @@ _DTYPE_ALIASES = {
 }
 
 
-def _parse(value, table, prefix, what):
+def number_of(enum, value, what):
+    """The number of `value` in the enum descriptor `enum`: a short name, the
+    value name with or without its prefix, or a number; None -> 0 (unset).
+    `what` names the argument in the errors (ValueError, TypeError)."""
     if value is None:
         return 0
+    table = short_names(enum)
     if isinstance(value, bool):
         raise TypeError("%s: expected a name or an enum number, got %r" % (what, value))
     if isinstance(value, int):
@@ -44,8 +63,9 @@ def _parse(value, table, prefix, what):
             return value
         raise ValueError("%s: unknown enum number %d" % (what, value))
     if isinstance(value, str):
+        prefix = prefix_of(enum).lower()
         key = value.strip().lower().replace("-", "_")
-        if key.startswith(prefix.lower()):
+        if key.startswith(prefix):
             key = key[len(prefix):]
         if key in table:
             return table[key]
@@ -54,20 +74,31 @@ def _parse(value, table, prefix, what):
     raise TypeError("%s: expected a name or an enum number, got %r" % (what, value))
 
 
+def name_of(enum, number):
+    """Short name of `number` in the enum descriptor `enum`; None for 0
+    (UNSPECIFIED) and for numbers it does not know."""
+    if number == 0:
+        return None
+    for name, n in short_names(enum).items():
+        if n == number:
+            return name
+    return None
+
+
 def loss_type_number(value):
     """LossType number of `value` ("focal", "LOSS_TYPE_FOCAL", 3); None -> 0."""
-    return _parse(value, LOSS_TYPES, "LOSS_TYPE_", "loss_type")
+    return number_of(pb.LossType.DESCRIPTOR, value, "loss_type")
 
 
 def reduction_number(value):
     """Reduction number of `value` ("mean", "REDUCTION_NONE", ...); None -> 0."""
-    return _parse(value, REDUCTIONS, "REDUCTION_", "reduction")
+    return number_of(pb.Reduction.DESCRIPTOR, value, "reduction")
 
 
 def weighting_number(value):
     """WeightingScheme number ("effective_number", "inverse_frequency",
     "inverse_sqrt_frequency", "none"); None -> 0."""
-    return _parse(value, WEIGHTINGS, "WEIGHTING_SCHEME_", "weighting")
+    return number_of(pb.WeightingScheme.DESCRIPTOR, value, "weighting")
 
 
 def dtype_number(value):
@@ -85,31 +116,22 @@ def dtype_number(value):
     if isinstance(value, str):
         key = value.strip().lower()
         value = _DTYPE_ALIASES.get(key, key)
-    return _parse(value, DTYPES, "DTYPE_", "dtype")
-
-
-def _name_of(table, number):
-    if number == 0:
-        return None
-    for name, n in table.items():
-        if n == number:
-            return name
-    return None
+    return number_of(pb.DType.DESCRIPTOR, value, "dtype")
 
 
 def loss_type_name(number):
     """Short name of a LossType number ("focal"); None for UNSPECIFIED."""
-    return _name_of(LOSS_TYPES, number)
+    return name_of(pb.LossType.DESCRIPTOR, number)
 
 
 def reduction_name(number):
-    return _name_of(REDUCTIONS, number)
+    return name_of(pb.Reduction.DESCRIPTOR, number)
 
 
 def weighting_name(number):
-    return _name_of(WEIGHTINGS, number)
+    return name_of(pb.WeightingScheme.DESCRIPTOR, number)
 
 
 def dtype_name(number):
     """"float32", "float16" or "bfloat16" (UNSPECIFIED is float32)."""
-    return _name_of(DTYPES, number) or "float32"
+    return name_of(pb.DType.DESCRIPTOR, number) or "float32"

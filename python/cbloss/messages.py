@@ -5,51 +5,92 @@ import datetime
 from typing import List, Optional
 
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor as _FIELD
 
 from cbloss import enums
 from cbloss._proto import cbloss_pb2 as pb
 
-# LossConfig fields that are proto3 `optional` scalars (unset != 0).
-_OPTIONAL_SCALARS = ("beta", "gamma", "ignore_index", "tau", "max_margin", "scale",
-                     "drw_start_epoch")
+_PYTHON_TYPES = {
+    _FIELD.CPPTYPE_DOUBLE: float, _FIELD.CPPTYPE_FLOAT: float,
+    _FIELD.CPPTYPE_INT32: int, _FIELD.CPPTYPE_INT64: int,
+    _FIELD.CPPTYPE_UINT32: int, _FIELD.CPPTYPE_UINT64: int,
+    _FIELD.CPPTYPE_BOOL: bool, _FIELD.CPPTYPE_STRING: str,
+    _FIELD.CPPTYPE_ENUM: str,  # the short name (cbloss.enums)
+}
+
+# The wire LossConfig's fields, in proto order: every one is a LossConfig
+# attribute and a keyword of the calls that take loss parameters.
+LOSS_CONFIG_FIELDS = tuple(pb.LossConfig.DESCRIPTOR.fields)
+LOSS_PARAMETERS = tuple(field.name for field in LOSS_CONFIG_FIELDS)
 
 
-@dataclasses.dataclass
-class LossConfig:
-    """Loss parameters (the wire LossConfig). None means unset: the dataset's
+def _to_proto(self):
+    """The wire LossConfig; enum names are checked here (ValueError)."""
+    config = pb.LossConfig()
+    # The enum names first, then the scalars (the order the errors come in).
+    for field in LOSS_CONFIG_FIELDS:
+        if field.enum_type is not None:
+            number = enums.number_of(field.enum_type, getattr(self, field.name), field.name)
+            setattr(config, field.name, number)
+    for field in LOSS_CONFIG_FIELDS:
+        value = getattr(self, field.name)
+        if field.enum_type is None and value is not None:
+            setattr(config, field.name, value)
+    return config
+
+
+def _from_proto(cls, config):
+    values = {}
+    for field in LOSS_CONFIG_FIELDS:
+        value = getattr(config, field.name)
+        if field.enum_type is not None:
+            values[field.name] = enums.name_of(field.enum_type, value)
+        elif field.has_presence:
+            values[field.name] = value if config.HasField(field.name) else None
+        else:
+            values[field.name] = value
+    return cls(**values)
+
+
+LossConfig = dataclasses.make_dataclass(
+    "LossConfig",
+    [(field.name, Optional[_PYTHON_TYPES[field.cpp_type]], None)
+     for field in LOSS_CONFIG_FIELDS],
+    namespace={"to_proto": _to_proto, "from_proto": classmethod(_from_proto)})
+LossConfig.__module__ = __name__
+LossConfig.__doc__ = """Loss parameters (the wire LossConfig). None means unset: the dataset's
     default applies, then LOSS.md's. Enum fields hold short names
-    ("focal", "mean", "effective_number")."""
+    ("focal", "mean", "effective_number").
 
-    loss_type: Optional[str] = None
-    weighting: Optional[str] = None
-    beta: Optional[float] = None
-    gamma: Optional[float] = None
-    reduction: Optional[str] = None
-    ignore_index: Optional[int] = None
-    tau: Optional[float] = None
-    max_margin: Optional[float] = None
-    scale: Optional[float] = None
-    drw_start_epoch: Optional[int] = None
+    The attributes are the fields of the proto LossConfig, in its order
+    (loss_type, weighting, beta, gamma, reduction, ignore_index, tau,
+    max_margin, scale, drw_start_epoch, ...), derived from its descriptor."""
 
-    def to_proto(self):
-        """The wire LossConfig; enum names are checked here (ValueError)."""
-        config = pb.LossConfig(
-            loss_type=enums.loss_type_number(self.loss_type),
-            weighting=enums.weighting_number(self.weighting),
-            reduction=enums.reduction_number(self.reduction))
-        for field in _OPTIONAL_SCALARS:
-            value = getattr(self, field)
-            if value is not None:
-                setattr(config, field, value)
-        return config
 
-    @classmethod
-    def from_proto(cls, config):
-        values = {field: getattr(config, field) if config.HasField(field) else None
-                  for field in _OPTIONAL_SCALARS}
-        return cls(loss_type=enums.loss_type_name(config.loss_type),
-                   weighting=enums.weighting_name(config.weighting),
-                   reduction=enums.reduction_name(config.reduction), **values)
+def check_enum_names(params):
+    """Raises ValueError / TypeError, as to_proto would, for an enum-valued
+    entry of `params` (a {field name: value} dict) that names no value."""
+    for field in LOSS_CONFIG_FIELDS:
+        if field.enum_type is not None and field.name in params:
+            enums.number_of(field.enum_type, params[field.name], field.name)
+
+
+def check_loss_keywords(function, params):
+    """Raises TypeError, as Python would for `function` (its name), for a key
+    of `params` that is not a LossConfig field."""
+    for name in params:
+        if name not in LOSS_PARAMETERS:
+            raise TypeError("%s() got an unexpected keyword argument %r" % (function, name))
+
+
+def merged_config(base, params):
+    """The LossConfig `base` (None: an empty one) overridden by the entries of
+    `params` ({field name: value}) that are not None."""
+    if base is None:
+        base = LossConfig()
+    elif not isinstance(base, LossConfig):
+        raise TypeError("config must be a cbloss.LossConfig, got %r" % type(base))
+    return dataclasses.replace(base, **{k: v for k, v in params.items() if v is not None})
 
 
 def _time(timestamp):

@@ -41,8 +41,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from cbloss import enums
-from cbloss.client import Client, build_loss_request, loss_result
+from cbloss import enums, messages
+from cbloss.client import Client, build_loss_request
 
 __all__ = ["ClassBalancedLoss", "StreamingClassBalancedLoss"]
 
@@ -116,6 +116,8 @@ class ClassBalancedLoss(nn.Module):
       reduction: "mean" (default), "sum", "element_mean", "weighted_mean",
         "none" (per-sample losses, shape [B]); None = the dataset's default.
       timeout: deadline of each call, seconds.
+      Any other LossConfig field is a keyword too (cbloss.LossConfig; None =
+      the dataset's default).
 
     forward(logits [B, C], labels_or_targets, sample_weights=None): an integer
     tensor [B] is labels, a floating tensor [B, C] is targets (multi-label or
@@ -132,9 +134,9 @@ class ClassBalancedLoss(nn.Module):
 
     def __init__(self, client=None, target=None, dataset=None, class_counts=None,
                  loss_type="softmax", beta=None, gamma=None, reduction="mean",
-                 weighting=None, ignore_index=None, *, tau=None, max_margin=None,
-                 scale=None, drw_start_epoch=None, timeout=None):
+                 weighting=None, ignore_index=None, *, timeout=None, **loss_params):
         super().__init__()
+        messages.check_loss_keywords("ClassBalancedLoss.__init__", loss_params)
         if (dataset is None) == (class_counts is None):
             raise ValueError("give exactly one of dataset= and class_counts=")
         if client is not None and target is not None:
@@ -145,14 +147,14 @@ class ClassBalancedLoss(nn.Module):
             [int(n) for n in np.asarray(
                 class_counts.cpu() if isinstance(class_counts, torch.Tensor) else class_counts,
                 dtype=np.int64).reshape(-1)]
+        # Every LossConfig field: the positional ones first, then the others in
+        # proto order (the order extra_repr shows).
         self.config = dict(loss_type=loss_type, beta=beta, gamma=gamma, reduction=reduction,
-                           weighting=weighting, ignore_index=ignore_index, tau=tau,
-                           max_margin=max_margin, scale=scale,
-                           drw_start_epoch=drw_start_epoch)
+                           weighting=weighting, ignore_index=ignore_index)
+        for name in messages.LOSS_PARAMETERS:
+            self.config.setdefault(name, loss_params.get(name))
         # Check the names now rather than at the first batch.
-        enums.loss_type_number(loss_type)
-        enums.reduction_number(reduction)
-        enums.weighting_number(weighting)
+        messages.check_enum_names(self.config)
         self.timeout = timeout
         self.epoch = None
         self.last_result = None
@@ -196,8 +198,7 @@ class ClassBalancedLoss(nn.Module):
 
     def _send(self, request):
         """LossResult of one ComputeLossRequest."""
-        return loss_result(self.client._call(self.client._stub.ComputeLoss, request,
-                                             self.timeout))
+        return self.client.send(request, timeout=self.timeout)
 
     def forward(self, logits, labels_or_targets, sample_weights=None):
         want_gradient = torch.is_grad_enabled() and logits.requires_grad

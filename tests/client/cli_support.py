@@ -1,6 +1,7 @@
-"""Shared pieces of the CLI tests: a real cbloss-server child process, a
-runner for the `cbloss` binary, and the float64 reference of the seed's CB
-focal loss (LOSS.md sections 2-6, written in torch, autograd gradient).
+"""Shared pieces of the CLI tests: a real cbloss-server child process (the
+launcher of tests/server/server_fixture.py), a runner for the `cbloss`
+binary, and the float64 reference of the seed's CB focal loss (LOSS.md
+sections 2-6, written in torch, autograd gradient).
 
 Environment (set by tests/client/CMakeLists.txt; the defaults assume the
 build tree at ../../build):
@@ -17,11 +18,8 @@ Run with /usr/bin/python3 (numpy and torch).
 
 import json
 import os
-import shutil
-import signal
 import subprocess
-import tempfile
-import time
+import sys
 
 import numpy as np
 import torch
@@ -30,7 +28,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCE = os.path.abspath(os.path.join(_HERE, "..", ".."))
 _BIN = os.path.join(_SOURCE, "build", "bin")
 
-SERVER = os.environ.get("CBLOSS_SERVER", os.path.join(_BIN, "cbloss-server"))
+sys.path.insert(0, os.path.join(_SOURCE, "tests", "server"))
+from server_fixture import SERVER_BINARY as SERVER, ServerProcess  # noqa: E402
+
 CLI = os.environ.get("CBLOSS_CLI", os.path.join(_BIN, "cbloss"))
 QUICKSTART = os.environ.get(
     "CBLOSS_QUICKSTART",
@@ -42,97 +42,17 @@ SEED = os.environ.get(
 DOCS = os.environ.get("CBLOSS_DOCS", os.path.join(_SOURCE, "docs"))
 
 SEED_LOSS = 1.9582863
-START_TIMEOUT_S = 20.0
 
 
-class Server:
-    """A cbloss-server on 127.0.0.1, port 0, with its own data directory."""
+class Server(ServerProcess):
+    """A cbloss-server on 127.0.0.1, port 0, in a temporary folder of its own
+    (the launcher of tests/server/server_fixture.py), with the sample
+    datasets unless sample_datasets=False. start() returns it once it is
+    SERVING; close() stops it and removes its folder."""
 
     def __init__(self, sample_datasets=True):
-        self.dir = tempfile.mkdtemp(prefix="cbloss-cli-test-")
-        self.port = None
-        self.proc = None
-        self._sample_datasets = sample_datasets
-        self._log = None
-
-    @property
-    def target(self):
-        return "127.0.0.1:%d" % self.port
-
-    def start(self):
-        port_file = os.path.join(self.dir, "port")
-        args = [SERVER, "--listen=127.0.0.1:0", "--port_file=" + port_file,
-                "--data_dir=" + os.path.join(self.dir, "data"),
-                "--compute_threads=2", "--shutdown_grace_seconds=5"]
-        if self._sample_datasets:
-            args.append("--datasets_file=" + SAMPLE_DATASETS)
-        self._log = open(os.path.join(self.dir, "server.log"), "ab")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("cbloss-server exited during start:\n" + self.log())
-            try:
-                with open(port_file) as f:
-                    text = f.read().strip()
-                if text:
-                    self.port = int(text)
-                    return self
-            except FileNotFoundError:
-                pass
-            time.sleep(0.01)
-        self.kill()
-        raise RuntimeError("cbloss-server wrote no port file in %.0f s:\n%s"
-                           % (START_TIMEOUT_S, self.log()))
-
-    def log(self):
-        try:
-            with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def pause(self):
-        """SIGSTOP, and wait until every thread has stopped (it is async)."""
-        self.proc.send_signal(signal.SIGSTOP)
-        tasks = "/proc/%d/task" % self.proc.pid
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            states = []
-            for tid in os.listdir(tasks):
-                try:
-                    with open(os.path.join(tasks, tid, "stat")) as f:
-                        states.append(f.read().rsplit(")", 1)[1].split()[0])
-                except (OSError, IndexError):
-                    pass
-            if states and all(s in ("T", "t") for s in states):
-                return
-            time.sleep(0.001)
-
-    def resume(self):
-        self.proc.send_signal(signal.SIGCONT)
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def close(self):
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().__init__(datasets_file=SAMPLE_DATASETS if sample_datasets else None,
+                         extra_flags=["--shutdown_grace_seconds=5"], name="cli-server")
 
 
 def run_cli(args, target=None, env_target=None, timeout=60, cwd=None):

@@ -1,6 +1,8 @@
 """cbloss.Client: datasets, class weights, compute_loss, errors, on a real
 cbloss-server."""
 
+import json
+import os
 import unittest
 
 import grpc
@@ -44,6 +46,65 @@ class EnumNamesTest(unittest.TestCase):
             enums.dtype_number("float64")
         with self.assertRaises(ValueError):
             enums.loss_type_number(42)
+
+
+class LossParametersFromTheProtoTest(unittest.TestCase):
+    """The loss keywords and cbloss.LossConfig come from the proto's
+    LossConfig descriptor, the short enum names from the enum descriptors:
+    every field and every value works without a Python edit."""
+
+    @staticmethod
+    def sample(field):
+        if field.enum_type is not None:
+            value = field.enum_type.values[-1]
+            return value.name[len(enums.prefix_of(field.enum_type)):].lower(), value.number
+        if field.cpp_type in (field.CPPTYPE_DOUBLE, field.CPPTYPE_FLOAT):
+            return 0.25, 0.25
+        return 3, 3
+
+    def test_every_field_is_a_keyword_and_an_attribute(self):
+        logits = np.zeros((1, 2), np.float32)
+        for field in pb.LossConfig.DESCRIPTOR.fields:
+            value, wire = self.sample(field)
+            with self.subTest(field=field.name):
+                request = cbloss.client.build_loss_request(logits, [0], class_counts=[1, 1],
+                                                           **{field.name: value})
+                self.assertEqual(getattr(request.config, field.name), wire)
+                config = cbloss.LossConfig(**{field.name: value})
+                self.assertEqual(cbloss.LossConfig.from_proto(config.to_proto()), config)
+        self.assertEqual([f.name for f in pb.LossConfig.DESCRIPTOR.fields],
+                         [f.name for f in cbloss.LossConfig.__dataclass_fields__.values()])
+
+    def test_unknown_keywords_are_type_errors(self):
+        logits = np.zeros((1, 2), np.float32)
+        with self.assertRaisesRegex(TypeError, "unexpected keyword argument 'temperature'"):
+            cbloss.client.build_loss_request(logits, [0], class_counts=[1, 1], temperature=2)
+        with cbloss.Client("127.0.0.1:1") as client:
+            with self.assertRaisesRegex(TypeError, "put_dataset.*'temperature'"):
+                client.put_dataset("x", [1, 2], temperature=2)
+            with self.assertRaisesRegex(TypeError, "'temperature'"):
+                client.compute_loss(logits, [0], class_counts=[1, 1], temperature=2)
+
+    def test_every_enum_value_has_its_short_name(self):
+        for enum in pb.DESCRIPTOR.enum_types_by_name.values():
+            prefix = enums.prefix_of(enum)
+            for value in enum.values[1:]:
+                short = value.name[len(prefix):].lower()
+                self.assertEqual(enums.number_of(enum, short, "x"), value.number, short)
+                self.assertEqual(enums.name_of(enum, value.number), short)
+
+
+class ServiceConfigTest(unittest.TestCase):
+
+    def test_retry_policy_is_the_shared_file(self):
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir)
+        with open(os.path.join(root, "proto", "cbloss", "v1", "service_config.json")) as f:
+            shared = json.load(f)
+        config = json.loads(cbloss.client._service_config("round_robin", True))
+        self.assertEqual(config["methodConfig"], shared["methodConfig"])
+        self.assertEqual(config["loadBalancingConfig"], [{"round_robin": {}}])
+        config = json.loads(cbloss.client._service_config("pick_first", False))
+        self.assertEqual(config, {"loadBalancingConfig": [{"pick_first": {}}]})
 
 
 class DatasetCallsTest(ServerTestCase):

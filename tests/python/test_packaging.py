@@ -47,6 +47,9 @@ class PipInstallTest(unittest.TestCase):
              "import cbloss, cbloss.torch\n"
              "import cbloss._proto.cbloss.v1.cbloss_pb2 as a, cbloss.v1.cbloss_pb2 as b\n"
              "assert a is b, 'two copies of the stubs'\n"
+             "import cbloss._proto.cbloss.v1.cbloss_pb2_grpc as g\n"
+             "assert 'from . import cbloss_pb2' in open(g.__file__).read(), g.__file__\n"
+             "assert cbloss.client._RETRY_POLICY, 'no retry policy'\n"
              "print(cbloss.__file__)"],
             capture_output=True, text=True, timeout=120,
             env=dict(env, PYTHONPATH=target), cwd=tmp)

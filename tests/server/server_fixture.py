@@ -1,14 +1,18 @@
-"""End-to-end test fixture for cbloss-server.
+"""End-to-end test fixture for cbloss-server, and the one launcher of
+cbloss-server for every Python test (tests/server, tests/python through
+server_process.py, tests/client through cli_support.py, tests/deploy).
 
 Starts the real `cbloss-server` binary on 127.0.0.1 with a free port
-(`--listen=127.0.0.1:0 --port_file=...`), waits until the port file is
-written and the gRPC health check answers SERVING, and hands out a channel and
-a `LossService` stub. Every process a test starts is killed when the test (or
-its class) ends, whatever happened; when a test fails, the server's stderr is
+(`--listen=127.0.0.1:0 --port_file=...`), waits (bounded) until the port file
+is written and the gRPC health check answers SERVING, and hands out a channel
+and a `LossService` stub; stops it with SIGTERM, then SIGKILL if it does not
+exit in time. Every process a test starts is killed when the test (or its
+class) ends, whatever happened; when a test fails, the server's stderr is
 printed.
 
-Environment (set by tests/server/CMakeLists.txt; defaults assume the source
-tree at ../.. and the build tree at ../../build):
+Environment (set by the tests' CMakeLists.txt; defaults assume the source
+tree at ../.. and the build tree at ../../build, or the build tree holding
+$CBLOSS_SERVER):
 
   CBLOSS_SERVER           path of the cbloss-server binary
   CBLOSS_PROTO_PY         directory holding cbloss/v1/cbloss_pb2.py
@@ -31,15 +35,21 @@ import unittest
 
 import grpc
 import numpy as np
+from google.protobuf import (descriptor_pb2, descriptor_pool, empty_pb2, message_factory,
+                             unknown_fields)
+from google.protobuf.internal import encoder, wire_format
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _SOURCE_ROOT = os.path.abspath(os.path.join(_HERE, "..", ".."))
 _BUILD_ROOT = os.path.join(_SOURCE_ROOT, "build")
 
-SERVER_BINARY = os.environ.get(
-    "CBLOSS_SERVER", os.path.join(_BUILD_ROOT, "bin", "cbloss-server"))
-PROTO_PY = os.environ.get(
-    "CBLOSS_PROTO_PY", os.path.join(_BUILD_ROOT, "python", "cbloss", "_proto"))
+SERVER_BINARY = os.environ.get("CBLOSS_SERVER") or os.path.join(
+    _BUILD_ROOT, "bin", "cbloss-server")
+if os.environ.get("CBLOSS_SERVER"):
+    # build/bin/cbloss-server: the stubs are in the same build tree.
+    _BUILD_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(SERVER_BINARY)))
+PROTO_PY = os.environ.get("CBLOSS_PROTO_PY") or os.path.join(
+    _BUILD_ROOT, "python", "cbloss", "_proto")
 GOLDEN_FILE = os.environ.get(
     "CBLOSS_GOLDEN", os.path.join(_SOURCE_ROOT, "tests", "golden", "golden_cases.json"))
 SAMPLE_DATASETS_FILE = os.environ.get(
@@ -66,69 +76,108 @@ CHANNEL_OPTIONS = [
 ]
 
 # ---------------------------------------------------------------------------
-# Minimal protobuf wire helpers, for the health and reflection services whose
-# Python stubs are not available here.
+# The health and reflection services' messages. Their .proto files ship with
+# neither Debian's grpcio nor its protobuf, so the messages (the fields these
+# tests use, numbered as in grpc/health/v1/health.proto and
+# grpc/reflection/v1alpha/reflection.proto) are declared here with
+# descriptor_pb2, in a pool of their own.
 # ---------------------------------------------------------------------------
+
+_F = descriptor_pb2.FieldDescriptorProto
+
+
+def _add_message(file, name, fields):
+    """Adds message `name` with fields [(name, number, type, type_name or None,
+    label)] to the FileDescriptorProto `file`."""
+    message = file.message_type.add(name=name)
+    for field_name, number, field_type, type_name, label in fields:
+        field = message.field.add(name=field_name, number=number, type=field_type, label=label)
+        if type_name:
+            field.type_name = "." + file.package + "." + type_name
+    return message
+
+
+def _health_file():
+    file = descriptor_pb2.FileDescriptorProto(
+        name="grpc/health/v1/health.proto", package="grpc.health.v1", syntax="proto3")
+    _add_message(file, "HealthCheckRequest", [
+        ("service", 1, _F.TYPE_STRING, None, _F.LABEL_OPTIONAL)])
+    response = _add_message(file, "HealthCheckResponse", [
+        ("status", 1, _F.TYPE_ENUM, "HealthCheckResponse.ServingStatus", _F.LABEL_OPTIONAL)])
+    status = response.enum_type.add(name="ServingStatus")
+    for number, name in enumerate(("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")):
+        status.value.add(name=name, number=number)
+    return file
+
+
+def _reflection_file():
+    file = descriptor_pb2.FileDescriptorProto(
+        name="grpc/reflection/v1alpha/reflection.proto", package="grpc.reflection.v1alpha",
+        syntax="proto3")
+    optional, repeated = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
+    _add_message(file, "ServerReflectionRequest", [
+        ("host", 1, _F.TYPE_STRING, None, optional),
+        ("file_containing_symbol", 4, _F.TYPE_STRING, None, optional),
+        ("list_services", 7, _F.TYPE_STRING, None, optional)])
+    _add_message(file, "ServerReflectionResponse", [
+        ("valid_host", 1, _F.TYPE_STRING, None, optional),
+        ("file_descriptor_response", 4, _F.TYPE_MESSAGE, "FileDescriptorResponse", optional),
+        ("list_services_response", 6, _F.TYPE_MESSAGE, "ListServiceResponse", optional),
+        ("error_response", 7, _F.TYPE_MESSAGE, "ErrorResponse", optional)])
+    _add_message(file, "FileDescriptorResponse", [
+        ("file_descriptor_proto", 1, _F.TYPE_BYTES, None, repeated)])
+    _add_message(file, "ListServiceResponse", [
+        ("service", 1, _F.TYPE_MESSAGE, "ServiceResponse", repeated)])
+    _add_message(file, "ServiceResponse", [("name", 1, _F.TYPE_STRING, None, optional)])
+    _add_message(file, "ErrorResponse", [
+        ("error_code", 1, _F.TYPE_INT32, None, optional),
+        ("error_message", 2, _F.TYPE_STRING, None, optional)])
+    return file
+
+
+def _message_classes(*files):
+    """{message name: class} of every top-level message of `files`."""
+    pool = descriptor_pool.DescriptorPool()
+    get_class = getattr(message_factory, "GetMessageClass", None)  # protobuf >= 4.22
+    if get_class is None:
+        get_class = message_factory.MessageFactory(pool).GetPrototype
+    classes = {}
+    for file in files:
+        pool.Add(file)
+        for message in file.message_type:
+            classes[message.name] = get_class(
+                pool.FindMessageTypeByName(file.package + "." + message.name))
+    return classes
+
+
+_MESSAGES = _message_classes(_health_file(), _reflection_file())
+HealthCheckRequest = _MESSAGES["HealthCheckRequest"]
+HealthCheckResponse = _MESSAGES["HealthCheckResponse"]
+ServerReflectionRequest = _MESSAGES["ServerReflectionRequest"]
+ServerReflectionResponse = _MESSAGES["ServerReflectionResponse"]
 
 
 def encode_varint(value):
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    """The protobuf varint of `value` (for tests that splice raw fields)."""
+    return encoder._VarintBytes(value)
 
 
 def encode_string_field(field_number, text):
+    """The wire bytes of one length-delimited (string) field."""
     data = text.encode("utf-8")
-    return encode_varint((field_number << 3) | 2) + encode_varint(len(data)) + data
+    return (encoder.TagBytes(field_number, wire_format.WIRETYPE_LENGTH_DELIMITED)
+            + encoder._VarintBytes(len(data)) + data)
 
 
 def decode_fields(data):
-    """Decodes one protobuf message level into [(field_number, wire_type, value)].
+    """Decodes one protobuf message level into [(field_number, wire_type, value)]:
+    protobuf parses `data` as an empty message, every field an unknown one.
 
     value is an int for varints/fixed, bytes for length-delimited fields.
     """
-    fields = []
-    pos = 0
-    n = len(data)
-
-    def read_varint():
-        nonlocal pos
-        result = 0
-        shift = 0
-        while True:
-            if pos >= n:
-                raise ValueError("truncated varint")
-            b = data[pos]
-            pos += 1
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result
-
-    while pos < n:
-        key = read_varint()
-        field_number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            fields.append((field_number, wire_type, read_varint()))
-        elif wire_type == 1:
-            fields.append((field_number, wire_type, int.from_bytes(data[pos:pos + 8], "little")))
-            pos += 8
-        elif wire_type == 2:
-            length = read_varint()
-            fields.append((field_number, wire_type, bytes(data[pos:pos + length])))
-            pos += length
-        elif wire_type == 5:
-            fields.append((field_number, wire_type, int.from_bytes(data[pos:pos + 4], "little")))
-            pos += 4
-        else:
-            raise ValueError("unsupported wire type %d" % wire_type)
-    return fields
+    message = empty_pb2.Empty.FromString(bytes(data))
+    return [(f.field_number, f.wire_type, f.data)
+            for f in unknown_fields.UnknownFieldSet(message)]
 
 
 HEALTH_UNKNOWN, HEALTH_SERVING, HEALTH_NOT_SERVING, HEALTH_SERVICE_UNKNOWN = 0, 1, 2, 3
@@ -138,52 +187,38 @@ def health_check(channel, service="", timeout=2.0):
     """grpc.health.v1.Health/Check; returns the status enum value (int)."""
     call = channel.unary_unary(
         "/grpc.health.v1.Health/Check",
-        request_serializer=lambda s: encode_string_field(1, s) if s else b"",
-        response_deserializer=lambda b: b)
-    raw = call(service, timeout=timeout)
-    status = HEALTH_UNKNOWN
-    for number, wire_type, value in decode_fields(raw):
-        if number == 1 and wire_type == 0:
-            status = value
-    return status
+        request_serializer=HealthCheckRequest.SerializeToString,
+        response_deserializer=HealthCheckResponse.FromString)
+    return call(HealthCheckRequest(service=service), timeout=timeout).status
 
 
-def _reflection_call(channel, request_bytes, timeout=5.0):
+def _reflection_call(channel, request, timeout=5.0):
+    """(responses, their raw bytes) of one ServerReflectionInfo exchange."""
     call = channel.stream_stream(
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-        request_serializer=lambda b: b,
-        response_deserializer=lambda b: b)
-    return list(call(iter([request_bytes]), timeout=timeout))
+        request_serializer=ServerReflectionRequest.SerializeToString,
+        response_deserializer=lambda raw: raw)
+    raw = list(call(iter([request]), timeout=timeout))
+    return [ServerReflectionResponse.FromString(r) for r in raw], b"".join(raw)
 
 
 def reflection_list_services(channel, timeout=5.0):
     """Returns (service names, raw response bytes) from the v1alpha reflection
     service's list_services request."""
-    responses = _reflection_call(channel, encode_string_field(7, "*"), timeout)
-    names = []
-    for raw in responses:
-        for number, wire_type, value in decode_fields(raw):
-            if number == 6 and wire_type == 2:  # list_services_response
-                for n2, w2, v2 in decode_fields(value):
-                    if n2 == 1 and w2 == 2:  # ServiceResponse
-                        for n3, w3, v3 in decode_fields(v2):
-                            if n3 == 1 and w3 == 2:
-                                names.append(v3.decode("utf-8"))
-    return names, b"".join(responses)
+    responses, raw = _reflection_call(channel, ServerReflectionRequest(list_services="*"),
+                                      timeout)
+    names = [service.name for r in responses
+             for service in r.list_services_response.service]
+    return names, raw
 
 
 def reflection_file_containing_symbol(channel, symbol, timeout=5.0):
     """Returns the serialized FileDescriptorProtos answering
     file_containing_symbol, plus the raw response bytes."""
-    responses = _reflection_call(channel, encode_string_field(4, symbol), timeout)
-    files = []
-    for raw in responses:
-        for number, wire_type, value in decode_fields(raw):
-            if number == 4 and wire_type == 2:  # file_descriptor_response
-                for n2, w2, v2 in decode_fields(value):
-                    if n2 == 1 and w2 == 2:
-                        files.append(v2)
-    return files, b"".join(responses)
+    responses, raw = _reflection_call(
+        channel, ServerReflectionRequest(file_containing_symbol=symbol), timeout)
+    files = [f for r in responses for f in r.file_descriptor_response.file_descriptor_proto]
+    return files, raw
 
 
 # ---------------------------------------------------------------------------
@@ -261,11 +296,23 @@ class ServerProcess:
     """One cbloss-server on 127.0.0.1, in `workdir`.
 
     The data directory (`workdir`/data) survives stop()/kill(), so start()
-    again is a restart on the same store.
+    again is a restart on the same store. With workdir=None the process gets
+    a temporary folder of its own, which close() removes.
+
+    Example::
+
+        server = ServerProcess(extra_flags=["--shutdown_grace_seconds=5"]).start()
+        try:
+            server.stub.GetClassWeights(request, timeout=RPC_TIMEOUT_S)
+        finally:
+            server.close()
     """
 
-    def __init__(self, workdir, datasets_file=None, compute_threads=2,
+    def __init__(self, workdir=None, datasets_file=None, compute_threads=2,
                  extra_flags=(), name="server", preexec_fn=None):
+        self._owns_workdir = workdir is None
+        if workdir is None:
+            workdir = tempfile.mkdtemp(prefix="cbloss-%s-" % name)
         self.workdir = workdir
         self.data_dir = os.path.join(workdir, "data")
         self.port_file = os.path.join(workdir, "%s.port" % name)
@@ -280,6 +327,7 @@ class ServerProcess:
         self.stub = None
         self.starts = 0
         self.stderr_paths = []
+        self.paused = False
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -322,30 +370,36 @@ class ServerProcess:
         self.wait_ready(timeout)
         return self
 
-    def wait_ready(self, timeout=STARTUP_TIMEOUT_S):
-        deadline = time.monotonic() + timeout
-        port = None
-        while port is None:
+    def wait_port_file(self, path, deadline):
+        """The port the server writes to `path` (its --port_file, or another
+        port file flag), waiting until time.monotonic() `deadline`."""
+        started = time.monotonic()
+        while True:
             if self.proc.poll() is not None:
                 raise ServerError("cbloss-server exited with code %s before writing "
-                                  "its port file:\n%s%s" % (self.proc.returncode, self.stderr(),
-                                                   self.stdout()))
+                                  "%s:\n%s%s" % (self.proc.returncode, path, self.stderr(),
+                                                 self.stdout()))
             try:
-                with open(self.port_file) as f:
+                with open(path) as f:
                     text = f.read().strip()
                 if text:
                     port = int(text)
+                    if not 0 < port < 65536:
+                        raise ServerError("bad port %d in %s" % (port, path))
+                    return port
             except (OSError, ValueError):
-                port = None
-            if port is None:
-                if time.monotonic() > deadline:
-                    raise ServerError("no port in %s after %.0f s:\n%s"
-                                      % (self.port_file, timeout, self.stderr()))
-                time.sleep(0.02)
-        if not 0 < port < 65536:
-            raise ServerError("bad port %d in the port file" % port)
-        self.port = port
-        self.channel = grpc.insecure_channel("127.0.0.1:%d" % port, options=CHANNEL_OPTIONS)
+                pass
+            if time.monotonic() > deadline:
+                raise ServerError("no port in %s after %.0f s:\n%s"
+                                  % (path, time.monotonic() - started, self.stderr()))
+            time.sleep(0.02)
+
+    def wait_ready(self, timeout=STARTUP_TIMEOUT_S):
+        """Waits (up to `timeout` s in all) for the port file, then until the
+        health check answers SERVING on the fixture's channel."""
+        deadline = time.monotonic() + timeout
+        self.port = self.wait_port_file(self.port_file, deadline)
+        self.channel = self.new_channel()
         self.stub = pb_grpc.LossServiceStub(self.channel)
         last_error = None
         while True:
@@ -387,6 +441,8 @@ class ServerProcess:
         if close_channel_first:
             self._close_channel()
         if self.proc.poll() is None:
+            if self.paused:
+                self.resume()
             self.proc.send_signal(signal.SIGTERM)
         try:
             code = self.proc.wait(timeout=timeout)
@@ -407,6 +463,51 @@ class ServerProcess:
             self.proc.send_signal(signal.SIGKILL)
         code = self.proc.wait(timeout=10)
         self._close_channel()
+        return code
+
+    def pause(self):
+        """SIGSTOP, and wait (up to 5 s) until every thread has stopped (the
+        signal is asynchronous): the server then accepts connections and
+        answers nothing."""
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+        tasks = "/proc/%d/task" % self.proc.pid
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = []
+            for tid in os.listdir(tasks):
+                try:
+                    with open(os.path.join(tasks, tid, "stat")) as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except (OSError, IndexError):
+                    pass
+            if states and all(s in ("T", "t") for s in states):
+                return
+            time.sleep(0.001)
+
+    def resume(self):
+        """SIGCONT after pause()."""
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def close(self):
+        """Stops the server (SIGTERM; SIGKILL if it ignores that for
+        STOP_TIMEOUT_S), writes its log to stderr if it exited with a code
+        other than 0, and removes the workdir if this object made it. Never
+        raises; returns the exit code (None if it never started)."""
+        code = None
+        try:
+            code = self.stop()
+        except ServerError as e:  # killed after ignoring SIGTERM
+            sys.stderr.write("%s\n" % e)
+            code = self.proc.returncode
+        except Exception as e:  # pragma: no cover - best effort
+            sys.stderr.write("stopping cbloss-server: %r\n" % e)
+        if code not in (0, None):
+            sys.stderr.write("cbloss-server exited with %s:\n%s\n" % (code, self.all_stderr()))
+        self.cleanup()
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         return code
 
     def restart(self, timeout=STARTUP_TIMEOUT_S):
@@ -453,7 +554,7 @@ class ServerProcess:
                 text = f.read().decode("utf-8", "replace")
         except OSError:
             return ""
-        if len(text) > limit:
+        if limit is not None and len(text) > limit:
             text = "...\n" + text[-limit:]
         return text
 
@@ -467,6 +568,12 @@ class ServerProcess:
         if not self.stderr_paths:
             return ""
         return self._read_log(self.stderr_paths[which][:-len("stderr")] + "stdout", limit)
+
+    def log(self):
+        """Everything the latest start wrote to stderr, then stdout (the
+        server logs to stderr), untruncated: it only grows while the server
+        runs."""
+        return self.stderr(limit=None) + self.stdout(limit=None)
 
     def all_stderr(self):
         """stderr (and stdout) of every start, for failure reports."""
@@ -523,9 +630,12 @@ class ServerTestCase(unittest.TestCase):
             self._tmp = tempfile.mkdtemp(prefix="cbloss-e2e-%s-" % self._testMethodName)
         return self._tmp
 
-    def new_server(self, **kwargs):
-        """A ServerProcess in this test's temp dir, not yet started."""
-        server = ServerProcess(self.tmpdir(), name="s%d" % len(self._servers), **kwargs)
+    def new_server(self, server_class=None, **kwargs):
+        """A ServerProcess (or `server_class`, a subclass taking the same
+        arguments) in this test's temp dir, not yet started; killed after the
+        test."""
+        kwargs.setdefault("name", "s%d" % len(self._servers))
+        server = (server_class or ServerProcess)(self.tmpdir(), **kwargs)
         self._servers.append(server)
         return server
 

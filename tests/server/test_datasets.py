@@ -6,6 +6,7 @@ import time
 import unittest
 
 import grpc
+from google.protobuf.internal import encoder, wire_format
 
 from server_fixture import SharedServerTestCase, RPC_TIMEOUT_S, ServerTestCase, pb
 
@@ -183,7 +184,9 @@ class DatasetsTest(SharedServerTestCase):
         # Set loss_type=99 on the wire by hand-splicing the field into the
         # serialized LossConfig, independent of the Python enum checks.
         ds = dataset("raw-enum", [1, 2])
-        raw_cfg = bytes([0x08, 99])  # field 1 (loss_type), varint 99
+        loss_type = pb.LossConfig.DESCRIPTOR.fields_by_name["loss_type"].number
+        raw_cfg = (encoder.TagBytes(loss_type, wire_format.WIRETYPE_VARINT)
+                   + encoder._VarintBytes(99))
         ds.defaults.MergeFromString(raw_cfg)
         self.assertEqual(ds.defaults.loss_type, 99)
         self.assertRpcError(INVALID, self.stub.PutDataset, put_req(ds))

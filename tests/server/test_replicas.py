@@ -16,7 +16,6 @@ scale-up) one of its own.
 import json
 import os
 import queue
-import signal
 import subprocess
 import time
 import unittest
@@ -39,6 +38,14 @@ def computed(server):
     return int(sample(m, "cbloss_requests_total", method="ComputeLoss", code="OK"))
 
 
+def start_replicas(test, prefix, count=3):
+    """`count` started replicas with metrics and the sample datasets, killed
+    after the test."""
+    return [test.new_server(ProdServer, name="%s%d" % (prefix, i), metrics=True,
+                            datasets_file=SAMPLE_DATASETS_FILE).start()
+            for i in range(count)]
+
+
 class ReplicasTest(ServerTestCase):
     def wait_until(self, what, predicate, bench):
         deadline = time.monotonic() + PHASE_TIMEOUT_S
@@ -52,13 +59,7 @@ class ReplicasTest(ServerTestCase):
     def test_survivors_take_over_without_failed_calls(self):
         if not CLI_BINARY or not os.path.exists(CLI_BINARY):
             raise RuntimeError("CBLOSS_CLI must name the cbloss binary (got %r)" % CLI_BINARY)
-        replicas = []
-        for i in range(3):
-            server = ProdServer(self.tmpdir(), name="replica%d" % i, metrics=True,
-                                datasets_file=SAMPLE_DATASETS_FILE)
-            self._servers.append(server)
-            replicas.append(server)
-            server.start()
+        replicas = start_replicas(self, "replica")
         target = "ipv4:" + ",".join(s.target for s in replicas)
         bench = subprocess.Popen(
             [CLI_BINARY, "--target", target, "--timeout", "10", "--json", "bench",
@@ -70,8 +71,7 @@ class ReplicasTest(ServerTestCase):
                             lambda: all(computed(s) >= CALLS_BEFORE_KILL for s in replicas),
                             bench)
             victim, survivors = replicas[1], [replicas[0], replicas[2]]
-            victim.proc.send_signal(signal.SIGKILL)
-            victim.proc.wait(timeout=10)
+            victim.kill()
             at_kill = [computed(s) for s in survivors]
             self.wait_until(
                 "calls on the survivors after the kill",
@@ -105,13 +105,7 @@ class PythonClientReplicasTest(ServerTestCase):
 
     def test_python_client_survives_a_dead_replica(self):
         import cbloss  # build/python, on PYTHONPATH
-        replicas = []
-        for i in range(3):
-            server = ProdServer(self.tmpdir(), name="py%d" % i, metrics=True,
-                                datasets_file=SAMPLE_DATASETS_FILE)
-            self._servers.append(server)
-            replicas.append(server)
-            server.start()
+        replicas = start_replicas(self, "py")
         client = cbloss.Client("ipv4:" + ",".join(s.target for s in replicas), timeout=10)
         self.addCleanup(client.close)
         rng = np.random.default_rng(7)
@@ -122,8 +116,7 @@ class PythonClientReplicasTest(ServerTestCase):
             client.compute_loss(logits, labels, dataset="cifar10-lt")
         self.assertEqual([computed(s) > 0 for s in replicas], [True, True, True])
         victim, survivors = replicas[0], replicas[1:]
-        victim.proc.send_signal(signal.SIGKILL)
-        victim.proc.wait(timeout=10)
+        victim.kill()
         at_kill = [computed(s) for s in survivors]
         for _ in range(90):
             try:

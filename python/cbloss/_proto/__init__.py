@@ -1,32 +1,33 @@
 """Generated protobuf and gRPC stubs of the cbloss.v1 wire contract.
 
-protoc writes the stubs under this folder as ``cbloss/v1/cbloss_pb2.py`` and
-``cbloss/v1/cbloss_pb2_grpc.py`` (from ``proto/cbloss/v1/cbloss.proto``), and
-the gRPC stub imports its messages as ``from cbloss.v1 import cbloss_pb2``.
-The top-level ``cbloss`` package adds ``_proto/cbloss`` to its ``__path__``,
-so that import resolves to ``cbloss.v1`` without anyone touching sys.path.
+The build (python/generate_stubs.py, run by python/CMakeLists.txt and by
+setup.py) writes them under this folder as ``cbloss/v1/cbloss_pb2.py``,
+``cbloss_pb2.pyi`` and ``cbloss_pb2_grpc.py`` (from
+``proto/cbloss/v1/cbloss.proto``), with the gRPC stub importing its messages
+package-relatively, so they are the modules
+``cbloss._proto.cbloss.v1.cbloss_pb2`` and ``...cbloss_pb2_grpc``. This
+module re-exports them as ``cbloss._proto.cbloss_pb2`` and
+``cbloss._proto.cbloss_pb2_grpc``.
 
-This module makes the long spelling ``cbloss._proto.cbloss.v1.cbloss_pb2``
-name the very same module objects (one import of the .proto, one set of
-message classes): it registers aliases in sys.modules.
+``cbloss.v1.cbloss_pb2`` (docs/PYTHON.md) names the same modules. Python
+finds a dotted module name only in sys.modules or by loading a file, and
+loading the stubs a second time would register the .proto twice (two sets of
+message classes), so that short name is entered in sys.modules, here and
+nowhere else.
 """
 
-import os
 import sys
-import types
 
-from cbloss import v1 as _v1
-from cbloss.v1 import cbloss_pb2, cbloss_pb2_grpc
+from cbloss._proto.cbloss import v1
+from cbloss._proto.cbloss.v1 import cbloss_pb2
 
-_inner = types.ModuleType(__name__ + ".cbloss",
-                          "Alias of the generated package cbloss.v1.")
-_inner.__path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "cbloss")]
-_inner.v1 = _v1
+sys.modules["cbloss.v1"] = v1
+sys.modules["cbloss.v1.cbloss_pb2"] = cbloss_pb2
 
-sys.modules[_inner.__name__] = _inner
-sys.modules[_inner.__name__ + ".v1"] = _v1
-sys.modules[_inner.__name__ + ".v1.cbloss_pb2"] = cbloss_pb2
-sys.modules[_inner.__name__ + ".v1.cbloss_pb2_grpc"] = cbloss_pb2_grpc
-cbloss = _inner
+# After the alias: stubs from plain protoc, without generate_stubs.py's
+# rewrite, import their messages as `cbloss.v1.cbloss_pb2`.
+from cbloss._proto.cbloss.v1 import cbloss_pb2_grpc  # noqa: E402
+
+sys.modules["cbloss.v1.cbloss_pb2_grpc"] = cbloss_pb2_grpc
 
 __all__ = ["cbloss_pb2", "cbloss_pb2_grpc"]
