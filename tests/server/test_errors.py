@@ -2,6 +2,7 @@
 exact status codes and messages naming the field and the first bad index.
 The server must keep serving afterwards."""
 
+import math
 import unittest
 
 import grpc
@@ -213,14 +214,34 @@ class ErrorsTest(ServerTestCase):
         self.invalid(request(gradient_dtype=42, want_gradient=True), "gradient_dtype")
 
     def test_section9_zero_count_is_failed_precondition(self):
-        # LOSS.md section 9: these losses need every class count >= 1.
+        # LOSS.md section 9: the losses whose logits use log n_j or n_j^(-1/4)
+        # need every class count >= 1.
         for lt in (pb.LOSS_TYPE_BALANCED_SOFTMAX, pb.LOSS_TYPE_LOGIT_ADJUSTED,
-                   pb.LOSS_TYPE_LDAM, pb.LOSS_TYPE_SOFTMAX_FOCAL):
+                   pb.LOSS_TYPE_LDAM):
             with self.subTest(loss_type=pb.LossType.Name(lt)):
                 req = request(config=pb.LossConfig(loss_type=lt),
                               class_counts=pb.ClassCounts(counts=[10, 5, 0, 2, 1]))
                 self.assertRpcError(grpc.StatusCode.FAILED_PRECONDITION,
                                     self.stub.ComputeLoss, req, contains="class_counts[2]")
+
+    def test_softmax_focal_accepts_zero_counts(self):
+        # LOSS.md section 9 (v1.2): SOFTMAX_FOCAL follows section 2; the
+        # sample of the empty class carries weight 0.
+        for weighting in (pb.WEIGHTING_SCHEME_EFFECTIVE_NUMBER, pb.WEIGHTING_SCHEME_NONE):
+            with self.subTest(weighting=pb.WeightingScheme.Name(weighting)):
+                req = request(config=pb.LossConfig(loss_type=pb.LOSS_TYPE_SOFTMAX_FOCAL,
+                                                   weighting=weighting),
+                              class_counts=pb.ClassCounts(counts=[10, 5, 0, 2, 1]))
+                req.want_per_sample_losses = True
+                got = self.stub.ComputeLoss(req, timeout=RPC_TIMEOUT_S)
+                self.assertEqual(got.error_code, 0)
+                self.assertTrue(math.isfinite(got.loss) and got.loss > 0)
+                # LABELS[2] = 2 is the empty class: weight 0 under a counting
+                # scheme, 1 under NONE.
+                if weighting == pb.WEIGHTING_SCHEME_NONE:
+                    self.assertGreater(got.per_sample_losses[2], 0.0)
+                else:
+                    self.assertEqual(got.per_sample_losses[2], 0.0)
 
     def test_section9_parameters_out_of_range(self):
         for field, value in (("tau", -1.0), ("max_margin", 0.0), ("scale", -2.0)):
