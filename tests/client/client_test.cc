@@ -30,11 +30,11 @@
 
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/server_process.h"
 #include "core/half.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "server_process.h"
 
 namespace cbloss {
 namespace {
