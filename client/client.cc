@@ -267,7 +267,8 @@ class LossStream::Impl {
   // The call lives as long as the training job: no deadline of its own; each
   // Compute is watched instead.
   explicit Impl(const Client::Impl& client)
-      : default_deadline_(client.options().default_deadline) {
+      : default_deadline_(client.options().default_deadline),
+        channel_(client.shared_channel()) {
     client.AddCallMetadata(&context_);
     stream_ = client.stub()->StreamLoss(&context_);
     watchdog_ = std::thread([this] { Watch(); });
@@ -305,6 +306,8 @@ class LossStream::Impl {
   bool StopWatching();
 
   const absl::Duration default_deadline_;
+  // The call's channel, held so that the stream may outlive its Client.
+  const std::shared_ptr<grpc::Channel> channel_;
   grpc::ClientContext context_;
   std::unique_ptr<
       grpc::ClientReaderWriter<v1::ComputeLossRequest, v1::ComputeLossResponse>>

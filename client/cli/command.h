@@ -15,7 +15,8 @@
 //     CLI::App* ping = app->add_subcommand("ping", "...");
 //     ping->callback([chosen] {
 //       *chosen = [](const Context& context) {
-//         return Finish(context.client->CheckHealth());
+//         absl::Status s = context.client->CheckHealth();
+//         return s.ok() ? 0 : Fail(s);
 //       };
 //     });
 //   }

@@ -84,7 +84,7 @@ class Client {
   // OK if the server's overall health is SERVING.
   absl::Status CheckHealth();
 
-  // A StreamLoss call for one training loop. The Client must outlive it.
+  // A StreamLoss call for one training loop.
   std::unique_ptr<LossStream> OpenLossStream();
 
   const ClientOptions& options() const;
