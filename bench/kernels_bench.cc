@@ -41,9 +41,10 @@ Timing TimeNs(Fn&& fn, int min_reps, double min_ms) {
   fn();  // warm up caches and the pool
   std::vector<double> times;
   const auto start = Clock::now();
-  while (static_cast<int>(times.size()) < min_reps ||
-         std::chrono::duration<double, std::milli>(Clock::now() - start)
-                 .count() < min_ms) {
+  while (
+      static_cast<int>(times.size()) < min_reps ||
+      std::chrono::duration<double, std::milli>(Clock::now() - start).count() <
+          min_ms) {
     const auto t0 = Clock::now();
     fn();
     times.push_back(
@@ -52,6 +53,111 @@ Timing TimeNs(Fn&& fn, int min_reps, double min_ms) {
   }
   std::sort(times.begin(), times.end());
   return {times.front(), times[times.size() / 2]};
+}
+
+// One shape's inputs (random logits, labels and counts) and buffers.
+struct Inputs {
+  Shape shape;
+  std::vector<float> logits;
+  std::vector<int32_t> labels;
+  std::vector<int64_t> counts;
+  std::vector<float> gradient, copy_in, copy_out;
+  LossBatch batch;
+};
+
+std::unique_ptr<Inputs> MakeInputs(const Shape& shape, std::mt19937& rng) {
+  auto in = std::make_unique<Inputs>();
+  in->shape = shape;
+  const int64_t n = shape.batch * shape.classes;
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  in->logits.resize(n);
+  for (float& v : in->logits) v = normal(rng);
+  in->labels.resize(shape.batch);
+  std::uniform_int_distribution<int32_t> label(
+      0, static_cast<int32_t>(shape.classes - 1));
+  for (int32_t& y : in->labels) y = label(rng);
+  in->counts.resize(shape.classes);
+  std::uniform_int_distribution<int64_t> count(1, 5000);
+  for (int64_t& c : in->counts) c = count(rng);
+  in->gradient.resize(n);
+  in->copy_in.resize(n);
+  in->copy_out.resize(n);
+  in->batch.rows = shape.batch;
+  in->batch.cols = shape.classes;
+  in->batch.logits = in->logits;
+  in->batch.labels = in->labels;
+  return in;
+}
+
+// The memcpy of the same bytes (logits in, gradient out), on the same
+// threads, in the engine's row chunks.
+Timing TimeMemcpy(Inputs& in, ThreadPool* pool, int min_reps, double min_ms) {
+  const Shape& shape = in.shape;
+  const int64_t rows_per_chunk = RowsPerChunk(shape.classes);
+  const int64_t chunks = (shape.batch + rows_per_chunk - 1) / rows_per_chunk;
+  auto copy_chunk = [&](int64_t c) {
+    const int64_t begin = c * rows_per_chunk * shape.classes;
+    const int64_t end =
+        std::min(shape.batch, (c + 1) * rows_per_chunk) * shape.classes;
+    const size_t bytes = (end - begin) * sizeof(float);
+    std::memcpy(in.copy_in.data() + begin, in.logits.data() + begin, bytes);
+    std::memcpy(in.copy_out.data() + begin, in.gradient.data() + begin, bytes);
+  };
+  return TimeNs(
+      [&] {
+        if (pool) {
+          pool->ParallelFor(chunks, copy_chunk);
+        } else {
+          for (int64_t c = 0; c < chunks; ++c) copy_chunk(c);
+        }
+      },
+      min_reps, min_ms);
+}
+
+// Times one loss on `in`; appends a JSON record or prints a row. False on
+// failure.
+bool RunLoss(const BenchOptions& options, const std::string& name,
+             LossType type, Inputs& in, ThreadPool* pool, int threads,
+             const Timing& memcpy_ns, std::string* json) {
+  const int min_reps = options.quick ? 2 : 15;
+  const double min_ms = options.quick ? 1.0 : 300.0;
+  LossParams params;
+  params.loss_type = type;
+  absl::StatusOr<ClassTerms> terms = MakeClassTerms(params, in.counts);
+  if (!terms.ok() || !ValidateLossBatch(params, in.batch).ok()) {
+    std::fprintf(stderr, "bench setup failed\n");
+    return false;
+  }
+  LossOutputs outputs;
+  outputs.gradient = absl::MakeSpan(in.gradient);
+  ComputeOptions compute;
+  compute.pool = pool;
+  bool ok = true;
+  const Timing ns = TimeNs(
+      [&] {
+        ok &= ComputeLoss(params, *terms, in.batch, outputs, compute).ok();
+      },
+      min_reps, min_ms);
+  if (!ok) return false;
+  const double n = static_cast<double>(in.shape.batch * in.shape.classes);
+  const double per = ns.fastest_ns / n;
+  const double copy_per = memcpy_ns.fastest_ns / n;
+  if (options.json) {
+    absl::StrAppend(
+        json, json->size() > 1 ? ",\n" : "\n", "  {\"loss\": \"", name,
+        "\", \"batch\": ", in.shape.batch, ", \"classes\": ", in.shape.classes,
+        ", \"threads\": ", threads, ", \"ns_per_element\": ", per,
+        ", \"memcpy_ns_per_element\": ", copy_per,
+        ", \"median_ns_per_element\": ", ns.median_ns / n,
+        ", \"memcpy_median_ns_per_element\": ", memcpy_ns.median_ns / n,
+        ", \"target\": \"", kernels::ActiveTargetName(), "\"}");
+  } else {
+    std::printf("%-8s %6lld %6lld %3d %10.3f %10.3f %7.2f\n", name.c_str(),
+                static_cast<long long>(in.shape.batch),
+                static_cast<long long>(in.shape.classes), threads, per,
+                copy_per, per / copy_per);
+  }
+  return true;
 }
 
 }  // namespace
@@ -72,90 +178,17 @@ int RunKernels(const BenchOptions& options) {
                 kernels::ActiveTargetName(), "loss", "batch", "classes", "thr",
                 "ns/elem", "memcpy", "ratio");
   }
-  bool first = true;
   for (const Shape& shape : shapes) {
-    const int64_t n = shape.batch * shape.classes;
-    std::normal_distribution<float> normal(0.0f, 3.0f);
-    std::vector<float> logits(n);
-    for (float& v : logits) v = normal(rng);
-    std::vector<int32_t> labels(shape.batch);
-    std::uniform_int_distribution<int32_t> label(
-        0, static_cast<int32_t>(shape.classes - 1));
-    for (int32_t& y : labels) y = label(rng);
-    std::vector<int64_t> counts(shape.classes);
-    std::uniform_int_distribution<int64_t> count(1, 5000);
-    for (int64_t& c : counts) c = count(rng);
-    std::vector<float> gradient(n), copy_in(n), copy_out(n);
-    LossBatch batch;
-    batch.rows = shape.batch;
-    batch.cols = shape.classes;
-    batch.logits = logits;
-    batch.labels = labels;
-
+    std::unique_ptr<Inputs> in = MakeInputs(shape, rng);
     for (int threads : {1, 2}) {
       std::unique_ptr<ThreadPool> pool;
       if (threads > 1) pool = std::make_unique<ThreadPool>(threads);
-      // The copy runs on the same threads, in the engine's row chunks.
-      const int64_t rows_per_chunk = RowsPerChunk(shape.classes);
-      const int64_t chunks = (shape.batch + rows_per_chunk - 1) / rows_per_chunk;
-      auto copy_chunk = [&](int64_t c) {
-        const int64_t begin = c * rows_per_chunk * shape.classes;
-        const int64_t end =
-            std::min(shape.batch, (c + 1) * rows_per_chunk) * shape.classes;
-        const size_t bytes = (end - begin) * sizeof(float);
-        std::memcpy(copy_in.data() + begin, logits.data() + begin, bytes);
-        std::memcpy(copy_out.data() + begin, gradient.data() + begin, bytes);
-      };
-      const Timing memcpy_ns = TimeNs(
-          [&] {
-            if (pool) {
-              pool->ParallelFor(chunks, copy_chunk);
-            } else {
-              for (int64_t c = 0; c < chunks; ++c) copy_chunk(c);
-            }
-          },
-          min_reps, min_ms);
+      const Timing memcpy_ns = TimeMemcpy(*in, pool.get(), min_reps, min_ms);
       for (const auto& [name, type] : losses) {
-        LossParams params;
-        params.loss_type = type;
-        absl::StatusOr<ClassTerms> terms = MakeClassTerms(params, counts);
-        if (!terms.ok() || !ValidateLossBatch(params, batch).ok()) {
-          std::fprintf(stderr, "bench setup failed\n");
+        if (!RunLoss(options, name, type, *in, pool.get(), threads, memcpy_ns,
+                     &json)) {
           return 1;
         }
-        LossOutputs outputs;
-        outputs.gradient = absl::MakeSpan(gradient);
-        ComputeOptions compute;
-        compute.pool = pool.get();
-        bool ok = true;
-        const Timing ns = TimeNs(
-            [&] {
-              ok &= ComputeLoss(params, *terms, batch, outputs, compute).ok();
-            },
-            min_reps, min_ms);
-        if (!ok) return 1;
-        const double per = ns.fastest_ns / static_cast<double>(n);
-        const double copy_per = memcpy_ns.fastest_ns / static_cast<double>(n);
-        if (options.json) {
-          absl::StrAppend(&json, first ? "\n" : ",\n", "  {\"loss\": \"", name,
-                          "\", \"batch\": ", shape.batch,
-                          ", \"classes\": ", shape.classes,
-                          ", \"threads\": ", threads,
-                          ", \"ns_per_element\": ", per,
-                          ", \"memcpy_ns_per_element\": ", copy_per,
-                          ", \"median_ns_per_element\": ",
-                          ns.median_ns / static_cast<double>(n),
-                          ", \"memcpy_median_ns_per_element\": ",
-                          memcpy_ns.median_ns / static_cast<double>(n),
-                          ", \"target\": \"", kernels::ActiveTargetName(),
-                          "\"}");
-        } else {
-          std::printf("%-8s %6lld %6lld %3d %10.3f %10.3f %7.2f\n",
-                      name.c_str(), static_cast<long long>(shape.batch),
-                      static_cast<long long>(shape.classes), threads, per,
-                      copy_per, per / copy_per);
-        }
-        first = false;
       }
     }
   }

@@ -1,26 +1,19 @@
 // Copyright 2026 The cbloss Authors.
 //
 // ComputeLoss with gradient through the real cbloss-server (started here on
-// 127.0.0.1, port 0, --port_file) beside a bare gRPC echo served by this
-// process: same method, same request bytes, and a reply of the same bytes as
-// the server's response, sent from a prepared buffer. The echo is the floor
-// gRPC itself sets on loopback; the difference is decode + validate +
+// 127.0.0.1, port 0, by bench/server_process.h) beside a bare gRPC echo served
+// by this process: same method, same request bytes, and a reply of the same
+// bytes as the server's response, sent from a prepared buffer. The echo is the
+// floor gRPC itself sets on loopback; the difference is decode + validate +
 // compute + encode.
 
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -32,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench.h"
+#include "bench/server_process.h"
 #include "cbloss/v1/cbloss.grpc.pb.h"
 #include "core/half.h"
 #include "grpcpp/grpcpp.h"
@@ -41,68 +35,6 @@ namespace cbloss::bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// The cbloss-server child process; stopped (SIGTERM, then waited for) when
-// this goes out of scope.
-class ServerProcess {
- public:
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      int status = 0;
-      waitpid(pid_, &status, 0);
-    }
-    if (!dir_.empty()) {
-      std::error_code ignored;
-      std::filesystem::remove_all(dir_, ignored);
-    }
-  }
-
-  // Starts `path` and waits for its port file; false on failure.
-  bool Start(const std::string& path) {
-    char dir_template[] = "/tmp/cbloss-bench-XXXXXX";
-    if (mkdtemp(dir_template) == nullptr) return false;
-    dir_ = dir_template;
-    const std::string port_file = dir_ + "/port";
-    std::vector<std::string> args = {path,
-                                     "--listen=127.0.0.1:0",
-                                     "--port_file=" + port_file,
-                                     "--data_dir=" + dir_ + "/data",
-                                     "--log_level=error"};
-    pid_ = fork();
-    if (pid_ < 0) return false;
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(path.c_str(), argv.data());
-      _exit(127);
-    }
-    const auto deadline = Clock::now() + std::chrono::seconds(30);
-    while (Clock::now() < deadline) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return false;
-      }
-      std::ifstream in(port_file);
-      int port = 0;
-      if (in >> port && port > 0) {
-        port_ = port;
-        return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
-  }
-
-  int port() const { return port_; }
-
- private:
-  pid_t pid_ = -1;
-  int port_ = 0;
-  std::string dir_;
-};
 
 // Answers every ComputeLoss with the bytes it was given, without looking at
 // the request.
@@ -160,8 +92,7 @@ std::shared_ptr<grpc::Channel> Connect(
                                    grpc::InsecureChannelCredentials(), args);
 }
 
-v1::ComputeLossRequest MakeRequest(int64_t batch, int64_t classes,
-                                   bool bf16) {
+v1::ComputeLossRequest MakeRequest(int64_t batch, int64_t classes, bool bf16) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   std::uniform_int_distribution<int32_t> label(
@@ -264,95 +195,123 @@ std::string ServerPath(const BenchOptions& options) {
   return path.substr(0, path.rfind('/') + 1) + "cbloss-server";
 }
 
-}  // namespace
-
-int RunService(const BenchOptions& options) {
-  ServerProcess server;
-  const std::string path = ServerPath(options);
-  if (!server.Start(path)) {
-    std::fprintf(stderr, "cannot start %s\n", path.c_str());
-    return 1;
-  }
-  EchoService echo;
+// The echo server, with the server's tuning and the bench's extra channel
+// arguments; null if it does not start.
+std::unique_ptr<grpc::Server> StartEcho(
+    EchoService* echo, const std::vector<std::pair<std::string, int>>& extra,
+    int* port) {
   grpc::ServerBuilder builder;
-  int echo_port = 0;
   builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
-                           &echo_port);
+                           port);
   builder.SetMaxReceiveMessageSize(-1);
   builder.SetMaxSendMessageSize(-1);
   ApplyServerTuning(&builder);  // the echo gets the server's tuning too
-  const auto extra = ParseArgs(options.grpc_args);
   for (const auto& [name, value] : extra) {
     builder.AddChannelArgument(name, value);
   }
-  builder.RegisterService(&echo);
-  std::unique_ptr<grpc::Server> echo_server = builder.BuildAndStart();
-  if (echo_server == nullptr || echo_port == 0) {
+  builder.RegisterService(echo);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (*port == 0) return nullptr;
+  return server;
+}
+
+struct Size {
+  int64_t batch, classes;
+  int calls;
+};
+
+bool Selected(const BenchOptions& options, const Size& size) {
+  return options.sizes.empty() ||
+         absl::StrContains(
+             absl::StrCat(",", options.sizes, ","),
+             absl::StrCat(",", size.batch, "x", size.classes, ","));
+}
+
+// The two channels of the comparison.
+struct Stubs {
+  std::unique_ptr<v1::LossService::Stub> rpc, echo;
+};
+
+// Measures one size and dtype; appends a JSON record or prints a row. False
+// if a call failed.
+bool RunSize(const BenchOptions& options, const Size& size, bool bf16,
+             const Stubs& stubs, EchoService* echo, std::string* json) {
+  const v1::ComputeLossRequest request =
+      MakeRequest(size.batch, size.classes, bf16);
+  // The echo answers with exactly the bytes the server answers with.
+  grpc::ClientContext context;
+  v1::ComputeLossResponse response;
+  if (!stubs.rpc->ComputeLoss(&context, request, &response).ok()) {
+    std::fprintf(stderr, "ComputeLoss failed\n");
+    return false;
+  }
+  const std::string response_bytes = response.SerializeAsString();
+  echo->SetResponse(response_bytes);
+  const int calls = options.quick ? 3 : size.calls;
+  const Latency rpc = Measure(stubs.rpc.get(), request, calls);
+  const Latency bare = Measure(stubs.echo.get(), request, calls);
+  if (!rpc.ok || !bare.ok) return false;
+  const double seconds = options.quick ? 0.1 : 1.5;
+  const double rps = Throughput(stubs.rpc.get(), request, seconds);
+  const double echo_rps = Throughput(stubs.echo.get(), request, seconds);
+  const char* dtype = bf16 ? "bf16" : "f32";
+  if (options.json) {
+    absl::StrAppend(
+        json, json->size() > 1 ? ",\n" : "\n", "  {\"batch\": ", size.batch,
+        ", \"classes\": ", size.classes, ", \"dtype\": \"", dtype,
+        "\", \"request_bytes\": ", request.ByteSizeLong(),
+        ", \"response_bytes\": ", response_bytes.size(),
+        ", \"rpc_p50_us\": ", rpc.p50_us, ", \"rpc_p99_us\": ", rpc.p99_us,
+        ", \"echo_p50_us\": ", bare.p50_us, ", \"echo_p99_us\": ", bare.p99_us,
+        ", \"throughput_rps_8_callers\": ", rps,
+        ", \"echo_throughput_rps_8_callers\": ", echo_rps, "}");
+  } else {
+    std::printf("%6lld %6lld %5s %10zu %10zu %10.1f %10.1f %9.0f %9.0f\n",
+                static_cast<long long>(size.batch),
+                static_cast<long long>(size.classes), dtype,
+                request.ByteSizeLong(), response_bytes.size(), rpc.p50_us,
+                bare.p50_us, rps, echo_rps);
+  }
+  return true;
+}
+
+}  // namespace
+
+int RunService(const BenchOptions& options) {
+  testing::ServerProcessOptions server_options;
+  server_options.binary = ServerPath(options);
+  server_options.flags = {"--log_level=error"};
+  testing::ServerProcess server(server_options);
+  if (absl::Status s = server.Start(); !s.ok()) {
+    std::fprintf(stderr, "cannot start %s: %s\n", server_options.binary.c_str(),
+                 std::string(s.message()).c_str());
+    return 1;
+  }
+  EchoService echo;
+  const auto extra = ParseArgs(options.grpc_args);
+  int echo_port = 0;
+  std::unique_ptr<grpc::Server> echo_server =
+      StartEcho(&echo, extra, &echo_port);
+  if (echo_server == nullptr) {
     std::fprintf(stderr, "cannot start the echo server\n");
     return 1;
   }
-  auto rpc_stub = v1::LossService::NewStub(Connect(server.port(), extra));
-  auto echo_stub = v1::LossService::NewStub(Connect(echo_port, extra));
+  Stubs stubs;
+  stubs.rpc = v1::LossService::NewStub(Connect(server.port(), extra));
+  stubs.echo = v1::LossService::NewStub(Connect(echo_port, extra));
 
-  struct Size {
-    int64_t batch, classes;
-    int calls;
-  };
   const std::vector<Size> sizes = {
       {32, 10, 1000}, {256, 1000, 200}, {1024, 100, 200}, {4096, 1000, 30}};
-  const double seconds = options.quick ? 0.1 : 1.5;
   std::string json = "[";
-  bool first = true;
   if (!options.json) {
-    std::printf("%6s %6s %5s %10s %10s %10s %10s %9s %9s\n", "batch",
-                "classes", "dtype", "req_bytes", "resp_bytes", "rpc_p50",
-                "echo_p50", "rpc_rps8", "echo_rps8");
+    std::printf("%6s %6s %5s %10s %10s %10s %10s %9s %9s\n", "batch", "classes",
+                "dtype", "req_bytes", "resp_bytes", "rpc_p50", "echo_p50",
+                "rpc_rps8", "echo_rps8");
   }
   for (const Size& size : sizes) {
-    if (!options.sizes.empty() &&
-        !absl::StrContains(absl::StrCat(",", options.sizes, ","),
-                           absl::StrCat(",", size.batch, "x", size.classes,
-                                        ","))) {
-      continue;
-    }
+    if (!Selected(options, size)) continue;
     for (bool bf16 : {false, true}) {
-      const v1::ComputeLossRequest request =
-          MakeRequest(size.batch, size.classes, bf16);
-      // The echo answers with exactly the bytes the server answers with.
-      grpc::ClientContext context;
-      v1::ComputeLossResponse response;
-      if (!rpc_stub->ComputeLoss(&context, request, &response).ok()) {
-        std::fprintf(stderr, "ComputeLoss failed\n");
-        return 1;
-      }
-      const std::string response_bytes = response.SerializeAsString();
-      echo.SetResponse(response_bytes);
-      const int calls = options.quick ? 3 : size.calls;
-      const Latency rpc = Measure(rpc_stub.get(), request, calls);
-      const Latency bare = Measure(echo_stub.get(), request, calls);
-      if (!rpc.ok || !bare.ok) return 1;
-      const double rps = Throughput(rpc_stub.get(), request, seconds);
-      const double echo_rps = Throughput(echo_stub.get(), request, seconds);
-      const char* dtype = bf16 ? "bf16" : "f32";
-      if (options.json) {
-        absl::StrAppend(
-            &json, first ? "\n" : ",\n", "  {\"batch\": ", size.batch,
-            ", \"classes\": ", size.classes, ", \"dtype\": \"", dtype,
-            "\", \"request_bytes\": ", request.ByteSizeLong(),
-            ", \"response_bytes\": ", response_bytes.size(),
-            ", \"rpc_p50_us\": ", rpc.p50_us, ", \"rpc_p99_us\": ",
-            rpc.p99_us, ", \"echo_p50_us\": ", bare.p50_us,
-            ", \"echo_p99_us\": ", bare.p99_us,
-            ", \"throughput_rps_8_callers\": ", rps,
-            ", \"echo_throughput_rps_8_callers\": ", echo_rps, "}");
-      } else {
-        std::printf("%6lld %6lld %5s %10zu %10zu %10.1f %10.1f %9.0f %9.0f\n",
-                    static_cast<long long>(size.batch),
-                    static_cast<long long>(size.classes), dtype,
-                    request.ByteSizeLong(), response_bytes.size(), rpc.p50_us,
-                    bare.p50_us, rps, echo_rps);
-      }
-      first = false;
+      if (!RunSize(options, size, bf16, stubs, &echo, &json)) return 1;
     }
   }
   if (options.json) std::printf("%s\n]\n", json.c_str());

@@ -1,6 +1,6 @@
 // Copyright 2026 The cbloss Authors.
 //
-// cbloss::Client (client/include/cbloss/client.h) against the real
+// cbloss::client::Client (client/include/cbloss/client.h) against the real
 // cbloss-server binary, started per test on 127.0.0.1 port 0. Numbers are
 // checked against independent float64 references: tests/golden/
 // seed_example.json and golden_cases.json (PyTorch float64), at the
@@ -27,16 +27,17 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/server_process.h"
+#include "client/grpc_status.h"
+#include "client/service_config.h"
 #include "core/half.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "server_process.h"
 
-namespace cbloss {
+namespace cbloss::client {
 namespace {
 
 using ::cbloss::testing::ServerProcess;
@@ -227,6 +228,30 @@ TEST(FromGrpc, KeepsCodeAndMessage) {
       FromGrpc(grpc::Status(grpc::StatusCode::ABORTED, "version 3"));
   EXPECT_EQ(s.code(), absl::StatusCode::kAborted);
   EXPECT_EQ(s.message(), "version 3");
+}
+
+// The channel's service config: the retry policy of
+// proto/cbloss/v1/service_config.json plus the balancing policy, the same
+// document the client wrote by hand before the file existed.
+TEST(ServiceConfig, RetriesIdempotentCallsOnUnavailableRoundRobin) {
+  json expected = json::parse(R"({
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{
+      "name": [
+        {"service": "cbloss.v1.LossService", "method": "GetDataset"},
+        {"service": "cbloss.v1.LossService", "method": "ListDatasets"},
+        {"service": "cbloss.v1.LossService", "method": "GetClassWeights"},
+        {"service": "cbloss.v1.LossService", "method": "ComputeLoss"}],
+      "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s",
+                      "maxBackoff": "1s", "backoffMultiplier": 2,
+                      "retryableStatusCodes": ["UNAVAILABLE"]}}]})");
+  EXPECT_EQ(json::parse(ServiceConfigJson(ClientOptions())), expected);
+
+  ClientOptions no_retry;
+  no_retry.retry_unavailable = false;
+  no_retry.load_balancing_policy = "pick_first";
+  EXPECT_EQ(json::parse(ServiceConfigJson(no_retry)),
+            json::parse(R"({"loadBalancingConfig": [{"pick_first": {}}]})"));
 }
 
 // ---------------------------------------------------------------------------
@@ -796,8 +821,9 @@ TEST_F(ClientTest, LossStreamToAHungServerEndsAtTheDeadline) {
   options.config = SeedConfig();
   options.deadline = absl::Milliseconds(300);
   const Logits logits = Logits::Float32(b.logits, b.rows, b.cols);
-  ASSERT_TRUE(stream->Compute(LossSource::Counts(b.counts), logits,
-                              Labels(b.labels), options)
+  ASSERT_TRUE(stream
+                  ->Compute(LossSource::Counts(b.counts), logits,
+                            Labels(b.labels), options)
                   .ok());
   server_.Pause();
   const absl::Time start = absl::Now();
@@ -808,14 +834,16 @@ TEST_F(ClientTest, LossStreamToAHungServerEndsAtTheDeadline) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(3));
   server_.Resume();
   // The cancelled stream is closed; a new one works.
-  EXPECT_EQ(stream->Compute(LossSource::Counts(b.counts), logits,
-                            Labels(b.labels), options)
+  EXPECT_EQ(stream
+                ->Compute(LossSource::Counts(b.counts), logits,
+                          Labels(b.labels), options)
                 .status()
                 .code(),
             absl::StatusCode::kFailedPrecondition);
   std::unique_ptr<LossStream> fresh = client_->OpenLossStream();
-  EXPECT_TRUE(fresh->Compute(LossSource::Counts(b.counts), logits,
-                             Labels(b.labels), options)
+  EXPECT_TRUE(fresh
+                  ->Compute(LossSource::Counts(b.counts), logits,
+                            Labels(b.labels), options)
                   .ok());
 }
 
@@ -1040,4 +1068,4 @@ TEST(RoundRobin, BothServersServeAndAKilledOneCostsNoFailures) {
 }
 
 }  // namespace
-}  // namespace cbloss
+}  // namespace cbloss::client

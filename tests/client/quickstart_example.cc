@@ -25,13 +25,13 @@ int main(int argc, char** argv) {
   const std::string target = argc > 1     ? argv[1]
                              : env_target ? env_target
                                           : "127.0.0.1:50051";
-  absl::StatusOr<std::unique_ptr<cbloss::Client>> created =
-      cbloss::Client::Create(target);
+  absl::StatusOr<std::unique_ptr<cbloss::client::Client>> created =
+      cbloss::client::Client::Create(target);
   if (!created.ok()) {
     std::cerr << created.status() << "\n";
     return 1;
   }
-  cbloss::Client& client = **created;
+  cbloss::client::Client& client = **created;
 
   // 1. Register the training set's class counts and loss defaults once.
   constexpr int64_t kClasses = 4;
@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
     std::cerr << "PutDataset: " << stored.status() << "\n";
     return 1;
   }
-  absl::StatusOr<cbloss::v1::ClassWeights> weights =
-      client.GetClassWeights(cbloss::LossSource::Dataset("quickstart-toy-lt"));
+  absl::StatusOr<cbloss::v1::ClassWeights> weights = client.GetClassWeights(
+      cbloss::client::LossSource::Dataset("quickstart-toy-lt"));
   if (!weights.ok()) {
     std::cerr << "GetClassWeights: " << weights.status() << "\n";
     return 1;
@@ -74,8 +74,9 @@ int main(int argc, char** argv) {
   // 3. Training steps over one LossStream (one stream per training loop).
   std::vector<float> w(kFeatures * kClasses, 0.0f);
   std::vector<float> logits(kBatch * kClasses), grad(kBatch * kClasses);
-  std::unique_ptr<cbloss::LossStream> stream = client.OpenLossStream();
-  cbloss::LossOptions options;  // the dataset's defaults: focal, beta 0.999
+  std::unique_ptr<cbloss::client::LossStream> stream = client.OpenLossStream();
+  // No config overrides: the dataset's defaults, focal with beta 0.999.
+  cbloss::client::LossOptions options;
   options.gradient_out = absl::MakeSpan(grad);  // dL/dlogits lands here
   constexpr float kLearningRate = 0.5f;
   double first_loss = 0, loss = 0;
@@ -89,10 +90,10 @@ int main(int argc, char** argv) {
         logits[i * kClasses + c] = z;
       }
     }
-    absl::StatusOr<cbloss::LossResult> result =
-        stream->Compute(cbloss::LossSource::Dataset("quickstart-toy-lt"),
-                        cbloss::Logits::Float32(logits, kBatch, kClasses),
-                        cbloss::Labels(labels), options);
+    absl::StatusOr<cbloss::client::LossResult> result = stream->Compute(
+        cbloss::client::LossSource::Dataset("quickstart-toy-lt"),
+        cbloss::client::Logits::Float32(logits, kBatch, kClasses),
+        cbloss::client::Labels(labels), options);
     if (!result.ok()) {
       std::cerr << "step " << step << ": " << result.status() << "\n";
       return 1;

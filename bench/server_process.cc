@@ -1,6 +1,6 @@
 // Copyright 2026 The cbloss Authors.
 
-#include "server_process.h"
+#include "bench/server_process.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -23,12 +24,12 @@ extern char** environ;
 namespace cbloss::testing {
 namespace {
 
-constexpr absl::Duration kStartTimeout = absl::Seconds(20);
+constexpr absl::Duration kStartTimeout = absl::Seconds(30);
 
 std::string MakeTempDir() {
   const char* tmp = std::getenv("TMPDIR");
   std::string pattern =
-      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/cbloss-client-test-XXXXXX");
+      absl::StrCat(tmp != nullptr ? tmp : "/tmp", "/cbloss-server-XXXXXX");
   char* made = ::mkdtemp(pattern.data());
   return made != nullptr ? std::string(made) : std::string();
 }
@@ -57,7 +58,8 @@ bool AllThreadsStopped(pid_t pid) {
 
 }  // namespace
 
-ServerProcess::ServerProcess() : dir_(MakeTempDir()) {}
+ServerProcess::ServerProcess(ServerProcessOptions options)
+    : options_(std::move(options)), dir_(MakeTempDir()) {}
 
 ServerProcess::~ServerProcess() {
   if (pid_ > 0) Stop(absl::Seconds(5));
@@ -71,15 +73,21 @@ absl::Status ServerProcess::Start(const std::vector<std::string>& extra_flags) {
   const std::string port_file = dir_ + "/port";
   std::filesystem::remove(port_file);
   std::vector<std::string> args = {
-      CBLOSS_SERVER_PATH,         "--listen=127.0.0.1:0",
-      "--port_file=" + port_file, "--data_dir=" + dir_ + "/data",
-      "--compute_threads=2",      "--shutdown_grace_seconds=5",
+      options_.binary.empty() ? CBLOSS_SERVER_PATH : options_.binary,
+      "--listen=127.0.0.1:0",
+      "--port_file=" + port_file,
+      "--data_dir=" + dir_ + "/data",
   };
+  args.insert(args.end(), options_.flags.begin(), options_.flags.end());
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  if (absl::Status s = Spawn(args); !s.ok()) return s;
+  return WaitForPortFile(port_file);
+}
+
+absl::Status ServerProcess::Spawn(std::vector<std::string> args) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-
   // fork + exec rather than posix_spawn, for PR_SET_PDEATHSIG: a test
   // binary that aborts (a failed CHECK, a sanitizer report) takes its
   // servers with it instead of leaving them listening. Between fork and
@@ -103,7 +111,10 @@ absl::Status ServerProcess::Start(const std::vector<std::string>& extra_flags) {
     ::execve(argv[0], argv.data(), environ);
     ::_exit(127);
   }
+  return absl::OkStatus();
+}
 
+absl::Status ServerProcess::WaitForPortFile(const std::string& port_file) {
   const absl::Time give_up = absl::Now() + kStartTimeout;
   while (absl::Now() < give_up) {
     int status;

@@ -1,12 +1,12 @@
 // Copyright 2026 The cbloss Authors.
 //
-// `cbloss bench`: a closed-loop load generator for operators. `concurrency`
-// threads share one Client and call ComputeLoss back to back for `duration`,
-// each call with its own deadline, so a dead server costs errors, never a
-// hang.
+// The load generator of `cbloss bench` (bench.cc), closed-loop, for operators.
+// `concurrency` threads share one Client and call ComputeLoss back to back for
+// `duration`, each call with its own deadline, so a dead server costs errors,
+// never a hang.
 
-#ifndef CBLOSS_CLIENT_CLI_BENCH_H_
-#define CBLOSS_CLIENT_CLI_BENCH_H_
+#ifndef CBLOSS_CLIENT_CLI_LOAD_GENERATOR_H_
+#define CBLOSS_CLIENT_CLI_LOAD_GENERATOR_H_
 
 #include <cstdint>
 #include <string>
@@ -39,9 +39,9 @@ struct BenchReport {
   std::vector<std::string> error_samples;     // first few distinct errors
 };
 
-absl::StatusOr<BenchReport> RunBench(Client* client,
+absl::StatusOr<BenchReport> RunBench(client::Client* client,
                                      const BenchOptions& options);
 
 }  // namespace cbloss::cli
 
-#endif  // CBLOSS_CLIENT_CLI_BENCH_H_
+#endif  // CBLOSS_CLIENT_CLI_LOAD_GENERATOR_H_
