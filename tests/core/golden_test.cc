@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/half.h"
+#include "core/internal/loss_kernels.h"
 #include "core/loss.h"
-#include "core/loss_kernels.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/core/engine_runner.h"
@@ -444,10 +444,10 @@ TEST(Ldam, MarginsMatchSpecCheck) {
 }
 
 TEST(Section9, ZeroCountIsFailedPreconditionNamingTheClass) {
-  // LOSS.md section 9: for each of them, a class with n_j = 0 is
-  // FAILED_PRECONDITION.
+  // LOSS.md section 9: for each loss whose logits use log n_j or
+  // n_j^(-1/4), a class with n_j = 0 is FAILED_PRECONDITION.
   for (LossType t : {LossType::kBalancedSoftmax, LossType::kLogitAdjusted,
-                     LossType::kLdam, LossType::kSoftmaxFocal}) {
+                     LossType::kLdam}) {
     LossParams p;
     p.loss_type = t;
     absl::StatusOr<ClassTerms> terms = MakeClassTerms(p, {4, 0, 2});
@@ -457,6 +457,16 @@ TEST(Section9, ZeroCountIsFailedPreconditionNamingTheClass) {
               std::string::npos)
         << terms.status();
   }
+}
+
+TEST(Section9, SoftmaxFocalFollowsSection2ForZeroCounts) {
+  // LOSS.md section 9 (v1.2): SOFTMAX_FOCAL uses the counts only through
+  // the weights, so a zero count is allowed and gets weight 0.
+  LossParams p;
+  p.loss_type = LossType::kSoftmaxFocal;
+  absl::StatusOr<ClassTerms> terms = MakeClassTerms(p, {4, 0, 2});
+  ASSERT_TRUE(terms.ok()) << terms.status();
+  EXPECT_EQ(terms->weights[1], 0.0);
 }
 
 // The seed document's worked example (tests/golden/seed_example.json,
