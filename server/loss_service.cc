@@ -9,6 +9,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/proto_buffer_writer.h"
 #include "server/compute_request.h"
@@ -251,7 +252,7 @@ void LossServiceImpl::HandleListDatasets(
       after = *std::move(name);
     }
     // A shared store's datasets cannot be listed while it is unreachable.
-    if (absl::Status s = registry_->Available(); !s.ok()) return s;
+    CBLOSS_RETURN_IF_ERROR(registry_->Available());
     // One more than asked tells whether another page follows.
     auto page = registry_->List(after, page_size + 1);
     const bool more = static_cast<int>(page.size()) > page_size;
