@@ -10,7 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -122,4 +122,4 @@ Access AccessFor(absl::string_view method) {
   return Access::kAdmin;
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

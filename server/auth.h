@@ -33,7 +33,7 @@
 #include "absl/types/span.h"
 #include "grpcpp/grpcpp.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 // The token in `path`: the file's text without trailing whitespace (a final
 // newline). Empty or unreadable is an error that does not quote the file.
@@ -78,6 +78,6 @@ absl::Span<const MethodAccess> LossServiceAccess();
 // (a method added to the service but not to the table stays closed).
 TokenAuthorizer::Access AccessFor(absl::string_view method);
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_AUTH_H_

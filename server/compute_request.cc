@@ -20,7 +20,7 @@
 #include "server/dataset_registry.h"
 #include "server/loss_config.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 static_assert(sizeof(float) == 4, "float32 on the wire");
@@ -446,4 +446,4 @@ absl::Status ClassWeightsFor(const v1::GetClassWeightsRequest& request,
   return absl::OkStatus();
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

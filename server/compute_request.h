@@ -38,7 +38,7 @@
 #include "core/loss.h"
 #include "core/thread_pool.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 class DatasetRegistry;
 
@@ -165,6 +165,6 @@ absl::Status ClassWeightsFor(const v1::GetClassWeightsRequest& request,
                              const v1::Dataset* dataset,
                              v1::ClassWeights* response);
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_COMPUTE_REQUEST_H_

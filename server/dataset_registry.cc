@@ -10,7 +10,7 @@
 #include "server/loss_config.h"
 #include "spdlog/spdlog.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 constexpr int kLoadPageSize = 1000;
@@ -225,4 +225,4 @@ int DatasetRegistry::size() const {
   return static_cast<int>(datasets_.size());
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

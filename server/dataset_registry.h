@@ -31,7 +31,7 @@
 #include "cbloss/v1/cbloss.pb.h"
 #include "server/store/dataset_store.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 // Checks `name` against [a-z0-9][a-z0-9._-]{0,127}; INVALID_ARGUMENT naming
 // `field`.
@@ -105,6 +105,6 @@ class DatasetRegistry : private DatasetStore::ChangeListener {
   absl::Status watch_status_;  // guarded by mu_
 };
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_DATASET_REGISTRY_H_

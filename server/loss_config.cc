@@ -11,7 +11,7 @@
 #include "core/status_macros.h"
 #include "google/protobuf/descriptor.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 using google::protobuf::FieldDescriptor;
@@ -237,4 +237,4 @@ v1::DType ToWireDType(DType dtype) {
   return v1::DTYPE_FLOAT32;
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

@@ -16,7 +16,7 @@
 #include "cbloss/v1/cbloss.pb.h"
 #include "core/loss_types.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 // Checks enum values and ranges of the set fields of `config` (enums in
 // field order, then the table's rows in order). `field` prefixes messages,
@@ -43,6 +43,6 @@ Reduction ToReduction(v1::Reduction reduction);
 absl::StatusOr<DType> ToDType(v1::DType dtype, absl::string_view field);
 v1::DType ToWireDType(DType dtype);
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_LOSS_CONFIG_H_

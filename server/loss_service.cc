@@ -15,7 +15,7 @@
 #include "server/compute_request.h"
 #include "spdlog/spdlog.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 absl::optional<uint64_t> Expected(bool has, uint64_t value) {
@@ -441,4 +441,4 @@ LossServiceImpl::StreamLoss(grpc::CallbackServerContext* context) {
   return new StreamLossReactor(this, context);
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

@@ -32,7 +32,7 @@
 #include "server/dataset_registry.h"
 #include "server/grpc_tuning.h"  // for main.cc: ApplyServerTuning
 
-namespace cbloss {
+namespace cbloss::server {
 
 struct LossServiceOptions {
   // Requests with at most this many logits run on the calling gRPC thread.
@@ -154,6 +154,6 @@ class LossServiceImpl final : public internal::RawLossService {
 // converts to a grpc::Status.
 grpc::Status FinishStatus(absl::string_view method, const absl::Status& s);
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_LOSS_SERVICE_H_

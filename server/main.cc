@@ -79,7 +79,7 @@ ABSL_FLAG(int64_t, max_connection_age_grace_ms, 60000,
           "connection (e.g. StreamLoss streams) may go on before they are "
           "cancelled.");
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 ServerConfig ConfigFromFlags() {
@@ -149,7 +149,7 @@ int Run() {
 }
 
 }  // namespace
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -157,5 +157,5 @@ int main(int argc, char** argv) {
       "Usage: cbloss-server [--listen=127.0.0.1:50051] [--data_dir=DIR] "
       "[--datasets_file=FILE] ...");
   absl::ParseCommandLine(argc, argv);
-  return cbloss::Run();
+  return cbloss::server::Run();
 }

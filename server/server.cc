@@ -22,7 +22,7 @@
 #include "server/store/sqlite_dataset_store.h"
 #include "spdlog/spdlog.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 constexpr char kVersion[] = "0.1.0";
@@ -385,4 +385,4 @@ void Server::Wait() {
   spdlog::debug("server threads done");
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

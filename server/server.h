@@ -39,7 +39,7 @@
 #include "server/metrics.h"
 #include "server/tls.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 // The files holding the bearer tokens (server/auth.h); empty: not required.
 struct TokenFiles {
@@ -113,6 +113,6 @@ class Server {
   bool stopped_ = false;
 };
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_SERVER_H_

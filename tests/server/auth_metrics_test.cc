@@ -15,7 +15,7 @@
 #include "server/auth.h"
 #include "server/metrics.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 using Access = TokenAuthorizer::Access;
@@ -169,4 +169,4 @@ TEST(MetricsHttpServer, RefusesBadAddresses) {
 }
 
 }  // namespace
-}  // namespace cbloss
+}  // namespace cbloss::server

@@ -12,7 +12,7 @@
 
 #include "gtest/gtest.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 v1::ComputeLossRequest SmallRequest() {
@@ -119,4 +119,4 @@ TEST(GradientSink, BytesGoToTheResponseOrTheDetachedBuffer) {
 }
 
 }  // namespace
-}  // namespace cbloss
+}  // namespace cbloss::server

@@ -14,7 +14,7 @@
 #include "google/protobuf/descriptor.h"
 #include "gtest/gtest.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 using google::protobuf::FieldDescriptor;
@@ -115,4 +115,4 @@ TEST(LossConfig, ToLossParamsSetsEveryMember) {
 }
 
 }  // namespace
-}  // namespace cbloss
+}  // namespace cbloss::server
