@@ -3,18 +3,17 @@
 #include "core/class_weights.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/loss_parameters.h"
+#include "core/status_macros.h"
 
 namespace cbloss {
 
 absl::Status ValidateBeta(double beta) {
-  if (!(beta >= 0.0 && beta <= 1.0)) {  // also rejects NaN
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.beta = ", beta, " is outside [0, 1]"));
-  }
-  return absl::OkStatus();
+  return CheckLossParameter(*FindLossParameter("beta"), beta, "config");
 }
 
 absl::Status ValidateClassCounts(absl::Span<const int64_t> counts) {
@@ -51,13 +50,11 @@ double RawWeight(WeightingScheme scheme, double beta, double log_beta,
   return 1.0;
 }
 
-}  // namespace
-
-absl::Status ClassWeights(absl::Span<const int64_t> counts,
-                          WeightingScheme scheme, double beta,
-                          absl::Span<double> weights) {
-  if (absl::Status s = ValidateClassCounts(counts); !s.ok()) return s;
-  if (absl::Status s = ValidateBeta(beta); !s.ok()) return s;
+// ClassWeights for counts and beta already validated.
+absl::Status NormalisedWeights(absl::Span<const int64_t> counts,
+                               WeightingScheme scheme, double beta,
+                               absl::Span<double> weights) {
+  assert(ValidateClassCounts(counts).ok() && ValidateBeta(beta).ok());
   // log1p(beta - 1) is -inf at beta = 0, where n * -inf = -inf and
   // -expm1(-inf) = 1: r = 1, as the limit says.
   const double log_beta = std::log1p(beta - 1.0);
@@ -84,15 +81,22 @@ absl::Status ClassWeights(absl::Span<const int64_t> counts,
   return absl::OkStatus();
 }
 
+}  // namespace
+
+absl::Status ClassWeights(absl::Span<const int64_t> counts,
+                          WeightingScheme scheme, double beta,
+                          absl::Span<double> weights) {
+  CBLOSS_RETURN_IF_ERROR(ValidateClassCounts(counts));
+  CBLOSS_RETURN_IF_ERROR(ValidateBeta(beta));
+  return NormalisedWeights(counts, scheme, beta, weights);
+}
+
 absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
                                           absl::Span<const int64_t> counts) {
   ClassTerms terms;
   terms.weights.resize(counts.size());
-  if (absl::Status s = ClassWeights(counts, params.weighting, params.beta,
-                                    absl::MakeSpan(terms.weights));
-      !s.ok()) {
-    return s;
-  }
+  CBLOSS_RETURN_IF_ERROR(NormalisedWeights(
+      counts, params.weighting, params.beta, absl::MakeSpan(terms.weights)));
   if (!NeedsPositiveCounts(params.loss_type)) return terms;
   for (size_t j = 0; j < counts.size(); ++j) {
     if (counts[j] < 1) {

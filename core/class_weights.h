@@ -56,8 +56,11 @@ struct ClassTerms {
 };
 
 // Weights per params.weighting / params.beta and the section 9 terms of
-// params.loss_type. Errors as ClassWeights; FAILED_PRECONDITION naming the
-// class when a section 9 loss meets a class with count 0.
+// params.loss_type, for params and counts validated at the edge
+// (ValidateLossParams or the server's config check, ValidateClassCounts):
+// they are not checked again. FAILED_PRECONDITION when no class has a
+// sample (as ClassWeights), or naming the class when a section 9 loss meets
+// a class with count 0.
 absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
                                           absl::Span<const int64_t> counts);
 

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/loss_kernels.h"
+#include "core/internal/loss_kernels.h"
 
 namespace cbloss {
 

@@ -11,7 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/half.h"
-#include "core/loss_kernels.h"
+#include "core/internal/loss_kernels.h"
+#include "core/status_macros.h"
 
 namespace cbloss {
 namespace {
@@ -94,14 +95,8 @@ double Denominator(const LossParams& params, const LossBatch& batch,
   return 1.0;
 }
 
-}  // namespace
-
-int64_t RowsPerChunk(int64_t cols) {
-  return std::max<int64_t>(1, kElementsPerChunk / std::max<int64_t>(1, cols));
-}
-
-absl::Status ValidateLossBatch(const LossParams& params,
-                               const LossBatch& batch) {
+// The lengths of section 7 and which inputs go together.
+absl::Status CheckShapes(const LossParams& params, const LossBatch& batch) {
   const int64_t B = batch.rows;
   const int64_t C = batch.cols;
   if (B < 1 || C < 1) {
@@ -112,8 +107,7 @@ absl::Status ValidateLossBatch(const LossParams& params,
     return absl::InvalidArgumentError(
         absl::StrCat("logits.shape = [", B, ", ", C, "] overflows"));
   }
-  const bool half_logits = batch.half_logits != nullptr;
-  if (half_logits) {
+  if (batch.half_logits != nullptr) {
     if (!batch.logits.empty()) {
       return absl::InvalidArgumentError(
           "logits are given both as float32 values and as 16-bit bytes");
@@ -121,32 +115,24 @@ absl::Status ValidateLossBatch(const LossParams& params,
     if (batch.half_logits_dtype == DType::kFloat32) {
       return absl::InvalidArgumentError("half_logits_dtype is not 16-bit");
     }
-  } else if (absl::Status s =
-                 CheckLength("logits", batch.logits.size(), B * C,
-                             absl::StrCat("shape [", B, ", ", C, "]"));
-             !s.ok()) {
-    return s;
+  } else {
+    CBLOSS_RETURN_IF_ERROR(
+        CheckLength("logits", batch.logits.size(), B * C,
+                    absl::StrCat("shape [", B, ", ", C, "]")));
   }
   const bool has_labels = !batch.labels.empty();
-  const bool has_targets = !batch.targets.empty();
-  if (has_labels == has_targets) {
+  if (has_labels == !batch.targets.empty()) {
     return absl::InvalidArgumentError(
         has_labels ? "both labels and targets are given; give exactly one"
                    : "neither labels nor targets is given; give exactly one");
   }
   if (has_labels) {
-    if (absl::Status s = CheckLength("labels", batch.labels.size(), B,
-                                     "one per row of logits");
-        !s.ok()) {
-      return s;
-    }
+    CBLOSS_RETURN_IF_ERROR(
+        CheckLength("labels", batch.labels.size(), B, "one per row of logits"));
   } else {
-    if (absl::Status s =
-            CheckLength("targets", batch.targets.size(), B * C,
-                        absl::StrCat("shape [", B, ", ", C, "] as logits"));
-        !s.ok()) {
-      return s;
-    }
+    CBLOSS_RETURN_IF_ERROR(
+        CheckLength("targets", batch.targets.size(), B * C,
+                    absl::StrCat("shape [", B, ", ", C, "] as logits")));
     if (IsSoftmaxFamily(params.loss_type)) {
       return absl::InvalidArgumentError(
           absl::StrCat("targets are not allowed with loss type ",
@@ -159,12 +145,9 @@ absl::Status ValidateLossBatch(const LossParams& params,
     }
   }
   if (!batch.sample_weights.empty()) {
-    if (absl::Status s =
-            CheckLength("sample_weights", batch.sample_weights.size(), B,
-                        "one per row of logits, or none");
-        !s.ok()) {
-      return s;
-    }
+    CBLOSS_RETURN_IF_ERROR(CheckLength("sample_weights",
+                                       batch.sample_weights.size(), B,
+                                       "one per row of logits, or none"));
   }
   if (!batch.upstream.empty()) {
     if (params.reduction != Reduction::kNone) {
@@ -172,31 +155,18 @@ absl::Status ValidateLossBatch(const LossParams& params,
           absl::StrCat("upstream is only allowed with reduction none, not ",
                        ReductionName(params.reduction)));
     }
-    if (absl::Status s = CheckLength("upstream", batch.upstream.size(), B,
-                                     "one per row of logits, or none");
-        !s.ok()) {
-      return s;
-    }
+    CBLOSS_RETURN_IF_ERROR(CheckLength("upstream", batch.upstream.size(), B,
+                                       "one per row of logits, or none"));
   }
-  if (absl::Status s = ValidateBeta(params.beta); !s.ok()) return s;
-  if (!std::isfinite(params.gamma) || params.gamma < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config.gamma = ", params.gamma, " must be finite and >= 0"));
-  }
-  if (!(params.tau >= 0 && params.tau <= kMaxTau)) {  // NaN fails too
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config.tau = ", params.tau, " must be in [0, ", kMaxTau, "]"));
-  }
-  if (!(params.max_margin > 0 && params.max_margin <= kMaxMargin)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.max_margin = ", params.max_margin,
-                     " must be in (0, ", kMaxMargin, "]"));
-  }
-  if (!(params.scale > 0 && params.scale <= kMaxScale)) {  // NaN fails too
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config.scale = ", params.scale, " must be in (0, ", kMaxScale, "]"));
-  }
+  return absl::OkStatus();
+}
 
+// The values of section 7: finite logits, labels in range, targets in
+// [0, 1], finite non-negative sample weights, finite upstream.
+absl::Status CheckValues(const LossParams& params, const LossBatch& batch) {
+  const int64_t B = batch.rows;
+  const int64_t C = batch.cols;
+  const bool half_logits = batch.half_logits != nullptr;
   const int64_t k = half_logits
                         ? FindNonFiniteHalfBytes(batch.half_logits_dtype,
                                                  batch.half_logits, B * C)
@@ -243,46 +213,123 @@ absl::Status ValidateLossBatch(const LossParams& params,
   return absl::OkStatus();
 }
 
+// Runs a body over the row chunks of a batch: chunk c always covers the same
+// rows, on the pool or not, so results do not depend on the thread count.
+// Polls options.should_stop between chunks.
+class ChunkRunner {
+ public:
+  ChunkRunner(int64_t rows, int64_t rows_per_chunk,
+              const ComputeOptions& options)
+      : rows_(rows),
+        rows_per_chunk_(rows_per_chunk),
+        num_chunks_((rows + rows_per_chunk - 1) / rows_per_chunk),
+        options_(options) {}
+
+  int64_t num_chunks() const { return num_chunks_; }
+  bool stopped() const { return stopped_.load(); }
+
+  // body(chunk, begin_row, end_row), on the pool if `parallel` and there is
+  // one.
+  template <typename Body>
+  void Run(bool parallel, Body&& body) {
+    auto guarded = [&](int64_t chunk) {
+      if (stopped_.load(std::memory_order_relaxed)) return;
+      if (options_.should_stop && options_.should_stop()) {
+        stopped_.store(true, std::memory_order_relaxed);
+        return;
+      }
+      body(chunk, chunk * rows_per_chunk_,
+           std::min(rows_, (chunk + 1) * rows_per_chunk_));
+    };
+    if (parallel && options_.pool != nullptr) {
+      options_.pool->ParallelFor(num_chunks_, guarded);
+    } else {
+      for (int64_t c = 0; c < num_chunks_; ++c) guarded(c);
+    }
+  }
+
+ private:
+  const int64_t rows_;
+  const int64_t rows_per_chunk_;
+  const int64_t num_chunks_;
+  const ComputeOptions& options_;
+  std::atomic<bool> stopped_{false};
+};
+
+// Rows [begin, end) through the row kernels; returns their sum of l_i.
+// 16-bit logits are decoded, and a 16-bit gradient encoded, here, in a
+// chunk-sized buffer, so they stay in cache and use every thread.
+double ComputeChunk(const kernels::RowsArgs& args, const LossBatch& batch,
+                    const LossOutputs& out, int64_t begin, int64_t end) {
+  const int64_t C = batch.cols;
+  const int64_t n = (end - begin) * C;  // elements of this chunk
+  const int64_t first = begin * C;
+  const bool half_in = batch.half_logits != nullptr;
+  const bool half_out = out.half_gradient != nullptr;
+  std::unique_ptr<float[]> buffer;  // decoded logits, then the gradient
+  if (half_in || half_out) {
+    buffer.reset(new float[(half_in ? n : 0) + (half_out ? n : 0)]);
+  }
+  kernels::RowsArgs a = args;
+  if (half_in) {
+    DecodeHalfBytes(batch.half_logits_dtype, batch.half_logits + 2 * first, n,
+                    buffer.get());
+    a.logits = buffer.get();
+  } else {
+    a.logits = batch.logits.data() + first;
+  }
+  if (half_out) {
+    a.gradient = buffer.get() + (half_in ? n : 0);
+  } else {
+    a.gradient = out.gradient.empty() ? nullptr : out.gradient.data() + first;
+  }
+  const bool labels_mode = IsLabelsMode(batch);
+  a.labels = labels_mode ? batch.labels.data() + begin : nullptr;
+  a.targets = labels_mode ? nullptr : batch.targets.data() + first;
+  a.sample_weights = batch.sample_weights.empty()
+                         ? nullptr
+                         : batch.sample_weights.data() + begin;
+  a.upstream = batch.upstream.empty() ? nullptr : batch.upstream.data() + begin;
+  a.per_sample_losses = out.per_sample_losses.empty()
+                            ? nullptr
+                            : out.per_sample_losses.data() + begin;
+  const double sum = kernels::LossRows(a, 0, end - begin);
+  if (half_out) {
+    EncodeHalfBytes(out.half_gradient_dtype, a.gradient, n,
+                    out.half_gradient + 2 * first, HalfOverflow::kSaturate);
+  }
+  return sum;
+}
+
+}  // namespace
+
+int64_t RowsPerChunk(int64_t cols) {
+  return std::max<int64_t>(1, kElementsPerChunk / std::max<int64_t>(1, cols));
+}
+
+absl::Status ValidateLossBatch(const LossParams& params,
+                               const LossBatch& batch) {
+  CBLOSS_RETURN_IF_ERROR(CheckShapes(params, batch));
+  return CheckValues(params, batch);
+}
+
 absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
                                        const ClassTerms& terms,
                                        const LossBatch& batch,
                                        const LossOutputs& out,
                                        const ComputeOptions& options) {
-  const int64_t B = batch.rows;
-  const int64_t C = batch.cols;
-  const absl::Span<const double> w = terms.weights;
-  const int64_t rows_per_chunk = RowsPerChunk(C);
-  const int64_t num_chunks = (B + rows_per_chunk - 1) / rows_per_chunk;
   const bool labels_mode = IsLabelsMode(batch);
   const bool need_positives =
       !labels_mode && params.reduction == Reduction::kMean;
-
-  std::atomic<bool> stopped{false};
-  // `parallel`: on the pool if there is one. Either way chunk c covers the
-  // same rows, so results do not depend on it.
-  auto run_chunks = [&](bool parallel, auto&& body) {
-    auto guarded = [&](int64_t chunk) {
-      if (stopped.load(std::memory_order_relaxed)) return;
-      if (options.should_stop && options.should_stop()) {
-        stopped.store(true, std::memory_order_relaxed);
-        return;
-      }
-      body(chunk, chunk * rows_per_chunk,
-           std::min(B, (chunk + 1) * rows_per_chunk));
-    };
-    if (parallel && options.pool != nullptr) {
-      options.pool->ParallelFor(num_chunks, guarded);
-    } else {
-      for (int64_t c = 0; c < num_chunks; ++c) guarded(c);
-    }
-  };
+  ChunkRunner chunks(batch.rows, RowsPerChunk(batch.cols), options);
 
   // Pass 1: the denominator (section 5), from per-chunk tallies combined in
   // chunk order. Only summing targets (MEAN in targets mode) reads B x C
   // values; otherwise it reads B and waking a pool thread costs more.
-  std::vector<Tally> tallies(num_chunks);
-  run_chunks(need_positives, [&](int64_t chunk, int64_t begin, int64_t end) {
-    tallies[chunk] = TallyRows(params, w, batch, begin, end, need_positives);
+  std::vector<Tally> tallies(chunks.num_chunks());
+  chunks.Run(need_positives, [&](int64_t chunk, int64_t begin, int64_t end) {
+    tallies[chunk] =
+        TallyRows(params, terms.weights, batch, begin, end, need_positives);
   });
   Tally total;
   for (const Tally& t : tallies) {
@@ -295,19 +342,16 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
   result.denominator = Denominator(params, batch, total);
   const bool reduce_by_upstream = params.reduction == Reduction::kNone;
   const bool zero_denominator = result.denominator == 0.0;
-  const double inv_denominator =
-      zero_denominator ? 0.0 : 1.0 / result.denominator;
 
   // Pass 2: per-sample losses and gradient rows, by the SIMD row kernels
-  // (core/loss_kernels.h), each chunk with its own rows' slices. 16-bit
-  // logits are decoded, and a 16-bit gradient encoded, one chunk at a time
-  // in a chunk-sized buffer, so they stay in cache and use every thread.
+  // (core/internal/loss_kernels.h), each chunk with its own rows' slices.
   std::vector<float> weights_f32;
-  if (!labels_mode) weights_f32.assign(w.begin(), w.end());
+  if (!labels_mode)
+    weights_f32.assign(terms.weights.begin(), terms.weights.end());
   kernels::RowsArgs args;
   args.loss_type = params.loss_type;
-  args.cols = C;
-  args.weights = w.data();
+  args.cols = batch.cols;
+  args.weights = terms.weights.data();
   args.weights_f32 = weights_f32.data();
   args.logit_offsets = terms.logit_offsets.data();
   args.margins = terms.margins.data();
@@ -315,48 +359,12 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
   args.gamma = params.gamma;
   args.ignore_index = params.ignore_index;
   args.reduce_by_upstream = reduce_by_upstream;
-  args.inv_denominator = inv_denominator;
-  const bool half_in = batch.half_logits != nullptr;
-  const bool half_out = out.half_gradient != nullptr;
-
-  std::vector<double> partial(num_chunks, 0.0);
-  run_chunks(/*parallel=*/true, [&](int64_t chunk, int64_t begin, int64_t end) {
-    const int64_t n = (end - begin) * C;  // elements of this chunk
-    const int64_t first = begin * C;
-    std::unique_ptr<float[]> buffer;  // decoded logits, then the gradient
-    if (half_in || half_out) {
-      buffer.reset(new float[(half_in ? n : 0) + (half_out ? n : 0)]);
-    }
-    kernels::RowsArgs a = args;
-    if (half_in) {
-      DecodeHalfBytes(batch.half_logits_dtype, batch.half_logits + 2 * first, n,
-                      buffer.get());
-      a.logits = buffer.get();
-    } else {
-      a.logits = batch.logits.data() + first;
-    }
-    if (half_out) {
-      a.gradient = buffer.get() + (half_in ? n : 0);
-    } else {
-      a.gradient = out.gradient.empty() ? nullptr : out.gradient.data() + first;
-    }
-    a.labels = labels_mode ? batch.labels.data() + begin : nullptr;
-    a.targets = labels_mode ? nullptr : batch.targets.data() + first;
-    a.sample_weights = batch.sample_weights.empty()
-                           ? nullptr
-                           : batch.sample_weights.data() + begin;
-    a.upstream =
-        batch.upstream.empty() ? nullptr : batch.upstream.data() + begin;
-    a.per_sample_losses = out.per_sample_losses.empty()
-                              ? nullptr
-                              : out.per_sample_losses.data() + begin;
-    partial[chunk] = kernels::LossRows(a, 0, end - begin);
-    if (half_out) {
-      EncodeHalfBytes(out.half_gradient_dtype, a.gradient, n,
-                      out.half_gradient + 2 * first, HalfOverflow::kSaturate);
-    }
+  args.inv_denominator = zero_denominator ? 0.0 : 1.0 / result.denominator;
+  std::vector<double> partial(chunks.num_chunks(), 0.0);
+  chunks.Run(/*parallel=*/true, [&](int64_t chunk, int64_t begin, int64_t end) {
+    partial[chunk] = ComputeChunk(args, batch, out, begin, end);
   });
-  if (stopped.load()) {
+  if (chunks.stopped()) {
     return absl::CancelledError("the computation was stopped between chunks");
   }
 

@@ -6,8 +6,11 @@
 // element (only a few per call: one partial sum per row chunk, and with
 // 16-bit logits or gradient one chunk-sized buffer per chunk).
 //
-// The flow is validate -> weights -> compute: ValidateLossBatch checks every
-// rule of LOSS.md section 7 once, at the edge; ComputeLoss trusts its inputs.
+// The flow is validate -> weights -> compute. Validation happens once, at the
+// edge: the parameters' ranges by their table (core/loss_parameters.h; the
+// server checks the wire config, other callers ValidateLossParams), the
+// counts by ValidateClassCounts, the batch by ValidateLossBatch. After that
+// MakeClassTerms and ComputeLoss trust their inputs.
 //
 // Rows are split into chunks whose size depends only on the batch shape, and
 // per-chunk partial sums are combined in chunk order, so results are
@@ -19,6 +22,8 @@
 // Example:
 //   LossParams params;                      // softmax, beta 0.9999, mean
 //   LossBatch batch{B, C, logits, labels};
+//   CHECK_OK(ValidateLossParams(params));
+//   CHECK_OK(ValidateClassCounts(counts));
 //   CHECK_OK(ValidateLossBatch(params, batch));
 //   absl::StatusOr<ClassTerms> terms = MakeClassTerms(params, counts);
 //   std::vector<float> grad(B * C);
@@ -35,6 +40,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "core/class_weights.h"
+#include "core/loss_parameters.h"
 #include "core/loss_types.h"
 #include "core/thread_pool.h"
 
@@ -85,10 +91,11 @@ struct ComputeOptions {
   std::function<bool()> should_stop;
 };
 
-// Checks every rule of LOSS.md section 7 that concerns the batch and params
-// (shapes, finite logits, labels in range, targets in [0, 1], sample weights,
-// upstream, beta, gamma, mode/loss/reduction combinations). INVALID_ARGUMENT
-// with a message naming the field and the first bad index.
+// Checks every rule of LOSS.md section 7 that concerns the batch (shapes,
+// finite logits, labels in range, targets in [0, 1], sample weights,
+// upstream, mode/loss/reduction combinations). INVALID_ARGUMENT with a
+// message naming the field and the first bad index. The parameters' ranges
+// are not checked here (ValidateLossParams).
 absl::Status ValidateLossBatch(const LossParams& params,
                                const LossBatch& batch);
 

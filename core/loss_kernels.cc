@@ -2,7 +2,7 @@
 //
 // Highway compiles this file once per instruction set (foreach_target); the
 // code between HWY_BEFORE_NAMESPACE and HWY_AFTER_NAMESPACE is the per-target
-// part. See loss_kernels.h for the contract and docs/PERFORMANCE.md for the
+// part. See core/internal/loss_kernels.h for the contract and docs/PERFORMANCE.md for the
 // measurements behind the choices.
 
 #include <algorithm>
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/half.h"
-#include "core/loss_kernels.h"
+#include "core/internal/loss_kernels.h"
 
 // Not worth its compile time: SSSE3 (SSE4 covers the same machines better).
 // HWY_SCALAR, one lane, stays as the portable fallback.

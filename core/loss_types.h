@@ -65,7 +65,9 @@ inline constexpr double kMaxTau = 1e6;
 inline constexpr double kMaxMargin = 1e6;
 inline constexpr double kMaxScale = 1e6;
 
-// Every parameter of one loss computation, fully resolved (no "unset").
+// Every parameter of one loss computation, fully resolved (no "unset"). Each
+// scalar member is set through its row of the parameter table
+// (core/loss_parameters.cc), which holds its range and wire name.
 struct LossParams {
   LossType loss_type = LossType::kSoftmax;
   WeightingScheme weighting = WeightingScheme::kEffectiveNumber;

@@ -147,7 +147,7 @@ void Run(const ComputeLossRequest& request,
          const cbloss::v1::Dataset* dataset) {
   static cbloss::ThreadPool* const pool = new cbloss::ThreadPool(2);
   ComputeLossResponse serial;
-  const absl::Status s = cbloss::ComputeLossResponseFor(
+  const absl::Status s = cbloss::server::ComputeLossResponseFor(
       request, dataset, /*pool=*/nullptr, /*should_stop=*/nullptr, &serial);
   if (s.ok()) {
     CheckResponse(request, serial, dataset);
@@ -155,7 +155,7 @@ void Run(const ComputeLossRequest& request,
     Fail(request, "error without a message");
   }
   ComputeLossResponse parallel;
-  const absl::Status p = cbloss::ComputeLossResponseFor(
+  const absl::Status p = cbloss::server::ComputeLossResponseFor(
       request, dataset, pool, [] { return false; }, &parallel);
   if (p.code() != s.code()) Fail(request, "pool changes the status code");
   if (s.ok() && serial.SerializeAsString() != parallel.SerializeAsString()) {
@@ -170,7 +170,8 @@ void Run(const ComputeLossRequest& request,
   }
   *weights_request.mutable_config() = request.config();
   cbloss::v1::ClassWeights weights;
-  if (cbloss::ClassWeightsFor(weights_request, dataset, &weights).ok()) {
+  if (cbloss::server::ClassWeightsFor(weights_request, dataset, &weights)
+          .ok()) {
     for (double w : weights.weights()) {
       if (!std::isfinite(w) || w < 0) Fail(request, "class weight not finite");
     }
@@ -182,7 +183,7 @@ void Run(const ComputeLossRequest& request,
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ComputeLossRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return 0;
-  if (cbloss::ClaimedElements(request) > kMaxClaimedElements) return 0;
+  if (cbloss::server::ClaimedElements(request) > kMaxClaimedElements) return 0;
   // Inline counts (or no source at all, which must be INVALID_ARGUMENT).
   Run(request, nullptr);
   if (request.source_case() == ComputeLossRequest::kDataset) {

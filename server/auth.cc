@@ -10,7 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -96,82 +96,30 @@ absl::Status TokenAuthorizer::Check(
   return Check(access, &value);
 }
 
-grpc::ServerUnaryReactor* AuthorizedLossService::Refuse(
-    grpc::CallbackServerContext* context, TokenAuthorizer::Access access,
-    absl::string_view method) const {
-  absl::Status s = auth_->Check(access, *context);
-  if (s.ok()) return nullptr;
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(FinishStatus(method, s));  // logs the code, not the token
-  return reactor;
-}
-
 namespace {
+
 using Access = TokenAuthorizer::Access;
 
-// A StreamLoss call refused before it starts.
-class RefusedStream final
-    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
- public:
-  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
-  void OnDone() override { delete this; }
+// Dataset writes need the admin token; everything else the compute token
+// (if one is set) or the admin token.
+constexpr MethodAccess kLossServiceAccess[] = {
+    {"PutDataset", Access::kAdmin},     {"GetDataset", Access::kRead},
+    {"ListDatasets", Access::kRead},    {"DeleteDataset", Access::kAdmin},
+    {"AddClassCounts", Access::kAdmin}, {"GetClassWeights", Access::kCompute},
+    {"ComputeLoss", Access::kCompute},  {"StreamLoss", Access::kCompute},
 };
+
 }  // namespace
 
-grpc::ServerUnaryReactor* AuthorizedLossService::PutDataset(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  if (auto* r = Refuse(context, Access::kAdmin, "PutDataset")) return r;
-  return impl_->PutDataset(context, request, response);
+absl::Span<const MethodAccess> LossServiceAccess() {
+  return kLossServiceAccess;
 }
 
-grpc::ServerUnaryReactor* AuthorizedLossService::GetDataset(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  if (auto* r = Refuse(context, Access::kRead, "GetDataset")) return r;
-  return impl_->GetDataset(context, request, response);
+Access AccessFor(absl::string_view method) {
+  for (const MethodAccess& m : kLossServiceAccess) {
+    if (m.method == method) return m.access;
+  }
+  return Access::kAdmin;
 }
 
-grpc::ServerUnaryReactor* AuthorizedLossService::ListDatasets(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  if (auto* r = Refuse(context, Access::kRead, "ListDatasets")) return r;
-  return impl_->ListDatasets(context, request, response);
-}
-
-grpc::ServerUnaryReactor* AuthorizedLossService::DeleteDataset(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  if (auto* r = Refuse(context, Access::kAdmin, "DeleteDataset")) return r;
-  return impl_->DeleteDataset(context, request, response);
-}
-
-grpc::ServerUnaryReactor* AuthorizedLossService::AddClassCounts(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  if (auto* r = Refuse(context, Access::kAdmin, "AddClassCounts")) return r;
-  return impl_->AddClassCounts(context, request, response);
-}
-
-grpc::ServerUnaryReactor* AuthorizedLossService::GetClassWeights(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  if (auto* r = Refuse(context, Access::kCompute, "GetClassWeights")) return r;
-  return impl_->GetClassWeights(context, request, response);
-}
-
-grpc::ServerUnaryReactor* AuthorizedLossService::ComputeLoss(
-    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-    grpc::ByteBuffer* response) {
-  if (auto* r = Refuse(context, Access::kCompute, "ComputeLoss")) return r;
-  return impl_->ComputeLoss(context, request, response);
-}
-
-grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
-AuthorizedLossService::StreamLoss(grpc::CallbackServerContext* context) {
-  absl::Status s = auth_->Check(Access::kCompute, *context);
-  if (!s.ok()) return new RefusedStream(FinishStatus("StreamLoss", s));
-  return impl_->StreamLoss(context);
-}
-
-}  // namespace cbloss
+}  // namespace cbloss::server

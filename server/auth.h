@@ -13,13 +13,14 @@
 // token on a dataset write is PERMISSION_DENIED (known caller, not allowed).
 // Health and reflection are other services and stay open.
 //
-// The check runs before the request is decoded, in AuthorizedLossService, a
-// decorator over LossServiceImpl: the methods are raw callback methods, and a
-// gRPC server interceptor cannot stop a call before its handler runs.
-// Tokens are compared in constant time and never logged.
+// Each method's access level is data (LossServiceAccess below), checked in
+// the one place calls enter LossServiceImpl, before the request is decoded
+// (a gRPC 1.51 server interceptor cannot refuse a call before its handler
+// runs, so the check is not an interceptor). Tokens are compared in
+// constant time and never logged.
 //
-// Thread-safety: TokenAuthorizer and AuthorizedLossService are immutable
-// after construction and safe for concurrent calls.
+// Thread-safety: TokenAuthorizer is immutable after construction and safe
+// for concurrent calls.
 
 #ifndef CBLOSS_SERVER_AUTH_H_
 #define CBLOSS_SERVER_AUTH_H_
@@ -29,10 +30,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "grpcpp/grpcpp.h"
-#include "server/loss_service.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 // The token in `path`: the file's text without trailing whitespace (a final
 // newline). Empty or unreadable is an error that does not quote the file.
@@ -64,47 +65,19 @@ class TokenAuthorizer {
   const std::string compute_token_;
 };
 
-// LossServiceImpl behind TokenAuthorizer: register this instead of `impl`.
-class AuthorizedLossService final : public internal::RawLossService {
- public:
-  AuthorizedLossService(LossServiceImpl* impl, const TokenAuthorizer* auth)
-      : impl_(impl), auth_(auth) {}
-
-  grpc::ServerUnaryReactor* PutDataset(grpc::CallbackServerContext* context,
-                                       const grpc::ByteBuffer* request,
-                                       grpc::ByteBuffer* response) override;
-  grpc::ServerUnaryReactor* GetDataset(grpc::CallbackServerContext* context,
-                                       const grpc::ByteBuffer* request,
-                                       grpc::ByteBuffer* response) override;
-  grpc::ServerUnaryReactor* ListDatasets(grpc::CallbackServerContext* context,
-                                         const grpc::ByteBuffer* request,
-                                         grpc::ByteBuffer* response) override;
-  grpc::ServerUnaryReactor* DeleteDataset(grpc::CallbackServerContext* context,
-                                          const grpc::ByteBuffer* request,
-                                          grpc::ByteBuffer* response) override;
-  grpc::ServerUnaryReactor* AddClassCounts(grpc::CallbackServerContext* context,
-                                           const grpc::ByteBuffer* request,
-                                           grpc::ByteBuffer* response) override;
-  grpc::ServerUnaryReactor* GetClassWeights(
-      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
-      grpc::ByteBuffer* response) override;
-  grpc::ServerUnaryReactor* ComputeLoss(grpc::CallbackServerContext* context,
-                                        const grpc::ByteBuffer* request,
-                                        grpc::ByteBuffer* response) override;
-  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StreamLoss(
-      grpc::CallbackServerContext* context) override;
-
- private:
-  // Null if the call may go on; else a reactor already finished with the
-  // refusal.
-  grpc::ServerUnaryReactor* Refuse(grpc::CallbackServerContext* context,
-                                   TokenAuthorizer::Access access,
-                                   absl::string_view method) const;
-
-  LossServiceImpl* const impl_;
-  const TokenAuthorizer* const auth_;
+// The access each LossService method needs, by method name (the last part
+// of its gRPC path, "/cbloss.v1.LossService/<method>"): the one list of who
+// may call what. LossServiceImpl checks it where every call enters.
+struct MethodAccess {
+  absl::string_view method;
+  TokenAuthorizer::Access access;
 };
+absl::Span<const MethodAccess> LossServiceAccess();
 
-}  // namespace cbloss
+// The access `method` needs: its row, or kAdmin for a method without one
+// (a method added to the service but not to the table stays closed).
+TokenAuthorizer::Access AccessFor(absl::string_view method);
+
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_AUTH_H_

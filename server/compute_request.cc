@@ -13,9 +13,14 @@
 #include "core/class_weights.h"
 #include "core/half.h"
 #include "core/loss.h"
+#include "core/status_macros.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/wire_format_lite.h"
+#include "server/dataset_registry.h"
 #include "server/loss_config.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 static_assert(sizeof(float) == 4, "float32 on the wire");
@@ -70,7 +75,7 @@ absl::Status CheckShape2D(const v1::Tensor& t, absl::string_view field) {
 // Matrix::half_bytes); otherwise they are decoded into `owned`.
 absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
                           bool keep_half, Matrix* out) {
-  if (absl::Status s = CheckShape2D(t, field); !s.ok()) return s;
+  CBLOSS_RETURN_IF_ERROR(CheckShape2D(t, field));
   absl::StatusOr<DType> dtype =
       ToDType(t.dtype(), absl::StrCat(field, ".dtype"));
   if (!dtype.ok()) return dtype.status();
@@ -129,23 +134,15 @@ absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
   return absl::OkStatus();
 }
 
-// Class counts, defaults and version of the request's source.
-struct Source {
-  absl::Span<const int64_t> counts;
-  v1::LossConfig defaults;
-  uint64_t version = 0;
-  std::string description;  // "dataset 'x'" or "class_counts"
-};
-
 template <typename Request>
-absl::StatusOr<Source> ResolveSource(const Request& request,
-                                     const v1::Dataset* dataset) {
-  Source src;
+absl::StatusOr<RequestSource> ResolveSource(
+    const Request& request, std::shared_ptr<const v1::Dataset> dataset) {
+  RequestSource src;
   if (dataset != nullptr) {
     src.counts = dataset->class_counts();
-    src.defaults = dataset->defaults();
     src.version = dataset->version();
     src.description = absl::StrCat("dataset '", dataset->name(), "'");
+    src.dataset = std::move(dataset);
     return src;
   }
   if (request.source_case() != Request::kClassCounts) {
@@ -154,8 +151,80 @@ absl::StatusOr<Source> ResolveSource(const Request& request,
   }
   src.counts = request.class_counts().counts();
   src.description = "class_counts";
-  if (absl::Status s = ValidateClassCounts(src.counts); !s.ok()) return s;
+  CBLOSS_RETURN_IF_ERROR(ValidateClassCounts(src.counts));
   return src;
+}
+
+// The request's config over the source's defaults over LOSS.md's, checked
+// once, as resolved: a value the request sets is reported as it sent it
+// ("config.beta = 2 is outside [0, 1]"), and defaults stored before a range
+// was tightened cannot slip through.
+absl::StatusOr<v1::LossConfig> ResolveConfig(const RequestSource& src,
+                                             const v1::LossConfig& request) {
+  v1::LossConfig resolved = ResolveLossConfig(
+      src.dataset != nullptr ? src.dataset->defaults() : v1::LossConfig(),
+      request);
+  CBLOSS_RETURN_IF_ERROR(ValidateLossConfig(resolved, "config"));
+  return resolved;
+}
+
+// The logits and targets of `request` as the batch of `c`, checked against
+// the source's classes and by ValidateLossBatch.
+absl::Status ResolveTensors(const v1::ComputeLossRequest& request,
+                            Computation* c) {
+  Matrix logits;
+  CBLOSS_RETURN_IF_ERROR(
+      DecodeMatrix(request.logits(), "logits", /*keep_half=*/true, &logits));
+  const int64_t B = logits.rows, C = logits.cols;
+  if (C != static_cast<int64_t>(c->source.counts.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logits.shape[1] = ", C, " but ", c->source.description,
+                     " has ", c->source.counts.size(), " classes"));
+  }
+  Matrix targets;
+  if (request.has_targets()) {
+    CBLOSS_RETURN_IF_ERROR(DecodeMatrix(request.targets(), "targets",
+                                        /*keep_half=*/false, &targets));
+    if (targets.rows != B || targets.cols != C) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "targets.shape = ", ShapeString(request.targets()),
+          " must equal logits.shape = ", ShapeString(request.logits())));
+    }
+  }
+  LossBatch& batch = c->batch;
+  batch.rows = B;
+  batch.cols = C;
+  batch.logits = logits.values;
+  batch.half_logits = logits.half_bytes;
+  batch.half_logits_dtype = logits.half_dtype;
+  batch.labels = request.labels();
+  batch.targets = targets.values;
+  batch.sample_weights = request.sample_weights();
+  batch.upstream = request.upstream();
+  c->owned_logits = std::move(logits.owned);
+  c->owned_targets = std::move(targets.owned);
+  return ValidateLossBatch(c->params, batch);
+}
+
+// Class weights (LOSS.md section 2), or all 1 before the deferred
+// re-weighting epoch (section 9), which is the NONE scheme's w; and the
+// section 9 terms. Errors name the source.
+absl::StatusOr<ClassTerms> ResolveClassTerms(
+    const v1::ComputeLossRequest& request, const Computation& c) {
+  const v1::LossConfig& resolved = c.resolved_config;
+  const bool before_drw = resolved.has_drw_start_epoch() &&
+                          request.has_epoch() &&
+                          request.epoch() < resolved.drw_start_epoch();
+  LossParams term_params = c.params;
+  if (before_drw) term_params.weighting = WeightingScheme::kNone;
+  absl::StatusOr<ClassTerms> terms =
+      MakeClassTerms(term_params, c.source.counts);
+  if (!terms.ok()) {
+    return absl::Status(
+        terms.status().code(),
+        absl::StrCat(c.source.description, ": ", terms.status().message()));
+  }
+  return terms;
 }
 
 }  // namespace
@@ -163,6 +232,55 @@ absl::StatusOr<Source> ResolveSource(const Request& request,
 int64_t ClaimedElements(const v1::ComputeLossRequest& request) {
   if (!CheckShape2D(request.logits(), "logits").ok()) return -1;
   return request.logits().shape(0) * request.logits().shape(1);
+}
+
+absl::StatusOr<Computation> ResolveComputation(
+    const v1::ComputeLossRequest& request, const DatasetRegistry& registry) {
+  std::shared_ptr<const v1::Dataset> dataset;
+  if (request.source_case() == v1::ComputeLossRequest::kDataset) {
+    absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
+        registry.Lookup(request.dataset(), "dataset");
+    if (!d.ok()) return d.status();
+    dataset = *std::move(d);
+  }
+  return ResolveComputation(request, std::move(dataset));
+}
+
+absl::StatusOr<Computation> ResolveComputation(
+    const v1::ComputeLossRequest& request,
+    std::shared_ptr<const v1::Dataset> dataset) {
+  Computation c;
+  absl::StatusOr<RequestSource> src =
+      ResolveSource(request, std::move(dataset));
+  if (!src.ok()) return src.status();
+  c.source = *std::move(src);
+  if (c.source.dataset != nullptr && request.has_expected_dataset_version() &&
+      request.expected_dataset_version() != c.source.version) {
+    return absl::AbortedError(absl::StrCat(
+        c.source.description, " is at version ", c.source.version,
+        ", not expected_dataset_version ", request.expected_dataset_version()));
+  }
+  absl::StatusOr<v1::LossConfig> resolved =
+      ResolveConfig(c.source, request.config());
+  if (!resolved.ok()) return resolved.status();
+  c.resolved_config = *std::move(resolved);
+  absl::StatusOr<LossParams> params = ToLossParams(c.resolved_config);
+  if (!params.ok()) return params.status();
+  c.params = *params;
+  absl::StatusOr<DType> gradient_dtype =
+      ToDType(request.gradient_dtype(), "gradient_dtype");
+  if (!gradient_dtype.ok()) return gradient_dtype.status();
+  c.gradient_dtype = *gradient_dtype;
+  c.want_gradient = request.want_gradient();
+  c.want_per_sample_losses = request.want_per_sample_losses() ||
+                             c.params.reduction == Reduction::kNone;
+  c.gradient_as_float_data = c.gradient_dtype == DType::kFloat32 &&
+                             request.logits().float_data_size() > 0;
+  CBLOSS_RETURN_IF_ERROR(ResolveTensors(request, &c));
+  absl::StatusOr<ClassTerms> terms = ResolveClassTerms(request, c);
+  if (!terms.ok()) return terms.status();
+  c.terms = *std::move(terms);
+  return c;
 }
 
 char* DetachedGradient::Allocate(size_t size) {
@@ -180,19 +298,108 @@ char* DetachedGradient::Release() {
 }
 
 std::string DetachedGradientPrefix(size_t size) {
-  auto varint = [](uint64_t v, std::string* out) {
-    while (v >= 0x80) {
-      out->push_back(static_cast<char>((v & 0x7f) | 0x80));
-      v >>= 7;
+  using google::protobuf::internal::WireFormatLite;
+  using google::protobuf::io::CodedOutputStream;
+  const uint32_t gradient_tag =
+      WireFormatLite::MakeTag(v1::ComputeLossResponse::kGradientFieldNumber,
+                              WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  const uint32_t data_tag = WireFormatLite::MakeTag(
+      v1::Tensor::kDataFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
+  const size_t tensor_size = CodedOutputStream::VarintSize32(data_tag) +
+                             CodedOutputStream::VarintSize64(size) + size;
+  std::string prefix;
+  {
+    google::protobuf::io::StringOutputStream stream(&prefix);
+    CodedOutputStream out(&stream);
+    out.WriteTag(gradient_tag);
+    out.WriteVarint64(tensor_size);
+    out.WriteTag(data_tag);
+    out.WriteVarint64(size);
+  }  // `out` trims `prefix` to what was written
+  return prefix;
+}
+
+absl::StatusOr<GradientSink> GradientSink::Open(
+    const Computation& c, v1::ComputeLossResponse* response,
+    DetachedGradient* detached) {
+  GradientSink sink;
+  if (!c.want_gradient) return sink;
+  const int64_t n = c.batch.rows * c.batch.cols;
+  v1::Tensor* gradient = response->mutable_gradient();
+  gradient->set_dtype(ToWireDType(c.gradient_dtype));
+  gradient->add_shape(c.batch.rows);
+  gradient->add_shape(c.batch.cols);
+  if (c.gradient_as_float_data) {
+    gradient->mutable_float_data()->Resize(static_cast<int>(n), 0.0f);
+    sink.floats_ =
+        absl::MakeSpan(gradient->mutable_float_data()->mutable_data(), n);
+    return sink;
+  }
+  const size_t size = n * DTypeSize(c.gradient_dtype);
+  char* bytes = nullptr;
+  if (detached != nullptr) {
+    bytes = detached->Allocate(size);
+    if (bytes == nullptr) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("no memory for a gradient of ", size, " bytes"));
     }
-    out->push_back(static_cast<char>(v));
-  };
-  constexpr char kField3Bytes = (3 << 3) | 2;  // field 3, length-delimited
-  std::string inner(1, kField3Bytes);          // Tensor.data
-  varint(size, &inner);
-  std::string prefix(1, kField3Bytes);  // ComputeLossResponse.gradient
-  varint(inner.size() + size, &prefix);
-  return prefix + inner;
+  } else {
+    std::string* data = gradient->mutable_data();
+    data->resize(size);
+    bytes = data->data();
+  }
+  if (c.gradient_dtype != DType::kFloat32) {
+    sink.half_bytes_ = bytes;  // encoded by the engine, chunk by chunk
+    sink.half_dtype_ = c.gradient_dtype;
+  } else if (reinterpret_cast<uintptr_t>(bytes) % alignof(float) == 0) {
+    sink.floats_ = absl::MakeSpan(reinterpret_cast<float*>(bytes), n);
+  } else {
+    // Uninitialised, as Matrix::owned; copied into `bytes` by Close().
+    sink.scratch_.reset(new float[n]);
+    sink.floats_ = absl::MakeSpan(sink.scratch_.get(), n);
+    sink.copy_to_ = bytes;
+  }
+  return sink;
+}
+
+void GradientSink::AttachTo(LossOutputs* outputs) const {
+  outputs->gradient = floats_;
+  outputs->half_gradient = half_bytes_;
+  outputs->half_gradient_dtype = half_dtype_;
+}
+
+void GradientSink::Close() {
+  if (copy_to_ == nullptr) return;
+  std::memcpy(copy_to_, scratch_.get(), floats_.size() * sizeof(float));
+  copy_to_ = nullptr;
+}
+
+absl::Status RunComputation(const Computation& c, const ComputeOptions& options,
+                            v1::ComputeLossResponse* response,
+                            DetachedGradient* detached) {
+  // Outputs go straight into the response where the layout allows.
+  LossOutputs outputs;
+  if (c.want_per_sample_losses) {
+    auto* losses = response->mutable_per_sample_losses();
+    losses->Resize(static_cast<int>(c.batch.rows), 0.0f);
+    outputs.per_sample_losses =
+        absl::MakeSpan(losses->mutable_data(), c.batch.rows);
+  }
+  absl::StatusOr<GradientSink> gradient =
+      GradientSink::Open(c, response, detached);
+  if (!gradient.ok()) return gradient.status();
+  gradient->AttachTo(&outputs);
+  absl::StatusOr<LossResult> result =
+      ComputeLoss(c.params, c.terms, c.batch, outputs, options);
+  if (!result.ok()) return result.status();
+  gradient->Close();
+  response->set_loss(result->loss);
+  response->set_num_samples(result->num_samples);
+  response->set_dataset_version(c.source.version);
+  *response->mutable_resolved_config() = c.resolved_config;
+  response->mutable_class_weights()->Assign(c.terms.weights.begin(),
+                                            c.terms.weights.end());
+  return absl::OkStatus();
 }
 
 absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
@@ -201,171 +408,42 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
                                     std::function<bool()> should_stop,
                                     v1::ComputeLossResponse* response,
                                     DetachedGradient* detached) {
-  absl::StatusOr<Source> src = ResolveSource(request, dataset);
-  if (!src.ok()) return src.status();
-  if (dataset != nullptr && request.has_expected_dataset_version() &&
-      request.expected_dataset_version() != dataset->version()) {
-    return absl::AbortedError(absl::StrCat(
-        src->description, " is at version ", dataset->version(),
-        ", not expected_dataset_version ", request.expected_dataset_version()));
-  }
-  if (absl::Status s = ValidateLossConfig(request.config(), "config");
-      !s.ok()) {
-    return s;
-  }
-  const v1::LossConfig resolved =
-      ResolveLossConfig(src->defaults, request.config());
-  absl::StatusOr<LossParams> params = ToLossParams(resolved);
-  if (!params.ok()) return params.status();
-  absl::StatusOr<DType> gradient_dtype =
-      ToDType(request.gradient_dtype(), "gradient_dtype");
-  if (!gradient_dtype.ok()) return gradient_dtype.status();
-
-  Matrix logits;
-  if (absl::Status s = DecodeMatrix(request.logits(), "logits",
-                                    /*keep_half=*/true, &logits);
-      !s.ok()) {
-    return s;
-  }
-  const int64_t B = logits.rows, C = logits.cols;
-  if (C != static_cast<int64_t>(src->counts.size())) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("logits.shape[1] = ", C, " but ", src->description,
-                     " has ", src->counts.size(), " classes"));
-  }
-  Matrix targets;
-  if (request.has_targets()) {
-    if (absl::Status s = DecodeMatrix(request.targets(), "targets",
-                                      /*keep_half=*/false, &targets);
-        !s.ok()) {
-      return s;
-    }
-    if (targets.rows != B || targets.cols != C) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "targets.shape = ", ShapeString(request.targets()),
-          " must equal logits.shape = ", ShapeString(request.logits())));
-    }
-  }
-
-  LossBatch batch;
-  batch.rows = B;
-  batch.cols = C;
-  batch.logits = logits.values;
-  batch.half_logits = logits.half_bytes;
-  batch.half_logits_dtype = logits.half_dtype;
-  batch.labels = request.labels();
-  batch.targets = targets.values;
-  batch.sample_weights = request.sample_weights();
-  batch.upstream = request.upstream();
-  if (absl::Status s = ValidateLossBatch(*params, batch); !s.ok()) return s;
-
-  // Class weights (LOSS.md section 2), or all 1 before the deferred
-  // re-weighting epoch (section 9), which is the NONE scheme's w.
-  const bool before_drw = resolved.has_drw_start_epoch() &&
-                          request.has_epoch() &&
-                          request.epoch() < resolved.drw_start_epoch();
-  LossParams term_params = *params;
-  if (before_drw) term_params.weighting = WeightingScheme::kNone;
-  absl::StatusOr<ClassTerms> terms = MakeClassTerms(term_params, src->counts);
-  if (!terms.ok()) {
-    return absl::Status(
-        terms.status().code(),
-        absl::StrCat(src->description, ": ", terms.status().message()));
-  }
-
-  // Outputs go straight into the response where the layout allows.
-  LossOutputs outputs;
-  if (request.want_per_sample_losses() ||
-      params->reduction == Reduction::kNone) {
-    response->mutable_per_sample_losses()->Resize(static_cast<int>(B), 0.0f);
-    outputs.per_sample_losses = absl::MakeSpan(
-        response->mutable_per_sample_losses()->mutable_data(), B);
-  }
-  std::unique_ptr<float[]> gradient_scratch;  // uninitialised, as `owned`
-  char* gradient_bytes = nullptr;  // float32 bytes to fill from the scratch
-  v1::Tensor* gradient = nullptr;
-  if (request.want_gradient()) {
-    gradient = response->mutable_gradient();
-    gradient->set_dtype(ToWireDType(*gradient_dtype));
-    gradient->add_shape(B);
-    gradient->add_shape(C);
-    const bool as_float_data = *gradient_dtype == DType::kFloat32 &&
-                               request.logits().float_data_size() > 0;
-    if (as_float_data) {
-      gradient->mutable_float_data()->Resize(static_cast<int>(B * C), 0.0f);
-      outputs.gradient =
-          absl::MakeSpan(gradient->mutable_float_data()->mutable_data(), B * C);
-    } else {
-      const size_t size = B * C * DTypeSize(*gradient_dtype);
-      if (detached != nullptr) {
-        gradient_bytes = detached->Allocate(size);
-        if (gradient_bytes == nullptr) {
-          return absl::ResourceExhaustedError(
-              absl::StrCat("no memory for a gradient of ", size, " bytes"));
-        }
-      } else {
-        std::string* data = gradient->mutable_data();
-        data->resize(size);
-        gradient_bytes = data->data();
-      }
-      if (*gradient_dtype != DType::kFloat32) {
-        outputs.half_gradient = gradient_bytes;  // encoded by the engine
-        outputs.half_gradient_dtype = *gradient_dtype;
-        gradient_bytes = nullptr;
-      } else if (reinterpret_cast<uintptr_t>(gradient_bytes) % alignof(float) ==
-                 0) {
-        outputs.gradient =
-            absl::MakeSpan(reinterpret_cast<float*>(gradient_bytes), B * C);
-        gradient_bytes = nullptr;  // written in place
-      } else {
-        gradient_scratch.reset(new float[B * C]);
-        outputs.gradient = absl::MakeSpan(gradient_scratch.get(), B * C);
-      }
-    }
-  }
-
+  // Not owned: the caller keeps `dataset` alive for the call.
+  std::shared_ptr<const v1::Dataset> unowned(std::shared_ptr<void>(), dataset);
+  absl::StatusOr<Computation> c =
+      ResolveComputation(request, dataset != nullptr ? unowned : nullptr);
+  if (!c.ok()) return c.status();
   ComputeOptions options;
   options.pool = pool;
   options.should_stop = std::move(should_stop);
-  absl::StatusOr<LossResult> result =
-      ComputeLoss(*params, *terms, batch, outputs, options);
-  if (!result.ok()) return result.status();
-
-  if (gradient_bytes != nullptr) {
-    std::memcpy(gradient_bytes, gradient_scratch.get(), B * C * sizeof(float));
-  }
-  response->set_loss(result->loss);
-  response->set_num_samples(result->num_samples);
-  response->set_dataset_version(src->version);
-  *response->mutable_resolved_config() = resolved;
-  response->mutable_class_weights()->Assign(terms->weights.begin(),
-                                            terms->weights.end());
-  return absl::OkStatus();
+  return RunComputation(*c, options, response, detached);
 }
 
 absl::Status ClassWeightsFor(const v1::GetClassWeightsRequest& request,
                              const v1::Dataset* dataset,
                              v1::ClassWeights* response) {
-  absl::StatusOr<Source> src = ResolveSource(request, dataset);
+  std::shared_ptr<const v1::Dataset> unowned(std::shared_ptr<void>(), dataset);
+  absl::StatusOr<RequestSource> src =
+      ResolveSource(request, dataset != nullptr ? unowned : nullptr);
   if (!src.ok()) return src.status();
-  if (absl::Status s = ValidateLossConfig(request.config(), "config");
-      !s.ok()) {
-    return s;
+  absl::StatusOr<v1::LossConfig> resolved =
+      ResolveConfig(*src, request.config());
+  if (!resolved.ok()) return resolved.status();
+  // Weights depend only on the weighting and beta, whatever the loss type:
+  // no section 9 terms (LossParams' default loss type has none).
+  LossParams weights_only;
+  weights_only.weighting = ToWeightingScheme(resolved->weighting());
+  weights_only.beta = resolved->beta();
+  absl::StatusOr<ClassTerms> terms = MakeClassTerms(weights_only, src->counts);
+  if (!terms.ok()) {
+    return absl::Status(
+        terms.status().code(),
+        absl::StrCat(src->description, ": ", terms.status().message()));
   }
-  const v1::LossConfig resolved =
-      ResolveLossConfig(src->defaults, request.config());
-  // Weights depend only on the weighting and beta, whatever the loss type.
-  std::vector<double> weights(src->counts.size());
-  if (absl::Status s =
-          ClassWeights(src->counts, ToWeightingScheme(resolved.weighting()),
-                       resolved.beta(), absl::MakeSpan(weights));
-      !s.ok()) {
-    return absl::Status(s.code(),
-                        absl::StrCat(src->description, ": ", s.message()));
-  }
-  response->mutable_weights()->Assign(weights.begin(), weights.end());
+  response->mutable_weights()->Assign(terms->weights.begin(),
+                                      terms->weights.end());
   response->set_dataset_version(src->version);
   return absl::OkStatus();
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

@@ -1,10 +1,23 @@
 // Copyright 2026 The cbloss Authors.
 //
 // One ComputeLoss / GetClassWeights request, start to finish and without
-// gRPC: decode and validate the wire tensors, resolve the configuration
-// (request over dataset defaults over LOSS.md defaults), weigh the classes,
-// run the engine, and fill the response. The service calls these from its
-// reactors; tests and fuzzers can call them directly.
+// gRPC, in one pass and one direction:
+//
+//   ResolveComputation: source (dataset snapshot or inline class_counts) and
+//     version -> resolved parameters (request over dataset defaults over
+//     LOSS.md defaults, validated once; deferred re-weighting decided) ->
+//     tensor views of the wire tensors (validated once) -> class terms.
+//   RunComputation: GradientSink chooses where the gradient goes -> engine
+//     (core/loss.h) -> response.
+//
+// Every check of the request is in ResolveComputation; RunComputation fails
+// only for memory, cancellation or a deadline. The service calls these from
+// its reactors; tests and fuzzers can call them directly.
+//
+// Example:
+//   absl::StatusOr<Computation> c = ResolveComputation(request, registry);
+//   if (!c.ok()) return c.status();
+//   return RunComputation(*c, {pool, should_stop}, &response);
 //
 // Thread-safety: reentrant.
 
@@ -14,18 +27,62 @@
 #include <cstdint>
 #include <cstdlib>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "cbloss/v1/cbloss.pb.h"
+#include "core/class_weights.h"
+#include "core/loss.h"
 #include "core/thread_pool.h"
 
-namespace cbloss {
+namespace cbloss::server {
+
+class DatasetRegistry;
 
 // Number of logits elements the request claims (B * C), or -1 if its shape
 // is not a valid 2-D shape. Cheap; used to decide where to run a request.
 int64_t ClaimedElements(const v1::ComputeLossRequest& request);
+
+// Where a request's class counts come from.
+struct RequestSource {
+  std::shared_ptr<const v1::Dataset> dataset;  // null: inline class_counts
+  absl::Span<const int64_t> counts;  // into *dataset or into the request
+  uint64_t version = 0;              // the dataset's; 0 for class_counts
+  std::string description;           // "dataset 'x'" or "class_counts"
+};
+
+// A ComputeLoss request, resolved and validated: what the engine needs and
+// what the response reports. Views point into the request (which must
+// outlive this) or into buffers owned here. Move-only.
+struct Computation {
+  RequestSource source;
+  v1::LossConfig resolved_config;  // every field set but drw_start_epoch
+  LossParams params;
+  ClassTerms terms;  // weights all 1 before drw_start_epoch (LOSS.md s. 9)
+  LossBatch batch;
+  bool want_per_sample_losses = false;  // asked for, or reduction NONE
+  bool want_gradient = false;
+  DType gradient_dtype = DType::kFloat32;
+  // The request sent float32 logits as float_data: a float32 gradient goes
+  // back as float_data too (API.md section 1).
+  bool gradient_as_float_data = false;
+  // Decoded copies, when the wire bytes cannot be viewed in place.
+  std::unique_ptr<float[]> owned_logits;
+  std::unique_ptr<float[]> owned_targets;
+};
+
+// Resolves `request` against the registry (NOT_FOUND, UNAVAILABLE, or
+// INVALID_ARGUMENT for a bad dataset name, as DatasetRegistry::Lookup).
+absl::StatusOr<Computation> ResolveComputation(
+    const v1::ComputeLossRequest& request, const DatasetRegistry& registry);
+// Resolves `request` with `dataset` as the snapshot request.dataset() names,
+// or null when the request carries inline class_counts.
+absl::StatusOr<Computation> ResolveComputation(
+    const v1::ComputeLossRequest& request,
+    std::shared_ptr<const v1::Dataset> dataset);
 
 // A gradient's wire bytes kept outside the response message: one malloc'ed
 // buffer the engine writes once, which the service then hands to gRPC as a
@@ -49,12 +106,52 @@ class DetachedGradient {
   size_t size_ = 0;
 };
 
-// `dataset` is the snapshot named by request.dataset(), or null when the
-// request carries inline class_counts. With `detached`, a gradient sent as
-// Tensor.data bytes is written there instead of into the response, whose
-// gradient then carries dtype and shape only; the wire message is the
-// response followed by the bytes as one more `gradient { data }` field
-// (protobuf merges the two; see AppendDetachedGradient).
+// The wire bytes that complete a response whose gradient is detached:
+// ComputeLossResponse.gradient (a Tensor) holding Tensor.data of `size`
+// bytes, up to the data itself. Protobuf merges this second `gradient`
+// field into the first (which carries dtype and shape).
+std::string DetachedGradientPrefix(size_t size);
+
+// Where the engine writes a computation's gradient and how it reaches the
+// wire: as the response's Tensor.float_data, as its Tensor.data bytes, or as
+// bytes in a DetachedGradient; float32 or 16-bit (encoded by the engine).
+// Later kinds of sink (shared memory) belong here too. Move-only.
+class GradientSink {
+ public:
+  // No gradient.
+  GradientSink() = default;
+
+  // The sink for `c` (no gradient unless c.want_gradient); sets the dtype
+  // and shape of response->gradient. With `detached`, bytes go there
+  // instead of into the response. RESOURCE_EXHAUSTED if that buffer cannot
+  // be allocated.
+  static absl::StatusOr<GradientSink> Open(const Computation& c,
+                                           v1::ComputeLossResponse* response,
+                                           DetachedGradient* detached);
+
+  // Points `outputs` at the sink (gradient or half_gradient).
+  void AttachTo(LossOutputs* outputs) const;
+  // After the engine: moves a float32 gradient computed beside unaligned
+  // bytes into them.
+  void Close();
+
+ private:
+  absl::Span<float> floats_;    // float32 values the engine writes
+  char* half_bytes_ = nullptr;  // or 16-bit values it encodes
+  DType half_dtype_ = DType::kBFloat16;
+  std::unique_ptr<float[]> scratch_;  // floats_ when copy_to_ is unaligned
+  char* copy_to_ = nullptr;
+};
+
+// Runs `c` and fills `response` (loss, outputs, version, resolved config,
+// class weights). With `detached`, a gradient sent as Tensor.data bytes is
+// written there instead of into the response (see DetachedGradient).
+absl::Status RunComputation(const Computation& c, const ComputeOptions& options,
+                            v1::ComputeLossResponse* response,
+                            DetachedGradient* detached = nullptr);
+
+// ResolveComputation with `dataset` (null for inline class_counts), then
+// RunComputation on `pool`, stopping when `should_stop` says so.
 absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
                                     const v1::Dataset* dataset,
                                     ThreadPool* pool,
@@ -62,14 +159,12 @@ absl::Status ComputeLossResponseFor(const v1::ComputeLossRequest& request,
                                     v1::ComputeLossResponse* response,
                                     DetachedGradient* detached = nullptr);
 
-// The wire bytes that complete a response: field 3 (gradient, a Tensor)
-// holding field 3 (data) of `size` bytes, up to the data itself.
-std::string DetachedGradientPrefix(size_t size);
-
+// GetClassWeights: the weights of section 2 for the request's source and
+// resolved weighting and beta, whatever the loss type. `dataset` as above.
 absl::Status ClassWeightsFor(const v1::GetClassWeightsRequest& request,
                              const v1::Dataset* dataset,
                              v1::ClassWeights* response);
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_COMPUTE_REQUEST_H_

@@ -5,11 +5,12 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "server/loss_config.h"
 #include "spdlog/spdlog.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 constexpr int kLoadPageSize = 1000;
@@ -39,10 +40,7 @@ absl::Status ValidateDatasetName(absl::string_view name,
 }
 
 absl::Status ValidateDataset(const v1::Dataset& dataset) {
-  if (absl::Status s = ValidateDatasetName(dataset.name(), "dataset.name");
-      !s.ok()) {
-    return s;
-  }
+  CBLOSS_RETURN_IF_ERROR(ValidateDatasetName(dataset.name(), "dataset.name"));
   const int classes = dataset.class_counts_size();
   if (classes == 0) {
     return absl::InvalidArgumentError(
@@ -81,11 +79,9 @@ absl::StatusOr<std::unique_ptr<DatasetRegistry>> DatasetRegistry::Create(
   std::lock_guard<std::mutex> write_lock(registry->write_mu_);
   if (registry->store_->IsShared()) {
     // Subscribe first: a change committed during the load is notified.
-    if (absl::Status s = registry->store_->Watch(registry.get()); !s.ok()) {
-      return s;
-    }
+    CBLOSS_RETURN_IF_ERROR(registry->store_->Watch(registry.get()));
   }
-  if (absl::Status s = registry->ReloadAll(); !s.ok()) return s;
+  CBLOSS_RETURN_IF_ERROR(registry->ReloadAll());
   return registry;
 }
 
@@ -135,8 +131,7 @@ absl::Status DatasetRegistry::OnResync() {
   std::lock_guard<std::mutex> write_lock(write_mu_);
   absl::Status s = ReloadAll();
   if (s.ok()) {
-    spdlog::info("dataset store reachable again: {} datasets reloaded",
-                 size());
+    spdlog::info("dataset store reachable again: {} datasets reloaded", size());
   }
   return s;
 }
@@ -159,7 +154,7 @@ absl::Status DatasetRegistry::Available() const {
 
 absl::StatusOr<v1::Dataset> DatasetRegistry::Put(
     const v1::Dataset& dataset, absl::optional<uint64_t> expected_version) {
-  if (absl::Status s = ValidateDataset(dataset); !s.ok()) return s;
+  CBLOSS_RETURN_IF_ERROR(ValidateDataset(dataset));
   std::lock_guard<std::mutex> write_lock(write_mu_);
   absl::StatusOr<v1::Dataset> stored = store_->Put(dataset, expected_version);
   if (!stored.ok()) return stored.status();
@@ -170,10 +165,9 @@ absl::StatusOr<v1::Dataset> DatasetRegistry::Put(
 
 absl::Status DatasetRegistry::Delete(
     absl::string_view name, absl::optional<uint64_t> expected_version) {
+  CBLOSS_RETURN_IF_ERROR(ValidateDatasetName(name, "name"));
   std::lock_guard<std::mutex> write_lock(write_mu_);
-  if (absl::Status s = store_->Delete(name, expected_version); !s.ok()) {
-    return s;
-  }
+  CBLOSS_RETURN_IF_ERROR(store_->Delete(name, expected_version));
   std::lock_guard<std::shared_mutex> lock(mu_);
   auto it = datasets_.find(name);
   if (it != datasets_.end()) datasets_.erase(it);
@@ -183,6 +177,7 @@ absl::Status DatasetRegistry::Delete(
 absl::StatusOr<v1::Dataset> DatasetRegistry::AddClassCounts(
     absl::string_view name, absl::Span<const int64_t> deltas,
     absl::Span<const int32_t> labels) {
+  CBLOSS_RETURN_IF_ERROR(ValidateDatasetName(name, "name"));
   if (deltas.empty() && labels.empty()) {
     return absl::InvalidArgumentError(
         "give deltas (one per class) and/or labels (one per sample); both "
@@ -208,6 +203,12 @@ absl::StatusOr<std::shared_ptr<const v1::Dataset>> DatasetRegistry::Get(
   return it->second;
 }
 
+absl::StatusOr<std::shared_ptr<const v1::Dataset>> DatasetRegistry::Lookup(
+    absl::string_view name, absl::string_view field) const {
+  CBLOSS_RETURN_IF_ERROR(ValidateDatasetName(name, field));
+  return Get(name);
+}
+
 std::vector<std::shared_ptr<const v1::Dataset>> DatasetRegistry::List(
     absl::string_view start_after, int limit) const {
   std::vector<std::shared_ptr<const v1::Dataset>> out;
@@ -224,4 +225,4 @@ int DatasetRegistry::size() const {
   return static_cast<int>(datasets_.size());
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

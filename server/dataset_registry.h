@@ -31,7 +31,7 @@
 #include "cbloss/v1/cbloss.pb.h"
 #include "server/store/dataset_store.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 // Checks `name` against [a-z0-9][a-z0-9._-]{0,127}; INVALID_ARGUMENT naming
 // `field`.
@@ -55,7 +55,9 @@ class DatasetRegistry : private DatasetStore::ChangeListener {
       std::unique_ptr<DatasetStore> store);
   ~DatasetRegistry() override;
 
-  // As DatasetStore, after ValidateDataset / argument checks.
+  // As DatasetStore, after ValidateDataset / argument checks. Dataset names
+  // are checked here, for every write (INVALID_ARGUMENT naming "name" for
+  // Delete and AddClassCounts, "dataset.name" for Put).
   absl::StatusOr<v1::Dataset> Put(const v1::Dataset& dataset,
                                   absl::optional<uint64_t> expected_version);
   absl::Status Delete(absl::string_view name,
@@ -68,6 +70,10 @@ class DatasetRegistry : private DatasetStore::ChangeListener {
   // changes cannot be followed. The snapshot never changes.
   absl::StatusOr<std::shared_ptr<const v1::Dataset>> Get(
       absl::string_view name) const;
+  // Get, after checking `name` (the request's `field`): a name no dataset
+  // can have is INVALID_ARGUMENT, not NOT_FOUND.
+  absl::StatusOr<std::shared_ptr<const v1::Dataset>> Lookup(
+      absl::string_view name, absl::string_view field) const;
   // Up to `limit` datasets named after `start_after`, in name (byte) order.
   std::vector<std::shared_ptr<const v1::Dataset>> List(
       absl::string_view start_after, int limit) const;
@@ -99,6 +105,6 @@ class DatasetRegistry : private DatasetStore::ChangeListener {
   absl::Status watch_status_;  // guarded by mu_
 };
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_DATASET_REGISTRY_H_

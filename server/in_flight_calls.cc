@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 // Lives exactly as long as its call.
@@ -71,4 +71,4 @@ void InFlightCalls::Finished() {
   if (--count_ == 0) idle_.notify_all();
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

@@ -22,7 +22,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/support/server_interceptor.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 class InFlightCalls {
  public:
@@ -44,6 +44,6 @@ class InFlightCalls {
   int count_ = 0;  // guarded by mu_
 };
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_IN_FLIGHT_CALLS_H_

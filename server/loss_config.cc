@@ -2,13 +2,99 @@
 
 #include "server/loss_config.h"
 
-#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "core/class_weights.h"
+#include "core/loss_parameters.h"
+#include "core/status_macros.h"
+#include "google/protobuf/descriptor.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
+
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Reflection;
+
+// The enum fields of LossConfig, in field order, with the wire value an
+// unset (UNSPECIFIED, 0) field resolves to (LOSS.md section 1).
+struct EnumField {
+  const char* name;
+  int default_value;
+};
+constexpr EnumField kEnumFields[] = {
+    {"loss_type", v1::LOSS_TYPE_SOFTMAX},
+    {"weighting", v1::WEIGHTING_SCHEME_EFFECTIVE_NUMBER},
+    {"reduction", v1::REDUCTION_MEAN},
+};
+
+// A table row (core/loss_parameters.h) and its LossConfig field.
+struct ScalarField {
+  const LossParameter* param;
+  const FieldDescriptor* field;
+};
+
+struct ConfigFields {
+  std::vector<std::pair<const EnumField*, const FieldDescriptor*>> enums;
+  std::vector<ScalarField> scalars;
+};
+
+[[noreturn]] void TableMismatch(absl::string_view name) {
+  std::fprintf(stderr,
+               "core/loss_parameters.cc and cbloss.v1.LossConfig disagree on "
+               "field '%.*s'\n",
+               static_cast<int>(name.size()), name.data());
+  std::abort();
+}
+
+// The descriptors of every table row, found once by name. A row without a
+// field of its type is a build mistake, caught by the first request (and by
+// tests/server/loss_config_test.cc).
+const ConfigFields& Fields() {
+  static const ConfigFields* fields = [] {
+    auto* f = new ConfigFields;
+    const google::protobuf::Descriptor* d = v1::LossConfig::descriptor();
+    for (const EnumField& e : kEnumFields) {
+      const FieldDescriptor* field = d->FindFieldByName(e.name);
+      if (field == nullptr ||
+          field->cpp_type() != FieldDescriptor::CPPTYPE_ENUM)
+        TableMismatch(e.name);
+      f->enums.emplace_back(&e, field);
+    }
+    for (const LossParameter& p : LossParameters()) {
+      const FieldDescriptor* field = d->FindFieldByName(p.name);
+      const auto want = p.type == ParameterType::kDouble
+                            ? FieldDescriptor::CPPTYPE_DOUBLE
+                            : FieldDescriptor::CPPTYPE_INT32;
+      if (field == nullptr || field->cpp_type() != want ||
+          !field->has_presence()) {
+        TableMismatch(p.name);
+      }
+      f->scalars.push_back({&p, field});
+    }
+    return f;
+  }();
+  return *fields;
+}
+
+double GetScalar(const v1::LossConfig& config, const FieldDescriptor* field) {
+  const Reflection* r = config.GetReflection();
+  if (field->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) {
+    return r->GetDouble(config, field);
+  }
+  return r->GetInt32(config, field);
+}
+
+void SetScalar(double value, const FieldDescriptor* field,
+               v1::LossConfig* config) {
+  const Reflection* r = config->GetReflection();
+  if (field->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) {
+    r->SetDouble(config, field, value);
+  } else {
+    r->SetInt32(config, field, static_cast<int32_t>(value));
+  }
+}
 
 absl::Status EnumError(absl::string_view field, int value) {
   return absl::InvalidArgumentError(
@@ -19,39 +105,17 @@ absl::Status EnumError(absl::string_view field, int value) {
 
 absl::Status ValidateLossConfig(const v1::LossConfig& config,
                                 absl::string_view field) {
-  if (!v1::LossType_IsValid(config.loss_type())) {
-    return EnumError(absl::StrCat(field, ".loss_type"), config.loss_type());
+  const Reflection* r = config.GetReflection();
+  for (const auto& [e, descriptor] : Fields().enums) {
+    const int value = r->GetEnumValue(config, descriptor);
+    if (descriptor->enum_type()->FindValueByNumber(value) == nullptr) {
+      return EnumError(absl::StrCat(field, ".", e->name), value);
+    }
   }
-  if (!v1::WeightingScheme_IsValid(config.weighting())) {
-    return EnumError(absl::StrCat(field, ".weighting"), config.weighting());
-  }
-  if (!v1::Reduction_IsValid(config.reduction())) {
-    return EnumError(absl::StrCat(field, ".reduction"), config.reduction());
-  }
-  if (config.has_beta() && !(config.beta() >= 0.0 && config.beta() <= 1.0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ".beta = ", config.beta(), " is outside [0, 1]"));
-  }
-  if (config.has_gamma() &&
-      !(std::isfinite(config.gamma()) && config.gamma() >= 0.0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".gamma = ", config.gamma(), " must be finite and >= 0"));
-  }
-  // Upper bounds: see core/loss_types.h.
-  if (config.has_tau() && !(config.tau() >= 0 && config.tau() <= kMaxTau)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".tau = ", config.tau(), " must be in [0, ", kMaxTau, "]"));
-  }
-  if (config.has_max_margin() &&
-      !(config.max_margin() > 0 && config.max_margin() <= kMaxMargin)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ".max_margin = ", config.max_margin(),
-                     " must be in (0, ", kMaxMargin, "]"));
-  }
-  if (config.has_scale() &&
-      !(config.scale() > 0 && config.scale() <= kMaxScale)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, ".scale = ", config.scale(), " must be in (0, ", kMaxScale, "]"));
+  for (const ScalarField& s : Fields().scalars) {
+    if (!r->HasField(config, s.field)) continue;
+    CBLOSS_RETURN_IF_ERROR(
+        CheckLossParameter(*s.param, GetScalar(config, s.field), field));
   }
   return absl::OkStatus();
 }
@@ -59,40 +123,22 @@ absl::Status ValidateLossConfig(const v1::LossConfig& config,
 v1::LossConfig ResolveLossConfig(const v1::LossConfig& defaults,
                                  const v1::LossConfig& request) {
   v1::LossConfig out = defaults;
-  if (request.loss_type() != v1::LOSS_TYPE_UNSPECIFIED) {
-    out.set_loss_type(request.loss_type());
+  const Reflection* r = out.GetReflection();
+  for (const auto& [e, descriptor] : Fields().enums) {
+    if (const int v = r->GetEnumValue(request, descriptor); v != 0) {
+      r->SetEnumValue(&out, descriptor, v);
+    }
+    if (r->GetEnumValue(out, descriptor) == 0) {
+      r->SetEnumValue(&out, descriptor, e->default_value);
+    }
   }
-  if (request.weighting() != v1::WEIGHTING_SCHEME_UNSPECIFIED) {
-    out.set_weighting(request.weighting());
+  for (const ScalarField& s : Fields().scalars) {
+    if (r->HasField(request, s.field)) {
+      SetScalar(GetScalar(request, s.field), s.field, &out);
+    } else if (!r->HasField(out, s.field) && s.param->has_default) {
+      SetScalar(s.param->default_value, s.field, &out);
+    }
   }
-  if (request.reduction() != v1::REDUCTION_UNSPECIFIED) {
-    out.set_reduction(request.reduction());
-  }
-  if (request.has_beta()) out.set_beta(request.beta());
-  if (request.has_gamma()) out.set_gamma(request.gamma());
-  if (request.has_ignore_index()) out.set_ignore_index(request.ignore_index());
-  if (request.has_tau()) out.set_tau(request.tau());
-  if (request.has_max_margin()) out.set_max_margin(request.max_margin());
-  if (request.has_scale()) out.set_scale(request.scale());
-  if (request.has_drw_start_epoch()) {
-    out.set_drw_start_epoch(request.drw_start_epoch());
-  }
-
-  if (out.loss_type() == v1::LOSS_TYPE_UNSPECIFIED) {
-    out.set_loss_type(v1::LOSS_TYPE_SOFTMAX);
-  }
-  if (out.weighting() == v1::WEIGHTING_SCHEME_UNSPECIFIED) {
-    out.set_weighting(v1::WEIGHTING_SCHEME_EFFECTIVE_NUMBER);
-  }
-  if (out.reduction() == v1::REDUCTION_UNSPECIFIED) {
-    out.set_reduction(v1::REDUCTION_MEAN);
-  }
-  if (!out.has_beta()) out.set_beta(kDefaultBeta);
-  if (!out.has_gamma()) out.set_gamma(kDefaultGamma);
-  if (!out.has_ignore_index()) out.set_ignore_index(kDefaultIgnoreIndex);
-  if (!out.has_tau()) out.set_tau(kDefaultTau);
-  if (!out.has_max_margin()) out.set_max_margin(kDefaultMaxMargin);
-  if (!out.has_scale()) out.set_scale(kDefaultScale);
   return out;
 }
 
@@ -124,33 +170,16 @@ absl::StatusOr<LossParams> ToLossParams(const v1::LossConfig& resolved) {
       p.loss_type = LossType::kSoftmaxFocal;
       break;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("config.loss_type = ", resolved.loss_type(),
-                       " is not a known value"));
+      return EnumError("config.loss_type", resolved.loss_type());
   }
   p.weighting = ToWeightingScheme(resolved.weighting());
-  switch (resolved.reduction()) {
-    case v1::REDUCTION_SUM:
-      p.reduction = Reduction::kSum;
-      break;
-    case v1::REDUCTION_ELEMENT_MEAN:
-      p.reduction = Reduction::kElementMean;
-      break;
-    case v1::REDUCTION_WEIGHTED_MEAN:
-      p.reduction = Reduction::kWeightedMean;
-      break;
-    case v1::REDUCTION_NONE:
-      p.reduction = Reduction::kNone;
-      break;
-    default:
-      p.reduction = Reduction::kMean;
+  p.reduction = ToReduction(resolved.reduction());
+  const Reflection* r = resolved.GetReflection();
+  for (const ScalarField& s : Fields().scalars) {
+    if (r->HasField(resolved, s.field)) {
+      SetLossParameter(*s.param, GetScalar(resolved, s.field), &p);
+    }
   }
-  p.beta = resolved.beta();
-  p.gamma = resolved.gamma();
-  p.ignore_index = resolved.ignore_index();
-  p.tau = resolved.tau();
-  p.max_margin = resolved.max_margin();
-  p.scale = resolved.scale();
   return p;
 }
 
@@ -164,6 +193,21 @@ WeightingScheme ToWeightingScheme(v1::WeightingScheme scheme) {
       return WeightingScheme::kNone;
     default:
       return WeightingScheme::kEffectiveNumber;
+  }
+}
+
+Reduction ToReduction(v1::Reduction reduction) {
+  switch (reduction) {
+    case v1::REDUCTION_SUM:
+      return Reduction::kSum;
+    case v1::REDUCTION_ELEMENT_MEAN:
+      return Reduction::kElementMean;
+    case v1::REDUCTION_WEIGHTED_MEAN:
+      return Reduction::kWeightedMean;
+    case v1::REDUCTION_NONE:
+      return Reduction::kNone;
+    default:
+      return Reduction::kMean;
   }
 }
 
@@ -193,4 +237,4 @@ v1::DType ToWireDType(DType dtype) {
   return v1::DTYPE_FLOAT32;
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

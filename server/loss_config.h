@@ -1,9 +1,11 @@
 // Copyright 2026 The cbloss Authors.
 //
-// The wire's LossConfig and the engine's LossParams: field-by-field
-// resolution (request overrides dataset defaults, which override LOSS.md's
-// defaults; API.md section 1) and validation of enum values and ranges.
-// Pure functions; thread-safe.
+// The wire's LossConfig and the engine's LossParams: validation of enum
+// values and ranges, field-by-field resolution (request overrides dataset
+// defaults, which override LOSS.md's defaults; API.md section 1) and
+// conversion. The scalar fields are not listed here: all three follow the
+// table of core/loss_parameters.h, matched to LossConfig's fields by name
+// through protobuf reflection. Pure functions; thread-safe.
 
 #ifndef CBLOSS_SERVER_LOSS_CONFIG_H_
 #define CBLOSS_SERVER_LOSS_CONFIG_H_
@@ -14,10 +16,11 @@
 #include "cbloss/v1/cbloss.pb.h"
 #include "core/loss_types.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
-// Checks enum values and ranges of a config as sent (set fields only).
-// `field` prefixes messages, e.g. "config" or "dataset.defaults".
+// Checks enum values and ranges of the set fields of `config` (enums in
+// field order, then the table's rows in order). `field` prefixes messages,
+// e.g. "config" or "dataset.defaults".
 absl::Status ValidateLossConfig(const v1::LossConfig& config,
                                 absl::string_view field);
 
@@ -26,17 +29,20 @@ absl::Status ValidateLossConfig(const v1::LossConfig& config,
 v1::LossConfig ResolveLossConfig(const v1::LossConfig& defaults,
                                  const v1::LossConfig& request);
 
-// Engine parameters of a resolved config.
+// Engine parameters of a resolved, validated config (drw_start_epoch is not
+// one: ResolveComputation decides the weights with it).
 absl::StatusOr<LossParams> ToLossParams(const v1::LossConfig& resolved);
 
 // Engine scheme of a wire scheme (UNSPECIFIED = effective number).
 WeightingScheme ToWeightingScheme(v1::WeightingScheme scheme);
+// Engine reduction of a wire reduction (UNSPECIFIED = mean).
+Reduction ToReduction(v1::Reduction reduction);
 
 // Wire dtype to engine dtype (UNSPECIFIED = float32). INVALID_ARGUMENT
 // naming `field` for values outside the enum.
 absl::StatusOr<DType> ToDType(v1::DType dtype, absl::string_view field);
 v1::DType ToWireDType(DType dtype);
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_LOSS_CONFIG_H_

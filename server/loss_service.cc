@@ -9,12 +9,13 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "core/status_macros.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/proto_buffer_writer.h"
 #include "server/compute_request.h"
 #include "spdlog/spdlog.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 absl::optional<uint64_t> Expected(bool has, uint64_t value) {
@@ -77,22 +78,51 @@ void Encode(ComputeLossReply& reply, grpc::ByteBuffer* bytes) {
     return;
   }
   const size_t size = gradient.size();
-  grpc::Slice slices[2] = {
-      grpc::Slice(reply.message.SerializeAsString() +
-                  DetachedGradientPrefix(size)),
-      grpc::Slice(gradient.Release(), size, std::free)};
+  grpc::Slice slices[2] = {grpc::Slice(reply.message.SerializeAsString() +
+                                       DetachedGradientPrefix(size)),
+                           grpc::Slice(gradient.Release(), size, std::free)};
   *bytes = grpc::ByteBuffer(slices, 2);
 }
 
-// One unary call: decode, run `handler(context, &request, &response, done)`,
-// encode, finish. The call's state lives until `done` runs.
+}  // namespace
+
+grpc::Status FinishStatus(absl::string_view method, const absl::Status& s) {
+  if (s.ok()) {
+    spdlog::debug("{} OK", std::string(method));
+    return grpc::Status::OK;
+  }
+  spdlog::warn("{} failed: {}: {}", std::string(method),
+               absl::StatusCodeToString(s.code()), std::string(s.message()));
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      std::string(s.message()));
+}
+
+LossServiceImpl::LossServiceImpl(DatasetRegistry* registry,
+                                 ThreadPool* compute_pool, ThreadPool* io_pool,
+                                 LossServiceOptions options)
+    : registry_(registry),
+      compute_pool_(compute_pool),
+      io_pool_(io_pool),
+      options_(options) {}
+
+absl::Status LossServiceImpl::Admit(const grpc::CallbackServerContext& context,
+                                    absl::string_view method) const {
+  const TokenAuthorizer* auth = options_.authorizer;
+  if (auth == nullptr || !auth->enabled()) return absl::OkStatus();
+  return auth->Check(AccessFor(method), context);
+}
+
+// One unary call: admit, decode, run `handler(context, &request, &response,
+// done)`, encode, finish. The call's state lives until `done` runs.
 template <typename Request, typename Response, typename Handler>
-grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* context,
-                                     const grpc::ByteBuffer* in,
-                                     grpc::ByteBuffer* out,
-                                     absl::string_view method,
-                                     Handler&& handler) {
+grpc::ServerUnaryReactor* LossServiceImpl::ServeUnary(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* in,
+    grpc::ByteBuffer* out, absl::string_view method, Handler&& handler) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (absl::Status s = Admit(*context, method); !s.ok()) {
+    reactor->Finish(FinishStatus(method, s));  // logs the code, not the token
+    return reactor;
+  }
   struct Call {
     Request request;
     Response response;
@@ -117,27 +147,6 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* context,
           }));
   return reactor;
 }
-
-}  // namespace
-
-grpc::Status FinishStatus(absl::string_view method, const absl::Status& s) {
-  if (s.ok()) {
-    spdlog::debug("{} OK", std::string(method));
-    return grpc::Status::OK;
-  }
-  spdlog::warn("{} failed: {}: {}", std::string(method),
-               absl::StatusCodeToString(s.code()), std::string(s.message()));
-  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
-                      std::string(s.message()));
-}
-
-LossServiceImpl::LossServiceImpl(DatasetRegistry* registry,
-                                 ThreadPool* compute_pool, ThreadPool* io_pool,
-                                 LossServiceOptions options)
-    : registry_(registry),
-      compute_pool_(compute_pool),
-      io_pool_(io_pool),
-      options_(options) {}
 
 grpc::ServerUnaryReactor* LossServiceImpl::PutDataset(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
@@ -215,18 +224,11 @@ void LossServiceImpl::HandlePutDataset(grpc::CallbackServerContext* /*context*/,
   });
 }
 
-absl::StatusOr<std::shared_ptr<const v1::Dataset>> LossServiceImpl::Lookup(
-    absl::string_view name, absl::string_view field) const {
-  // A name no dataset can have is a bad argument, not an absent dataset.
-  if (absl::Status s = ValidateDatasetName(name, field); !s.ok()) return s;
-  return registry_->Get(name);
-}
-
 void LossServiceImpl::HandleGetDataset(grpc::CallbackServerContext* /*context*/,
                                        const v1::GetDatasetRequest* request,
                                        v1::Dataset* response, Done done) {
   absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
-      Lookup(request->name(), "name");
+      registry_->Lookup(request->name(), "name");
   if (d.ok()) *response = **d;
   std::move(done)(d.status());
 }
@@ -250,7 +252,7 @@ void LossServiceImpl::HandleListDatasets(
       after = *std::move(name);
     }
     // A shared store's datasets cannot be listed while it is unreachable.
-    if (absl::Status s = registry_->Available(); !s.ok()) return s;
+    CBLOSS_RETURN_IF_ERROR(registry_->Available());
     // One more than asked tells whether another page follows.
     auto page = registry_->List(after, page_size + 1);
     const bool more = static_cast<int>(page.size()) > page_size;
@@ -267,10 +269,6 @@ void LossServiceImpl::HandleDeleteDataset(
     grpc::CallbackServerContext* /*context*/,
     const v1::DeleteDatasetRequest* request,
     v1::DeleteDatasetResponse* /*response*/, Done done) {
-  if (absl::Status s = ValidateDatasetName(request->name(), "name"); !s.ok()) {
-    std::move(done)(s);
-    return;
-  }
   io_pool_->Schedule([this, request, done = std::move(done)]() mutable {
     std::move(done)(registry_->Delete(request->name(),
                                       Expected(request->has_expected_version(),
@@ -282,10 +280,6 @@ void LossServiceImpl::HandleAddClassCounts(
     grpc::CallbackServerContext* /*context*/,
     const v1::AddClassCountsRequest* request, v1::Dataset* response,
     Done done) {
-  if (absl::Status s = ValidateDatasetName(request->name(), "name"); !s.ok()) {
-    std::move(done)(s);
-    return;
-  }
   io_pool_->Schedule(
       [this, request, response, done = std::move(done)]() mutable {
         absl::StatusOr<v1::Dataset> stored = registry_->AddClassCounts(
@@ -301,7 +295,7 @@ void LossServiceImpl::HandleGetClassWeights(
     Done done) {
   if (request->source_case() == v1::GetClassWeightsRequest::kDataset) {
     absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
-        Lookup(request->dataset(), "dataset");
+        registry_->Lookup(request->dataset(), "dataset");
     std::move(done)(d.ok() ? ClassWeightsFor(*request, d->get(), response)
                            : d.status());
     return;
@@ -313,18 +307,15 @@ absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
                                       const v1::ComputeLossRequest& request,
                                       v1::ComputeLossResponse* response,
                                       DetachedGradient* detached) {
-  std::shared_ptr<const v1::Dataset> dataset;
-  if (request.source_case() == v1::ComputeLossRequest::kDataset) {
-    absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
-        Lookup(request.dataset(), "dataset");
-    if (!d.ok()) return d.status();
-    dataset = *std::move(d);
-  }
-  auto should_stop = [context] {
+  absl::StatusOr<Computation> computation =
+      ResolveComputation(request, *registry_);
+  if (!computation.ok()) return computation.status();
+  ComputeOptions options;
+  options.pool = compute_pool_;
+  options.should_stop = [context] {
     return context->IsCancelled() || DeadlinePassed(context);
   };
-  absl::Status s = ComputeLossResponseFor(request, dataset.get(), compute_pool_,
-                                          should_stop, response, detached);
+  absl::Status s = RunComputation(*computation, options, response, detached);
   if (s.code() == absl::StatusCode::kCancelled && DeadlinePassed(context)) {
     return absl::DeadlineExceededError(
         "the deadline passed while the batch was being computed");
@@ -335,8 +326,7 @@ absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
 void LossServiceImpl::HandleComputeLoss(grpc::CallbackServerContext* context,
                                         const v1::ComputeLossRequest* request,
                                         v1::ComputeLossResponse* response,
-                                        Done done,
-                                        DetachedGradient* detached) {
+                                        Done done, DetachedGradient* detached) {
   const int64_t elements = ClaimedElements(*request);
   if (elements > options_.max_request_elements) {
     std::move(done)(absl::ResourceExhaustedError(absl::StrCat(
@@ -366,11 +356,10 @@ void LossServiceImpl::HandleComputeLoss(grpc::CallbackServerContext* context,
     std::move(release)(Compute(context, *request, response, detached));
     return;
   }
-  compute_pool_->Schedule(
-      [this, context, request, response, detached,
-       release = std::move(release)]() mutable {
-        std::move(release)(Compute(context, *request, response, detached));
-      });
+  compute_pool_->Schedule([this, context, request, response, detached,
+                           release = std::move(release)]() mutable {
+    std::move(release)(Compute(context, *request, response, detached));
+  });
 }
 
 namespace {
@@ -378,6 +367,14 @@ namespace {
 // StreamLoss: read one request, compute it, write its response, repeat; so
 // responses come in request order. A failed or undecodable request is
 // answered in-band (error_code, error_message) and the stream goes on.
+// A StreamLoss call refused before it starts.
+class RefusedStream final
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+ public:
+  explicit RefusedStream(const grpc::Status& status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
 class StreamLossReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
@@ -438,7 +435,10 @@ class StreamLossReactor final
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>*
 LossServiceImpl::StreamLoss(grpc::CallbackServerContext* context) {
+  if (absl::Status s = Admit(*context, "StreamLoss"); !s.ok()) {
+    return new RefusedStream(FinishStatus("StreamLoss", s));
+  }
   return new StreamLossReactor(this, context);
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

@@ -7,6 +7,9 @@
 // type (gRPC's own decoding would answer UNIMPLEMENTED with no message), and
 // a StreamLoss stream answers it in-band and goes on.
 //
+// Calls enter through two places, the unary reactor of every unary method
+// and StreamLoss's; both first Admit the call (authorization, server/auth.h).
+//
 // Reads and small computations run on gRPC's own threads; dataset writes
 // (which wait for fsync) run on `io_pool`; large computations run on
 // `compute_pool`, which also splits their rows. No gRPC thread waits on
@@ -24,11 +27,12 @@
 #include "absl/status/status.h"
 #include "cbloss/v1/cbloss.grpc.pb.h"
 #include "core/thread_pool.h"
+#include "server/auth.h"
 #include "server/compute_request.h"
 #include "server/dataset_registry.h"
 #include "server/grpc_tuning.h"  // for main.cc: ApplyServerTuning
 
-namespace cbloss {
+namespace cbloss::server {
 
 struct LossServiceOptions {
   // Requests with at most this many logits run on the calling gRPC thread.
@@ -43,6 +47,10 @@ struct LossServiceOptions {
   int max_concurrent_computations = 64;
   // If set, each successful computation adds its logits elements (metrics).
   std::atomic<int64_t>* elements_computed = nullptr;
+  // If set and enabled, every call is admitted by it first, at the access
+  // level server/auth.h's table gives its method; a refusal is the call's
+  // status (UNAUTHENTICATED or PERMISSION_DENIED). Must outlive the service.
+  const TokenAuthorizer* authorizer = nullptr;
 };
 
 namespace internal {
@@ -120,10 +128,16 @@ class LossServiceImpl final : public internal::RawLossService {
                          DetachedGradient* detached = nullptr);
 
  private:
-  // The dataset called `name` (the request's `field`): INVALID_ARGUMENT for
-  // a name that breaks the naming rule, NOT_FOUND if absent.
-  absl::StatusOr<std::shared_ptr<const v1::Dataset>> Lookup(
-      absl::string_view name, absl::string_view field) const;
+  // One unary call of `method`: admit, decode, run `handler`, encode.
+  template <typename Request, typename Response, typename Handler>
+  grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* context,
+                                       const grpc::ByteBuffer* in,
+                                       grpc::ByteBuffer* out,
+                                       absl::string_view method,
+                                       Handler&& handler);
+  // OK if the call may go on: the authorizer's verdict for `method`.
+  absl::Status Admit(const grpc::CallbackServerContext& context,
+                     absl::string_view method) const;
   absl::Status Compute(grpc::CallbackServerContext* context,
                        const v1::ComputeLossRequest& request,
                        v1::ComputeLossResponse* response,
@@ -140,6 +154,6 @@ class LossServiceImpl final : public internal::RawLossService {
 // converts to a grpc::Status.
 grpc::Status FinishStatus(absl::string_view method, const absl::Status& s);
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_LOSS_SERVICE_H_

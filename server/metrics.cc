@@ -13,7 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "httplib.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 constexpr absl::string_view kServicePrefix = "/cbloss.v1.LossService/";
@@ -211,4 +211,4 @@ MetricsHttpServer::~MetricsHttpServer() {
   if (thread_.joinable()) thread_.join();
 }
 
-}  // namespace cbloss
+}  // namespace cbloss::server

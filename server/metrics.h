@@ -47,7 +47,7 @@ namespace httplib {
 class Server;
 }
 
-namespace cbloss {
+namespace cbloss::server {
 
 class ServerMetrics {
  public:
@@ -111,6 +111,6 @@ class MetricsHttpServer {
   int port_ = 0;
 };
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_METRICS_H_

@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/security/server_credentials.h"
 
-namespace cbloss {
+namespace cbloss::server {
 
 struct ServerTlsFiles {
   std::string cert;       // PEM certificate chain; empty: plaintext
@@ -28,6 +28,6 @@ struct ServerTlsFiles {
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const ServerTlsFiles& files);
 
-}  // namespace cbloss
+}  // namespace cbloss::server
 
 #endif  // CBLOSS_SERVER_TLS_H_

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "core/status_macros.h"
 
 namespace cbloss {
 
@@ -70,7 +71,7 @@ absl::StatusOr<v1::Dataset> RecordForPut(
     absl::optional<uint64_t> expected_version, int64_t now, RecordMeta* meta) {
   absl::optional<uint64_t> current_version;
   if (current.has_value()) current_version = current->version;
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       CheckExpectedVersion(dataset.name(), current_version, expected_version));
   *meta = current.has_value()
               ? RecordMeta{current->version + 1, current->create_time_ns,

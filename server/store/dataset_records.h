@@ -29,13 +29,6 @@
 #include "cbloss/v1/cbloss.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 
-// Debian's Abseil 20220623 has no ABSL_RETURN_IF_ERROR.
-#define CBLOSS_STORE_RETURN_IF_ERROR(expr) \
-  do {                                     \
-    absl::Status _status = (expr);         \
-    if (!_status.ok()) return _status;     \
-  } while (0)
-
 namespace cbloss {
 
 // Version and times of a stored dataset: the database's columns, which are

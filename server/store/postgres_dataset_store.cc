@@ -26,6 +26,7 @@
 #include "absl/types/optional.h"
 #include "absl/types/span.h"
 #include "cbloss/v1/cbloss.pb.h"
+#include "core/status_macros.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "server/store/dataset_records.h"
 
@@ -264,7 +265,7 @@ class PostgresDatasetStore final : public DatasetStore {
       }
     }
     absl::Status Begin() {
-      CBLOSS_STORE_RETURN_IF_ERROR(
+      CBLOSS_RETURN_IF_ERROR(
           store_->Exec("BEGIN", {}, "beginning a transaction").status());
       active_ = true;
       return absl::OkStatus();
@@ -353,7 +354,7 @@ absl::Status PostgresDatasetStore::ConnectLocked() {
 absl::StatusOr<Result> PostgresDatasetStore::Exec(
     const char* sql, const std::vector<Param>& params,
     absl::string_view action) {
-  CBLOSS_STORE_RETURN_IF_ERROR(ConnectLocked());
+  CBLOSS_RETURN_IF_ERROR(ConnectLocked());
   absl::StatusOr<Result> result = Run(conn_, sql, params, action);
   if (!result.ok() && PQstatus(conn_) != CONNECTION_OK) {
     // The next call reconnects (at once: the database may be back).
@@ -366,10 +367,10 @@ absl::StatusOr<Result> PostgresDatasetStore::Exec(
 
 absl::Status PostgresDatasetStore::MigrateLocked() {
   Transaction txn(this);
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_RETURN_IF_ERROR(
       Exec(kLockSchemaSql, {}, "locking the schema").status());
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       Exec("CREATE TABLE IF NOT EXISTS cbloss_schema_version ("
            "singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton), "
            "version INTEGER NOT NULL)",
@@ -381,7 +382,7 @@ absl::Status PostgresDatasetStore::MigrateLocked() {
   if (!read.ok()) return read.status();
   int version = 0;
   if (PQntuples(read->get()) == 0) {
-    CBLOSS_STORE_RETURN_IF_ERROR(
+    CBLOSS_RETURN_IF_ERROR(
         Exec("INSERT INTO cbloss_schema_version (version) VALUES (0)", {},
              "writing the schema version")
             .status());
@@ -401,11 +402,11 @@ absl::Status PostgresDatasetStore::MigrateLocked() {
   }
   if (version == kSchemaVersion) return txn.Commit();
   for (int v = version; v < kSchemaVersion; ++v) {
-    CBLOSS_STORE_RETURN_IF_ERROR(RunScript(
+    CBLOSS_RETURN_IF_ERROR(RunScript(
         conn_, kMigrations[v],
         absl::StrCat("migrating the schema from version ", v, " to ", v + 1)));
   }
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       Exec("UPDATE cbloss_schema_version SET version = $1::integer",
            {TextParam(std::to_string(kSchemaVersion))},
            "writing the schema version")
@@ -415,7 +416,7 @@ absl::Status PostgresDatasetStore::MigrateLocked() {
 
 absl::Status PostgresDatasetStore::Init() {
   std::lock_guard<std::mutex> lock(mu_);
-  CBLOSS_STORE_RETURN_IF_ERROR(ConnectLocked());
+  CBLOSS_RETURN_IF_ERROR(ConnectLocked());
   return MigrateLocked();
 }
 
@@ -514,16 +515,16 @@ absl::StatusOr<v1::Dataset> PostgresDatasetStore::Put(
   }
   std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.LockName(dataset.name()));
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_RETURN_IF_ERROR(txn.LockName(dataset.name()));
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(dataset.name());
   if (!current.ok()) return current.status();
   Meta meta;
   absl::StatusOr<v1::Dataset> stored = RecordForPut(
       dataset, *current, expected_version, NowUnixNanos(), &meta);
   if (!stored.ok()) return stored.status();
-  CBLOSS_STORE_RETURN_IF_ERROR(WriteLocked(*stored, meta));
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Commit());
+  CBLOSS_RETURN_IF_ERROR(WriteLocked(*stored, meta));
+  CBLOSS_RETURN_IF_ERROR(txn.Commit());
   return stored;
 }
 
@@ -563,14 +564,14 @@ absl::Status PostgresDatasetStore::Delete(
     absl::string_view name, absl::optional<uint64_t> expected_version) {
   std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.LockName(name));
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_RETURN_IF_ERROR(txn.LockName(name));
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(name);
   if (!current.ok()) return current.status();
   if (!current->has_value()) return NotFound(name);
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       CheckExpectedVersion(name, (*current)->version, expected_version));
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       Exec("DELETE FROM cbloss_datasets WHERE name = $1", {TextParam(name)},
            absl::StrCat("deleting dataset ", Quoted(name)))
           .status());
@@ -582,17 +583,17 @@ absl::StatusOr<v1::Dataset> PostgresDatasetStore::AddClassCounts(
     absl::Span<const int32_t> labels) {
   std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
   // The lock makes read-modify-write atomic against every other replica.
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.LockName(name));
+  CBLOSS_RETURN_IF_ERROR(txn.LockName(name));
   Meta meta;
   absl::StatusOr<v1::Dataset> dataset = ReadLocked(name, &meta);
   if (!dataset.ok()) return dataset.status();
 
-  CBLOSS_STORE_RETURN_IF_ERROR(UpdateClassCounts(
+  CBLOSS_RETURN_IF_ERROR(UpdateClassCounts(
       name, deltas, labels, NowUnixNanos(), &meta, &*dataset));
-  CBLOSS_STORE_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Commit());
+  CBLOSS_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
+  CBLOSS_RETURN_IF_ERROR(txn.Commit());
   return *std::move(dataset);
 }
 
@@ -749,7 +750,7 @@ absl::StatusOr<std::unique_ptr<DatasetStore>> OpenPostgresDatasetStore(
     return absl::InvalidArgumentError("PostgreSQL DSN must not be empty");
   }
   auto store = std::make_unique<PostgresDatasetStore>(dsn);
-  CBLOSS_STORE_RETURN_IF_ERROR(store->Init());
+  CBLOSS_RETURN_IF_ERROR(store->Init());
   return std::unique_ptr<DatasetStore>(std::move(store));
 }
 

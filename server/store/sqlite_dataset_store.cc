@@ -23,6 +23,7 @@
 #include "absl/types/optional.h"
 #include "absl/types/span.h"
 #include "cbloss/v1/cbloss.pb.h"
+#include "core/status_macros.h"
 #include "server/store/dataset_records.h"
 
 namespace cbloss {
@@ -171,13 +172,13 @@ class SqliteDatasetStore final : public DatasetStore {
       }
     }
     absl::Status Begin() {
-      CBLOSS_STORE_RETURN_IF_ERROR(
+      CBLOSS_RETURN_IF_ERROR(
           store_->StepDone(*store_->begin_, "beginning a transaction"));
       active_ = true;
       return absl::OkStatus();
     }
     absl::Status Commit() {
-      CBLOSS_STORE_RETURN_IF_ERROR(
+      CBLOSS_RETURN_IF_ERROR(
           store_->StepDone(*store_->commit_, "committing"));
       active_ = false;
       return absl::OkStatus();
@@ -251,7 +252,7 @@ absl::Status SqliteDatasetStore::StepDone(const Statement::InUse& stmt,
 
 absl::StatusOr<int> SqliteDatasetStore::ReadUserVersion() {
   Statement stmt;
-  CBLOSS_STORE_RETURN_IF_ERROR(stmt.Prepare(db_, "PRAGMA user_version"));
+  CBLOSS_RETURN_IF_ERROR(stmt.Prepare(db_, "PRAGMA user_version"));
   Statement::InUse use = stmt.Use();
   int rc = sqlite3_step(use.get());
   if (rc != SQLITE_ROW) {
@@ -261,7 +262,7 @@ absl::StatusOr<int> SqliteDatasetStore::ReadUserVersion() {
 }
 
 absl::Status SqliteDatasetStore::Migrate(const std::string& path) {
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       Exec("BEGIN IMMEDIATE", "beginning the schema migration"));
   // Rolls back unless the COMMIT below succeeds.
   struct RollbackGuard {
@@ -287,11 +288,11 @@ absl::Status SqliteDatasetStore::Migrate(const std::string& path) {
   }
   if (*version == kSchemaVersion) return absl::OkStatus();
   for (int v = *version; v < kSchemaVersion; ++v) {
-    CBLOSS_STORE_RETURN_IF_ERROR(Exec(
+    CBLOSS_RETURN_IF_ERROR(Exec(
         kMigrations[v],
         absl::StrCat("migrating the schema from version ", v, " to ", v + 1)));
   }
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       Exec(absl::StrCat("PRAGMA user_version = ", kSchemaVersion),
            "writing the schema version"));
   return Exec("COMMIT", "committing the schema migration");
@@ -307,7 +308,7 @@ absl::Status SqliteDatasetStore::Init(const std::string& path) {
   // The first statement reads the file: a non-database fails here.
   {
     Statement journal;
-    CBLOSS_STORE_RETURN_IF_ERROR(
+    CBLOSS_RETURN_IF_ERROR(
         journal.Prepare(db_, "PRAGMA journal_mode = WAL"));
     Statement::InUse use = journal.Use();
     rc = sqlite3_step(use.get());
@@ -322,32 +323,32 @@ absl::Status SqliteDatasetStore::Init(const std::string& path) {
           mode != nullptr ? reinterpret_cast<const char*>(mode) : "", "')"));
     }
   }
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       Exec("PRAGMA synchronous = FULL", "setting synchronous=FULL"));
-  CBLOSS_STORE_RETURN_IF_ERROR(Migrate(path));
+  CBLOSS_RETURN_IF_ERROR(Migrate(path));
 
-  CBLOSS_STORE_RETURN_IF_ERROR(Prepare(begin_, "BEGIN IMMEDIATE"));
-  CBLOSS_STORE_RETURN_IF_ERROR(Prepare(commit_, "COMMIT"));
-  CBLOSS_STORE_RETURN_IF_ERROR(Prepare(rollback_, "ROLLBACK"));
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(Prepare(begin_, "BEGIN IMMEDIATE"));
+  CBLOSS_RETURN_IF_ERROR(Prepare(commit_, "COMMIT"));
+  CBLOSS_RETURN_IF_ERROR(Prepare(rollback_, "ROLLBACK"));
+  CBLOSS_RETURN_IF_ERROR(
       Prepare(select_meta_,
               "SELECT version, create_time_ns, update_time_ns FROM datasets "
               "WHERE name = ?1"));
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       Prepare(select_one_,
               "SELECT version, create_time_ns, update_time_ns, dataset, name "
               "FROM datasets WHERE name = ?1"));
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       Prepare(select_page_,
               "SELECT version, create_time_ns, update_time_ns, dataset, name "
               "FROM datasets WHERE name > ?1 ORDER BY name LIMIT ?2"));
-  CBLOSS_STORE_RETURN_IF_ERROR(Prepare(
+  CBLOSS_RETURN_IF_ERROR(Prepare(
       upsert_,
       "INSERT INTO datasets (name, version, create_time_ns, update_time_ns, "
       "dataset) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (name) DO UPDATE SET "
       "version = excluded.version, create_time_ns = excluded.create_time_ns, "
       "update_time_ns = excluded.update_time_ns, dataset = excluded.dataset"));
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       Prepare(delete_, "DELETE FROM datasets WHERE name = ?1"));
   return absl::OkStatus();
 }
@@ -434,15 +435,15 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::Put(
   }
   std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(dataset.name());
   if (!current.ok()) return current.status();
   Meta meta;
   absl::StatusOr<v1::Dataset> stored = RecordForPut(
       dataset, *current, expected_version, NowUnixNanos(), &meta);
   if (!stored.ok()) return stored.status();
-  CBLOSS_STORE_RETURN_IF_ERROR(WriteLocked(*stored, meta));
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Commit());
+  CBLOSS_RETURN_IF_ERROR(WriteLocked(*stored, meta));
+  CBLOSS_RETURN_IF_ERROR(txn.Commit());
   return stored;
 }
 
@@ -481,16 +482,16 @@ absl::Status SqliteDatasetStore::Delete(
     absl::string_view name, absl::optional<uint64_t> expected_version) {
   std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(name);
   if (!current.ok()) return current.status();
   if (!current->has_value()) return NotFound(name);
-  CBLOSS_STORE_RETURN_IF_ERROR(
+  CBLOSS_RETURN_IF_ERROR(
       CheckExpectedVersion(name, (*current)->version, expected_version));
   {
     Statement::InUse stmt = delete_->Use();
     BindText(stmt.get(), 1, name);
-    CBLOSS_STORE_RETURN_IF_ERROR(
+    CBLOSS_RETURN_IF_ERROR(
         StepDone(stmt, absl::StrCat("deleting dataset ", Quoted(name))));
   }
   return txn.Commit();
@@ -501,15 +502,15 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::AddClassCounts(
     absl::Span<const int32_t> labels) {
   std::lock_guard<std::mutex> lock(mu_);
   Transaction txn(this);
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Begin());
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
   Meta meta;
   absl::StatusOr<v1::Dataset> dataset = ReadLocked(name, &meta);
   if (!dataset.ok()) return dataset.status();
 
-  CBLOSS_STORE_RETURN_IF_ERROR(UpdateClassCounts(
+  CBLOSS_RETURN_IF_ERROR(UpdateClassCounts(
       name, deltas, labels, NowUnixNanos(), &meta, &*dataset));
-  CBLOSS_STORE_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
-  CBLOSS_STORE_RETURN_IF_ERROR(txn.Commit());
+  CBLOSS_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
+  CBLOSS_RETURN_IF_ERROR(txn.Commit());
   return *std::move(dataset);
 }
 
@@ -544,7 +545,7 @@ absl::Status PrepareDataDir(const std::string& data_dir) {
 
 absl::StatusOr<std::unique_ptr<DatasetStore>> OpenSqliteDatasetStore(
     const std::string& data_dir) {
-  CBLOSS_STORE_RETURN_IF_ERROR(PrepareDataDir(data_dir));
+  CBLOSS_RETURN_IF_ERROR(PrepareDataDir(data_dir));
   const std::string path =
       (std::filesystem::path(data_dir) / kSqliteDatabaseFileName).string();
   sqlite3* db = nullptr;
@@ -558,7 +559,7 @@ absl::StatusOr<std::unique_ptr<DatasetStore>> OpenSqliteDatasetStore(
     return status;
   }
   auto store = std::make_unique<SqliteDatasetStore>(db);
-  CBLOSS_STORE_RETURN_IF_ERROR(store->Init(path));
+  CBLOSS_RETURN_IF_ERROR(store->Init(path));
   return std::unique_ptr<DatasetStore>(std::move(store));
 }
 

@@ -20,7 +20,7 @@
 #include "gtest/gtest.h"
 #include "server/store/sqlite_dataset_store.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 class DatasetRegistryConcurrencyTest : public ::testing::Test {
@@ -157,4 +157,4 @@ TEST_F(DatasetRegistryConcurrencyTest, PutsAndDeletesRaceWithReaders) {
 }
 
 }  // namespace
-}  // namespace cbloss
+}  // namespace cbloss::server

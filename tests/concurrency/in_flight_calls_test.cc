@@ -12,7 +12,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 TEST(InFlightCalls, CountsStartsAndFinishesFromManyThreads) {
@@ -53,4 +53,4 @@ TEST(InFlightCalls, AwaitIdleWakesWhenTheLastCallFinishes) {
 }
 
 }  // namespace
-}  // namespace cbloss
+}  // namespace cbloss::server

@@ -22,7 +22,10 @@ EngineRun RunEngine(const EngineCase& c, ThreadPool* pool) {
   batch.targets = c.targets;
   batch.sample_weights = c.sample_weights;
   batch.upstream = c.upstream;
+  // The edge's checks, as a caller of the engine makes them.
   run.status = ValidateLossBatch(c.params, batch);
+  if (run.status.ok()) run.status = ValidateLossParams(c.params);
+  if (run.status.ok()) run.status = ValidateClassCounts(c.counts);
   if (!run.status.ok()) return run;
   absl::StatusOr<ClassTerms> terms = MakeClassTerms(c.params, c.counts);
   if (!terms.ok()) {

@@ -12,8 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/half.h"
+#include "core/internal/loss_kernels.h"
 #include "core/loss.h"
-#include "core/loss_kernels.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/core/engine_runner.h"
@@ -475,7 +475,8 @@ TEST(Section9, SoftmaxFocalFollowsSection2ForZeroCounts) {
   EXPECT_EQ(terms->weights, std::vector<double>({1.0, 1.0, 1.0}));
 }
 
-// The seed document's worked example (tests/golden/seed_example.json): FOCAL, beta 0.9999, gamma 2, MEAN -> 1.9582863.
+// The seed document's worked example (tests/golden/seed_example.json):
+// FOCAL, beta 0.9999, gamma 2, MEAN -> 1.9582863.
 TEST(SeedExample, GivesPublishedLossAndWeights) {
   const json seed = LoadJson("seed_example.json");
   EngineCase c;

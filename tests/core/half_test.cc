@@ -12,7 +12,7 @@
 #include <limits>
 #include <vector>
 
-#include "core/loss_kernels.h"
+#include "core/internal/loss_kernels.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 

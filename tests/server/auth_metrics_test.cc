@@ -9,11 +9,13 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "cbloss/v1/cbloss.pb.h"
+#include "google/protobuf/descriptor.h"
 #include "gtest/gtest.h"
 #include "server/auth.h"
 #include "server/metrics.h"
 
-namespace cbloss {
+namespace cbloss::server {
 namespace {
 
 using Access = TokenAuthorizer::Access;
@@ -97,6 +99,32 @@ TEST(TokenAuthorizer, ComputeTokenGuardsTheRestAndCannotWrite) {
   EXPECT_TRUE(auth.Check(Access::kAdmin, &admin).ok());
 }
 
+TEST(MethodAccess, EveryLossServiceMethodHasItsLevel) {
+  const google::protobuf::ServiceDescriptor* service =
+      v1::PutDatasetRequest::descriptor()->file()->FindServiceByName(
+          "LossService");
+  ASSERT_NE(service, nullptr);
+  EXPECT_EQ(static_cast<int>(LossServiceAccess().size()),
+            service->method_count());
+  for (int i = 0; i < service->method_count(); ++i) {
+    const std::string& name = service->method(i)->name();
+    bool found = false;
+    for (const MethodAccess& m : LossServiceAccess()) found |= m.method == name;
+    EXPECT_TRUE(found) << name << " has no row in the access table";
+  }
+  // Dataset writes are admin; reads and computations are not.
+  for (const char* m : {"PutDataset", "DeleteDataset", "AddClassCounts"}) {
+    EXPECT_EQ(AccessFor(m), Access::kAdmin) << m;
+  }
+  for (const char* m : {"GetDataset", "ListDatasets"}) {
+    EXPECT_EQ(AccessFor(m), Access::kRead) << m;
+  }
+  for (const char* m : {"GetClassWeights", "ComputeLoss", "StreamLoss"}) {
+    EXPECT_EQ(AccessFor(m), Access::kCompute) << m;
+  }
+  EXPECT_EQ(AccessFor("NotAMethod"), Access::kAdmin);  // closed by default
+}
+
 TEST(ServerMetrics, RendersCountersAndCumulativeBuckets) {
   ServerMetrics metrics("9.9.9");
   metrics.RecordCall("ComputeLoss", grpc::StatusCode::OK, 0.003);
@@ -141,4 +169,4 @@ TEST(MetricsHttpServer, RefusesBadAddresses) {
 }
 
 }  // namespace
-}  // namespace cbloss
+}  // namespace cbloss::server

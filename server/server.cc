@@ -1,0 +1,388 @@
+// Copyright 2026 The cbloss Authors.
+
+#include "server/server.h"
+
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "core/status_macros.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/grpc_tuning.h"
+#include "server/store/postgres_dataset_store.h"
+#include "server/store/sqlite_dataset_store.h"
+#include "spdlog/spdlog.h"
+
+namespace cbloss::server {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+constexpr char kServiceName[] = "cbloss.v1.LossService";
+
+// A start-up failure that is not the flags' fault (exit 1); `message` is
+// what is logged.
+absl::Status StartError(absl::string_view message) {
+  return absl::UnavailableError(message);
+}
+
+// A flag's value is wrong (exit 2).
+absl::Status FlagError(absl::string_view message) {
+  return absl::InvalidArgumentError(message);
+}
+
+absl::Status LoadDatasetsFile(const std::string& path,
+                              DatasetRegistry* registry) {
+  std::ifstream in(path);
+  if (!in.good()) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot read --datasets_file ", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  v1::ListDatasetsResponse file;
+  const google::protobuf::util::Status parsed =
+      google::protobuf::util::JsonStringToMessage(text.str(), &file);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--datasets_file ", path,
+                     " is not protobuf JSON of ListDatasetsResponse: ",
+                     parsed.message().as_string()));
+  }
+  int put = 0, kept = 0;
+  for (int i = 0; i < file.datasets_size(); ++i) {
+    const v1::Dataset& d = file.datasets(i);
+    absl::StatusOr<std::shared_ptr<const v1::Dataset>> existing =
+        registry->Get(d.name());
+    if (existing.ok() && SameDatasetContent(**existing, d)) {
+      ++kept;
+      continue;
+    }
+    absl::StatusOr<v1::Dataset> stored = registry->Put(d, absl::nullopt);
+    if (!stored.ok()) {
+      return absl::Status(stored.status().code(),
+                          absl::StrCat("--datasets_file ", path, ": datasets[",
+                                       i, "]: ", stored.status().message()));
+    }
+    ++put;
+  }
+  spdlog::info("datasets file {}: {} put, {} already up to date", path, put,
+               kept);
+  return absl::OkStatus();
+}
+
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << "\n";
+    if (!out.good()) {
+      return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+// Opens the store that --store / --store_file select (SQLite in
+// `*location` if neither is given). Sets `*location` to what the logs may
+// show: the data_dir or the DSN without its password.
+absl::StatusOr<std::unique_ptr<DatasetStore>> OpenStoreFromFlags(
+    std::string store, const std::string& store_file, std::string* location) {
+  if (!store_file.empty()) {
+    if (!store.empty()) {
+      return absl::InvalidArgumentError(
+          "give --store or --store_file, not both");
+    }
+    std::ifstream in(store_file);
+    if (!in.good()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot read --store_file ", store_file));
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    store = text.str();
+    while (!store.empty() &&
+           std::isspace(static_cast<unsigned char>(store.back()))) {
+      store.pop_back();
+    }
+    if (store.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--store_file ", store_file, " is empty"));
+    }
+  }
+  if (store.empty()) return OpenSqliteDatasetStore(*location);
+  if (!IsPostgresDsn(store)) {
+    return absl::InvalidArgumentError(
+        "--store must be empty (SQLite under --data_dir) or a postgresql:// "
+        "or postgres:// URI");
+  }
+  *location = RedactDsn(store);
+  return OpenPostgresDatasetStore(store);
+}
+
+// The bearer tokens in their files (server/auth.h); empty if not required.
+struct Tokens {
+  std::string admin;
+  std::string compute;
+};
+
+absl::StatusOr<Tokens> ReadTokens(const TokenFiles& files) {
+  Tokens tokens;
+  const struct {
+    const char* flag;
+    const std::string& file;
+    std::string* token;
+  } sources[] = {{"--admin_token_file", files.admin, &tokens.admin},
+                 {"--compute_token_file", files.compute, &tokens.compute}};
+  for (const auto& source : sources) {
+    if (source.file.empty()) continue;
+    absl::StatusOr<std::string> token = ReadTokenFile(source.file);
+    if (!token.ok()) {
+      return FlagError(
+          absl::StrCat(source.flag, ": ", token.status().ToString()));
+    }
+    *source.token = *std::move(token);
+  }
+  if (!tokens.admin.empty() &&
+      ConstantTimeEquals(tokens.admin, tokens.compute)) {
+    return FlagError(
+        "--admin_token_file and --compute_token_file hold the same token");
+  }
+  return tokens;
+}
+
+}  // namespace
+
+int ExitCode(const absl::Status& start_error) {
+  if (start_error.ok()) return 0;
+  return start_error.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+}
+
+Server::Server(const ServerConfig& config)
+    : config_(config), store_location_(config.data_dir) {}
+
+Server::~Server() {
+  if (grpc_server_ != nullptr && !stopped_) {
+    grpc_server_->Shutdown(std::chrono::system_clock::now());
+    grpc_server_->Wait();
+  }
+  grpc_server_.reset();
+  metrics_http_.reset();
+  registry_.reset();  // closes the store
+}
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(
+    const ServerConfig& config) {
+  if (config.compute_threads < 1 || config.max_message_mb < 1 ||
+      config.max_message_mb > 2047) {
+    return FlagError(
+        "--compute_threads must be >= 1 and --max_message_mb in [1, 2047]");
+  }
+  std::unique_ptr<Server> server(new Server(config));
+  CBLOSS_RETURN_IF_ERROR(server->OpenDatasets());
+  CBLOSS_RETURN_IF_ERROR(server->MakePools());
+  // Security (docs/DEPLOY.md): transport from the TLS flags, tokens from
+  // their files. Token values are never logged.
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(config.tls);
+  if (!credentials.ok()) return FlagError(credentials.status().ToString());
+  absl::StatusOr<Tokens> tokens = ReadTokens(config.tokens);
+  if (!tokens.ok()) return tokens.status();
+  server->authorizer_ =
+      std::make_unique<TokenAuthorizer>(tokens->admin, tokens->compute);
+  if (server->authorizer_->enabled() && config.tls.cert.empty()) {
+    spdlog::warn(
+        "bearer tokens are required but TLS is off: tokens cross the network "
+        "in the clear (give --tls_cert and --tls_key)");
+  }
+  server->service_options_.authorizer = server->authorizer_.get();
+  server->service_ = std::make_unique<LossServiceImpl>(
+      server->registry_.get(), server->compute_pool_.get(),
+      server->io_pool_.get(), server->service_options_);
+  CBLOSS_RETURN_IF_ERROR(server->Listen(*std::move(credentials)));
+  CBLOSS_RETURN_IF_ERROR(server->ServeMetrics());
+  CBLOSS_RETURN_IF_ERROR(server->Announce());
+  return server;
+}
+
+// The store, the registry over it, and --datasets_file.
+absl::Status Server::OpenDatasets() {
+  absl::StatusOr<std::unique_ptr<DatasetStore>> store =
+      OpenStoreFromFlags(config_.store, config_.store_file, &store_location_);
+  if (!store.ok()) {
+    const std::string message =
+        absl::StrCat("cannot open the dataset store ", store_location_, ": ",
+                     store.status().ToString());
+    return store.status().code() == absl::StatusCode::kInvalidArgument
+               ? FlagError(message)
+               : StartError(message);
+  }
+  absl::StatusOr<std::unique_ptr<DatasetRegistry>> registry =
+      DatasetRegistry::Create(*std::move(store));
+  if (!registry.ok()) {
+    return StartError(absl::StrCat("cannot load datasets from ",
+                                   store_location_, ": ",
+                                   registry.status().ToString()));
+  }
+  registry_ = *std::move(registry);
+  if (!config_.datasets_file.empty()) {
+    if (absl::Status s =
+            LoadDatasetsFile(config_.datasets_file, registry_.get());
+        !s.ok()) {
+      return StartError(s.ToString());
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The pools, the metrics, and the service's options but its authorizer.
+absl::Status Server::MakePools() {
+  compute_pool_ = std::make_unique<ThreadPool>(config_.compute_threads);
+  io_pool_ = std::make_unique<ThreadPool>(2);
+  LossServiceOptions& options = service_options_;
+  options.max_request_elements = config_.max_request_elements;
+  options.max_concurrent_computations = config_.max_concurrent_computations;
+  if (options.max_request_elements < 1 ||
+      options.max_concurrent_computations < 1) {
+    return FlagError(
+        "--max_request_elements and --max_concurrent_computations must be "
+        ">= 1");
+  }
+  metrics_ = std::make_unique<ServerMetrics>(kVersion);
+  options.elements_computed = metrics_->elements_computed();
+  return absl::OkStatus();
+}
+
+absl::Status Server::Listen(
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
+  const int64_t max_age_ms = config_.max_connection_age_ms;
+  const int64_t max_age_grace_ms = config_.max_connection_age_grace_ms;
+  if (max_age_ms < 0 || max_age_ms > INT32_MAX || max_age_grace_ms < 0 ||
+      max_age_grace_ms > INT32_MAX) {
+    return FlagError(
+        "--max_connection_age_ms and --max_connection_age_grace_ms must be in "
+        "[0, 2^31)");
+  }
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  ApplyServerTuning(&builder);  // server/grpc_tuning.h
+  builder.AddListeningPort(config_.listen, credentials, &port_);
+  builder.SetMaxReceiveMessageSize(config_.max_message_mb * 1024 * 1024);
+  builder.SetMaxSendMessageSize(config_.max_message_mb * 1024 * 1024);
+  if (max_age_ms > 0) {
+    // Clients reconnect (and re-resolve) after a GOAWAY, so new replicas get
+    // their share of long-lived channels after a scale-up.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(max_age_ms));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(max_age_grace_ms));
+  }
+  builder.RegisterService(service_.get());
+  std::vector<
+      std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(in_flight_.MakeInterceptorFactory());
+  interceptors.push_back(metrics_->MakeInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  grpc_server_ = builder.BuildAndStart();
+  if (grpc_server_ == nullptr || port_ == 0) {
+    return StartError(
+        absl::StrCat("cannot listen on ", config_.listen,
+                     config_.tls.cert.empty()
+                         ? ""
+                         : " (or the TLS certificate/key are not valid PEM)"));
+  }
+  return absl::OkStatus();
+}
+
+// The Prometheus endpoint, if --metrics_listen asks for one.
+absl::Status Server::ServeMetrics() {
+  if (config_.metrics_listen.empty()) return absl::OkStatus();
+  absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
+      MetricsHttpServer::Start(config_.metrics_listen, [this] {
+        ServerMetrics::Gauges gauges;
+        gauges.in_flight_calls = in_flight_.count();
+        gauges.datasets = static_cast<int64_t>(registry_->size());
+        return metrics_->Render(gauges);
+      });
+  if (!started.ok()) return StartError(started.status().ToString());
+  metrics_http_ = *std::move(started);
+  if (!config_.metrics_port_file.empty()) {
+    if (absl::Status s =
+            WritePortFile(config_.metrics_port_file, metrics_http_->port());
+        !s.ok()) {
+      return StartError(s.ToString());
+    }
+  }
+  spdlog::info("metrics on http://{}/metrics (port {})", config_.metrics_listen,
+               metrics_http_->port());
+  return absl::OkStatus();
+}
+
+// Health SERVING, the port file, and the start-up line.
+absl::Status Server::Announce() {
+  grpc::HealthCheckServiceInterface* health =
+      grpc_server_->GetHealthCheckService();
+  health->SetServingStatus(kServiceName, true);
+  health->SetServingStatus(true);
+  if (!config_.port_file.empty()) {
+    if (absl::Status s = WritePortFile(config_.port_file, port_); !s.ok()) {
+      return StartError(s.ToString());
+    }
+  }
+  const char* tls = config_.tls.cert.empty()        ? "off"
+                    : config_.tls.client_ca.empty() ? "on"
+                                                    : "mutual";
+  spdlog::info(
+      "cbloss-server {} serving on {} (port {}); store={} datasets={} "
+      "compute_threads={} max_message_mb={} max_request_elements={} "
+      "max_concurrent_computations={} tls={} admin_token={} "
+      "compute_token={} max_connection_age_ms={}",
+      kVersion, config_.listen, port_, store_location_, registry_->size(),
+      config_.compute_threads, config_.max_message_mb,
+      config_.max_request_elements, config_.max_concurrent_computations, tls,
+      config_.tokens.admin.empty() ? "off" : "required",
+      config_.tokens.compute.empty() ? "off" : "required",
+      config_.max_connection_age_ms);
+  return absl::OkStatus();
+}
+
+void Server::Drain() {
+  const double grace = config_.shutdown_grace_seconds;
+  // NOT_SERVING tells clients and load balancers to stop sending; in-flight
+  // calls (and open streams) get up to the grace period; then the server
+  // stops at once, cancelling whatever is left (in_flight_calls.h).
+  grpc_server_->GetHealthCheckService()->Shutdown();
+  const absl::Time drain_start = absl::Now();
+  const int left = in_flight_.AwaitIdle(absl::Seconds(grace));
+  if (left > 0) {
+    spdlog::warn("grace period over with {} calls in flight: cancelling them",
+                 left);
+  } else {
+    spdlog::info("in-flight calls drained in {:.3f} s",
+                 absl::ToDoubleSeconds(absl::Now() - drain_start));
+  }
+  grpc_server_->Shutdown(std::chrono::system_clock::now());
+  stopped_ = true;
+}
+
+void Server::Wait() {
+  spdlog::debug("server shut down; waiting for its threads");
+  grpc_server_->Wait();
+  spdlog::debug("server threads done");
+}
+
+}  // namespace cbloss::server
