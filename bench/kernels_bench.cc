@@ -17,7 +17,7 @@
 #include "bench/bench.h"
 #include "core/class_weights.h"
 #include "core/loss.h"
-#include "core/loss_kernels.h"
+#include "core/internal/loss_kernels.h"
 #include "core/thread_pool.h"
 
 namespace cbloss::bench {

@@ -1,7 +1,8 @@
 // DatasetStore: durable, versioned storage of cbloss.v1.Dataset records keyed
 // by name. The server's registry reads and writes datasets only through this
 // interface, so the embedded SQLite backend (sqlite_dataset_store.h) can be
-// swapped for another one (e.g. PostgreSQL) without touching the service.
+// swapped for the PostgreSQL one (postgres_dataset_store.h), shared by
+// replicas, without touching the service.
 //
 // Thread-safety: implementations are safe for concurrent use from many
 // threads without external synchronization. Every mutating method is atomic
