@@ -207,19 +207,23 @@ RowExp ExpRowF32(const float* z, int64_t cols, int32_t y, float* e) {
 
 // BALANCED_SOFTMAX, LOGIT_ADJUSTED, LDAM: z'_j = a z_j + offset_j (offsets
 // may be null) for j != y, and the caller's z'_y; float64 exponentials.
+// VS: z'_j = scales_j z_j + offset_j (`scales` not null, `a` unused).
 RowExp ExpRowF64(const float* z, int64_t cols, int32_t y, double a,
-                 const double* offsets, double zy, float* e) {
+                 const double* offsets, double zy, float* e,
+                 const double* scales = nullptr) {
   const DD dd;
   const hn::Rebind<float, DD> dfh;
   const int64_t N = static_cast<int64_t>(hn::Lanes(dd));
   const VD va = hn::Set(dd, a);
   auto load = [&](int64_t k) {
     const VD x = hn::PromoteTo(dd, hn::LoadU(dfh, z + k));
-    return offsets != nullptr ? hn::MulAdd(va, x, hn::LoadU(dd, offsets + k))
-                              : hn::Mul(va, x);
+    const VD sx = scales != nullptr ? hn::Mul(hn::LoadU(dd, scales + k), x)
+                                    : hn::Mul(va, x);
+    return offsets != nullptr ? hn::Add(sx, hn::LoadU(dd, offsets + k)) : sx;
   };
   auto scalar_logit = [&](int64_t k) {
-    return a * double{z[k]} + (offsets != nullptr ? offsets[k] : 0.0);
+    const double sx = (scales != nullptr ? scales[k] : a) * double{z[k]};
+    return sx + (offsets != nullptr ? offsets[k] : 0.0);
   };
   VD vmax = hn::Set(dd, zy);
   double m = zy;
@@ -294,9 +298,13 @@ HWY_INLINE int64_t VectorEnd(int64_t j0, int64_t j1, double gamma) {
 // SIGMOID / FOCAL in labels mode: t = 0 on columns [j0, j1) (the label's is
 // done in float64 by the caller). Adds the sum of b (or m b) and writes
 // G = c sigma (or c m d).
-template <bool kFocal>
+// With kFactors (EQL, EQL_V2: SIGMOID only), element k's loss and gradient
+// are also multiplied by f[k].
+template <bool kFocal, bool kFactors = false>
 void BinaryZeroTargets(const float* z, int64_t j0, int64_t j1, double gamma,
-                       float c, float* g, VD* lo, VD* hi, double* tail) {
+                       float c, float* g, VD* lo, VD* hi, double* tail,
+                       const float* f = nullptr) {
+  static_assert(!(kFocal && kFactors), "element factors are SIGMOID's");
   const DF d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const VF zero = hn::Zero(d), one = hn::Set(d, 1.0f);
@@ -330,6 +338,10 @@ void BinaryZeroTargets(const float* z, int64_t j0, int64_t j1, double gamma,
             hn::MulAdd(hn::Mul(vgamma, sigma_neg), loss, hn::Mul(m, sigma));
         hn::StoreU(Saturate(hn::Mul(vc, dz)), d, g + k);
       }
+    } else if constexpr (kFactors) {
+      const VF fv = hn::LoadU(d, f + k);
+      AddToF64(hn::Mul(fv, pos), lo, hi);
+      if (g != nullptr) hn::StoreU(hn::Mul(hn::Mul(vc, fv), sigma), d, g + k);
     } else {
       AddToF64(pos, lo, hi);
       if (g != nullptr) hn::StoreU(hn::Mul(vc, sigma), d, g + k);
@@ -338,36 +350,72 @@ void BinaryZeroTargets(const float* z, int64_t j0, int64_t j1, double gamma,
   for (; k < j1; ++k) {
     const scalar::ElementTerms t =
         scalar::BinaryElement(z[k], 0.0, kFocal, gamma);
-    *tail += t.loss;
-    if (g != nullptr) g[k] = scalar::ToFloat(double{c} * t.grad);
+    const double factor = kFactors ? double{f[k]} : 1.0;
+    *tail += factor * t.loss;
+    if (g != nullptr) g[k] = scalar::ToFloat(double{c} * factor * t.grad);
   }
 }
 
 // SIGMOID / FOCAL, labels mode: omega_ij = s_i w_{y_i} = row_weight.
+// `negative` and `positive` scale the t = 0 and t = 1 terms (focal_alpha:
+// 1 - alpha and alpha; otherwise 1).
 template <bool kFocal>
 double BinaryLabelsRow(const float* z, int64_t cols, int32_t y,
                        double row_weight, double grad_scale, double gamma,
-                       float* g) {
+                       double negative, double positive, float* g) {
   const DD dd;
   VD lo = hn::Zero(dd), hi = hn::Zero(dd);
   double tail = 0.0;
-  const float c = scalar::ToFloat(row_weight * grad_scale);
+  const float c = scalar::ToFloat(row_weight * negative * grad_scale);
   ForColumnsExcept(cols, y, [&](int64_t j0, int64_t j1) {
     BinaryZeroTargets<kFocal>(z, j0, j1, gamma, c, g, &lo, &hi, &tail);
   });
   const scalar::ElementTerms t = scalar::BinaryElement(z[y], 1.0, kFocal, gamma);
-  if (g != nullptr) g[y] = scalar::ToFloat(row_weight * grad_scale * t.grad);
-  return row_weight * (SumF64(lo, hi) + tail + t.loss);
+  const double label_weight = row_weight * positive;
+  if (g != nullptr) g[y] = scalar::ToFloat(label_weight * grad_scale * t.grad);
+  return row_weight * negative * (SumF64(lo, hi) + tail) +
+         label_weight * t.loss;
+}
+
+// EQL and EQL_V2 (LOSS.md section 10): SIGMOID terms with element factors,
+// labels only; y == cols marks a background row (every t = 0). `nf` holds
+// the t = 0 factors of this row (null: all 1), `pf` the label's.
+double FactoredBinaryRow(const float* z, int64_t cols, int32_t y, double s,
+                         double grad_scale, const float* nf, double pf,
+                         float* g) {
+  const DD dd;
+  VD lo = hn::Zero(dd), hi = hn::Zero(dd);
+  double tail = 0.0;
+  const float c = scalar::ToFloat(s * grad_scale);
+  ForColumnsExcept(cols, y, [&](int64_t j0, int64_t j1) {
+    if (nf != nullptr) {
+      BinaryZeroTargets<false, true>(z, j0, j1, 0.0, c, g, &lo, &hi, &tail, nf);
+    } else {
+      BinaryZeroTargets<false>(z, j0, j1, 0.0, c, g, &lo, &hi, &tail);
+    }
+  });
+  double loss = s * (SumF64(lo, hi) + tail);
+  if (y < cols) {
+    const scalar::ElementTerms t = scalar::BinaryElement(z[y], 1.0, false, 0);
+    if (g != nullptr) g[y] = scalar::ToFloat(s * pf * grad_scale * t.grad);
+    loss += s * pf * t.loss;
+  }
+  return loss;
 }
 
 // SIGMOID / FOCAL, targets mode: omega_ij = s_i w_j, t_ij from the request.
+// focal_alpha: every element's term times a = a0 + a1 t (a0 = 1 - alpha,
+// a1 = 2 alpha - 1; without it a0 = 1, a1 = 0).
 template <bool kFocal>
 double BinaryTargetsRow(const float* z, const float* t, int64_t cols,
                         const double* w, const float* w32, double s,
-                        double grad_scale, double gamma, float* g) {
+                        double grad_scale, double gamma, double a0, double a1,
+                        float* g) {
   const DF d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const VF zero = hn::Zero(d), one = hn::Set(d, 1.0f);
+  const VF va0 = hn::Set(d, static_cast<float>(a0));
+  const VF va1 = hn::Set(d, static_cast<float>(a1));
   const VF vgamma = hn::Set(d, scalar::ToFloat(gamma));
   const VF vc = hn::Set(d, scalar::ToFloat(s * grad_scale));
   const DD dd;
@@ -377,7 +425,7 @@ double BinaryTargetsRow(const float* z, const float* t, int64_t cols,
     const VF x = hn::LoadU(d, z + k);
     const VF tv = hn::LoadU(d, t + k);
     const VF u = hn::Sub(one, tv);  // 1 - t
-    const VF wv = hn::LoadU(d, w32 + k);
+    const VF wv = hn::Mul(hn::LoadU(d, w32 + k), hn::MulAdd(va1, tv, va0));
     const VF e = hn::Exp(d, hn::Neg(hn::Abs(x)));
     const VF softplus_tail = hn::Log1p(d, e);
     const VF pos = hn::Add(hn::Max(x, zero), softplus_tail);
@@ -405,10 +453,87 @@ double BinaryTargetsRow(const float* z, const float* t, int64_t cols,
   for (; k < cols; ++k) {
     const scalar::ElementTerms e =
         scalar::BinaryElement(z[k], t[k], kFocal, gamma);
-    tail += w[k] * e.loss;
-    if (g != nullptr) g[k] = scalar::ToFloat(s * w[k] * grad_scale * e.grad);
+    const double wk = w[k] * (a0 + a1 * double{t[k]});
+    tail += wk * e.loss;
+    if (g != nullptr) g[k] = scalar::ToFloat(s * wk * grad_scale * e.grad);
   }
   return s * (SumF64(lo, hi) + tail);
+}
+
+// g[j] *= scales[j] (VS: the chain factor 1 / Delta_j of z'_j).
+HWY_INLINE void ScaleRowBy(float* g, int64_t cols, const float* scales) {
+  const DF d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t j = 0;
+  for (; j + N <= cols; j += N) {
+    hn::StoreU(hn::Mul(hn::LoadU(d, g + j), hn::LoadU(d, scales + j)), d,
+               g + j);
+  }
+  for (; j < cols; ++j) g[j] = scalar::ToFloat(double{g[j]} * scales[j]);
+}
+
+// SEESAW, a foreground row (LOSS.md section 10): cross-entropy on
+//   z'_j = z_j + p min(0, log N_j - log N_y)
+//              + q max(0, log p_j - log max(p_y, eps))   (j != y),
+// z'_y = z_y, with log p from the row's log-softmax in float64 (finite for
+// any finite logits; the compensation is a constant for the gradient).
+// `zp` is a scratch row of `cols` doubles.
+double SeesawRow(const RowsArgs& a, const float* z, int32_t y, double s,
+                 double grad_scale, double* zp, float* g) {
+  const int64_t cols = a.cols;
+  const DD dd;
+  const hn::Rebind<float, DD> dfh;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(dd));
+  // log-sum-exp of z.
+  double m = z[0];
+  for (int64_t j = 1; j < cols; ++j) m = std::max(m, double{z[j]});
+  const VD vm = hn::Set(dd, m);
+  VD acc = hn::Zero(dd);
+  int64_t k = 0;
+  for (; k + N <= cols; k += N) {
+    const VD x = hn::PromoteTo(dd, hn::LoadU(dfh, z + k));
+    acc = hn::Add(acc, hn::Exp(dd, hn::Sub(x, vm)));
+  }
+  double sum = hn::GetLane(hn::SumOfLanes(dd, acc));
+  for (; k < cols; ++k) sum += std::exp(double{z[k]} - m);
+  const double lse = m + std::log(sum);
+  const double log_py = std::max(double{z[y]} - lse, a.log_seesaw_eps);
+  const double log_ny = a.log_counts[y];
+  // z' and its max.
+  double m2 = z[y];
+  for (int64_t j = 0; j < cols; ++j) {
+    if (j == y) {
+      zp[j] = z[y];
+      continue;
+    }
+    const double mitigation = a.seesaw_p * std::min(0.0, a.log_counts[j] - log_ny);
+    const double compensation =
+        a.seesaw_q * std::max(0.0, (double{z[j]} - lse) - log_py);
+    zp[j] = double{z[j]} + mitigation + compensation;
+    m2 = std::max(m2, zp[j]);
+  }
+  const VD vm2 = hn::Set(dd, m2);
+  acc = hn::Zero(dd);
+  double tail = 0.0;
+  ForColumnsExcept(cols, y, [&](int64_t j0, int64_t j1) {
+    int64_t j = j0;
+    for (; j + N <= j1; j += N) {
+      const VD ev = hn::Exp(dd, hn::Sub(hn::LoadU(dd, zp + j), vm2));
+      if (g != nullptr) hn::StoreU(hn::DemoteTo(dfh, ev), dfh, g + j);
+      acc = hn::Add(acc, ev);
+    }
+    for (; j < j1; ++j) {
+      const double ev = std::exp(zp[j] - m2);
+      if (g != nullptr) g[j] = static_cast<float>(ev);
+      tail += ev;
+    }
+  });
+  RowExp r;
+  r.m = m2;
+  r.zy = z[y];
+  r.e_y = std::exp(r.zy - m2);
+  r.others = hn::GetLane(hn::SumOfLanes(dd, acc)) + tail;
+  return FinishSoftmaxRow(r, cols, y, s, grad_scale, 1.0, false, 0.0, g);
 }
 
 // SOFTMAX_BCE (labels mode): the PyTorch port's BCE on softmax
@@ -494,9 +619,36 @@ double SoftmaxBceRow(const float* z, int64_t cols, int32_t y, double omega,
   return loss;
 }
 
+// SEESAW, EQL and EQL_V2 (LOSS.md section 10): the row weight is s alone,
+// and y == C marks a background row.
+double DetectionRow(const RowsArgs& a, const float* z, int32_t y, double s,
+                    double gs, double* scratch, float* g) {
+  const int64_t C = a.cols;
+  switch (a.loss_type) {
+    case LossType::kSeesaw:
+      if (y == C) {  // background: l = 0, G = 0
+        if (g != nullptr) std::fill(g, g + C, 0.0f);
+        return 0.0;
+      }
+      return SeesawRow(a, z, y, s, gs, scratch, g);
+    case LossType::kEql:
+      return FactoredBinaryRow(z, C, y, s, gs,
+                               y == C ? nullptr : a.negative_factors, 1.0, g);
+    default:  // kEqlV2
+      return FactoredBinaryRow(
+          z, C, y, s, gs, y == C ? a.background_factors : a.negative_factors,
+          y == C ? 0.0 : a.positive_factors[y], g);
+  }
+}
+
 double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
   const int64_t C = a.cols;
   double total = 0.0;
+  std::vector<double> scratch;  // SEESAW's z' row, once per call
+  if (a.loss_type == LossType::kSeesaw) scratch.resize(C);
+  const double alpha = a.has_focal_alpha ? a.focal_alpha : 0.5;
+  const double negative = a.has_focal_alpha ? 1.0 - alpha : 1.0;
+  const double positive = a.has_focal_alpha ? alpha : 1.0;
   for (int64_t i = begin; i < end; ++i) {
     const float* z = a.logits + i * C;
     float* g = a.gradient != nullptr ? a.gradient + i * C : nullptr;
@@ -508,6 +660,8 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
       const int32_t y = a.labels[i];
       if (y == a.ignore_index) {
         if (g != nullptr) std::fill(g, g + C, 0.0f);
+      } else if (IsDetectionLoss(a.loss_type)) {
+        loss = DetectionRow(a, z, y, s, gs, scratch.data(), g);
       } else {
         const double rw = s * a.weights[y];
         switch (a.loss_type) {
@@ -532,25 +686,41 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
                                     C, y, rw, gs, a.scale, false, 0.0, g);
             break;
           }
+          case LossType::kVs: {
+            const double zy = double{z[y]} * a.logit_scales[y] +
+                              a.logit_offsets[y];
+            loss = FinishSoftmaxRow(
+                ExpRowF64(z, C, y, 1.0, a.logit_offsets, zy, g, a.logit_scales),
+                C, y, rw, gs, 1.0, false, 0.0, g);
+            if (g != nullptr) ScaleRowBy(g, C, a.gradient_scales);
+            break;
+          }
           case LossType::kSigmoid:
-            loss = BinaryLabelsRow<false>(z, C, y, rw, gs, 0.0, g);
+            loss = BinaryLabelsRow<false>(z, C, y, rw, gs, 0.0, negative,
+                                          positive, g);
             break;
           case LossType::kFocal:
-            loss = BinaryLabelsRow<true>(z, C, y, rw, gs, a.gamma, g);
+            loss = BinaryLabelsRow<true>(z, C, y, rw, gs, a.gamma, negative,
+                                         positive, g);
             break;
           case LossType::kSoftmaxBce:
             loss = SoftmaxBceRow(z, C, y, rw, gs, g);
             break;
+          case LossType::kSeesaw:
+          case LossType::kEql:
+          case LossType::kEqlV2:
+            break;  // DetectionRow above
         }
       }
     } else {
       const float* t = a.targets + i * C;
+      const double a0 = negative, a1 = positive - negative;
       if (a.loss_type == LossType::kFocal) {
         loss = BinaryTargetsRow<true>(z, t, C, a.weights, a.weights_f32, s, gs,
-                                      a.gamma, g);
+                                      a.gamma, a0, a1, g);
       } else {
         loss = BinaryTargetsRow<false>(z, t, C, a.weights, a.weights_f32, s,
-                                       gs, 0.0, g);
+                                       gs, 0.0, a0, a1, g);
       }
     }
     if (a.per_sample_losses != nullptr) {
@@ -559,6 +729,28 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
     total += a.reduce_by_upstream ? u * loss : loss;
   }
   return total;
+}
+
+// EQL_V2 statistics (loss_kernels.h): g = sigma(z) where t = 0 and
+// sigma(-z) where t = 1, in float64 (one exp per element; only accumulating
+// requests pay for it).
+void EqlV2StatisticsRowsImpl(const RowsArgs& a, int64_t begin, int64_t end,
+                             double* positive, double* negative) {
+  const int64_t C = a.cols;
+  for (int64_t i = begin; i < end; ++i) {
+    const int32_t y = a.labels[i];
+    if (y == a.ignore_index) continue;
+    const double s = a.sample_weights != nullptr ? a.sample_weights[i] : 1.0;
+    const float* z = a.logits + i * C;
+    for (int64_t j = 0; j < C; ++j) {
+      const scalar::Softplus sp = scalar::SoftplusPair(z[j]);
+      if (j == y) {
+        positive[j] += s * a.positive_factors[j] * sp.sigma_neg;
+      } else {
+        negative[j] += s * double{a.negative_factors[j]} * sp.sigma;
+      }
+    }
+  }
 }
 
 int64_t FindNonFiniteImpl(const float* x, int64_t n) {
@@ -648,6 +840,7 @@ HWY_AFTER_NAMESPACE();
 namespace cbloss::kernels {
 
 HWY_EXPORT(LossRowsImpl);
+HWY_EXPORT(EqlV2StatisticsRowsImpl);
 HWY_EXPORT(TargetNameImpl);
 HWY_EXPORT(FindNonFiniteImpl);
 HWY_EXPORT(DecodeBFloat16Impl);
@@ -667,6 +860,12 @@ int64_t FindNonFinite(const float* values, int64_t n) {
 
 double LossRows(const RowsArgs& args, int64_t begin, int64_t end) {
   return HWY_DYNAMIC_DISPATCH(LossRowsImpl)(args, begin, end);
+}
+
+void EqlV2StatisticsRows(const RowsArgs& args, int64_t begin, int64_t end,
+                         double* positive, double* negative) {
+  HWY_DYNAMIC_DISPATCH(EqlV2StatisticsRowsImpl)
+  (args, begin, end, positive, negative);
 }
 
 const char* ActiveTargetName() {

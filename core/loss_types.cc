@@ -22,11 +22,29 @@ absl::string_view LossTypeName(LossType t) {
       return "ldam";
     case LossType::kSoftmaxFocal:
       return "softmax_focal";
+    case LossType::kSeesaw:
+      return "seesaw";
+    case LossType::kEql:
+      return "eql";
+    case LossType::kEqlV2:
+      return "eql_v2";
+    case LossType::kVs:
+      return "vs";
   }
   return "unknown";
 }
 
 bool IsSoftmaxFamily(LossType t) {
+  return t != LossType::kSigmoid && t != LossType::kFocal &&
+         t != LossType::kEql && t != LossType::kEqlV2;
+}
+
+bool IsDetectionLoss(LossType t) {
+  return t == LossType::kSeesaw || t == LossType::kEql ||
+         t == LossType::kEqlV2;
+}
+
+bool IsLabelsOnly(LossType t) {
   return t != LossType::kSigmoid && t != LossType::kFocal;
 }
 

@@ -24,11 +24,24 @@ enum class LossType {
   kLogitAdjusted,
   kLdam,
   kSoftmaxFocal,
+  // LOSS.md section 10.
+  kSeesaw,
+  kEql,
+  kEqlV2,
+  kVs,
 };
 
 // True for the losses computed through a softmax over a row (labels mode
 // only, MEAN divides by N).
 bool IsSoftmaxFamily(LossType t);
+
+// LOSS.md section 10: SEESAW, EQL and EQL_V2, whose row weight is s_i alone
+// and for which label C marks a background sample.
+bool IsDetectionLoss(LossType t);
+
+// True for the losses that take labels only (every one but SIGMOID and
+// FOCAL).
+bool IsLabelsOnly(LossType t);
 
 // True for the section 9 losses whose logits use log n_j or n_j^(-1/4),
 // which need every class count >= 1 (not SOFTMAX_FOCAL).
