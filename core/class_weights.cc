@@ -91,22 +91,98 @@ absl::Status ClassWeights(absl::Span<const int64_t> counts,
   return NormalisedWeights(counts, scheme, beta, weights);
 }
 
+namespace {
+
+double SumOf(absl::Span<const int64_t> counts) {
+  double total = 0.0;
+  for (int64_t n : counts) total += static_cast<double>(n);
+  return total;
+}
+
+// sigma(x) without overflow for any x, including +-inf.
+double StableSigmoid(double x) {
+  if (x >= 0) return 1.0 / (1.0 + std::exp(-x));
+  const double e = std::exp(x);
+  return e / (1.0 + e);
+}
+
+// The terms of LOSS.md section 10 (counts validated; VS's are >= 1).
+absl::Status DetectionTerms(const LossParams& params,
+                            absl::Span<const int64_t> counts,
+                            const EqlV2Statistics* eqlv2, ClassTerms* terms) {
+  const size_t C = counts.size();
+  switch (params.loss_type) {
+    case LossType::kSeesaw:
+      for (int64_t n : counts) {
+        terms->log_counts.push_back(
+            std::log(static_cast<double>(std::max<int64_t>(n, 1))));
+      }
+      break;
+    case LossType::kEql: {
+      const double total = SumOf(counts);
+      if (total == 0.0) {
+        return absl::FailedPreconditionError(
+            "class_counts are all 0: loss type eql needs the class "
+            "frequencies n_j / sum n (LOSS.md section 10)");
+      }
+      for (int64_t n : counts) {  // 1 - T_j, T_j = [f_j < lambda]
+        const bool tail = static_cast<double>(n) / total < params.eql_lambda;
+        terms->negative_factors.push_back(tail ? 0.0f : 1.0f);
+      }
+      break;
+    }
+    case LossType::kEqlV2:
+      for (size_t j = 0; j < C; ++j) {
+        const bool fresh = eqlv2 == nullptr || eqlv2->updates == 0;
+        const double r =
+            fresh ? 100.0 : eqlv2->positive[j] / (eqlv2->negative[j] + 1e-10);
+        const double q =
+            StableSigmoid(params.eqlv2_gamma * (r - params.eqlv2_mu));
+        terms->negative_factors.push_back(static_cast<float>(q));
+        terms->positive_factors.push_back(1.0 + params.eqlv2_alpha * (1.0 - q));
+      }
+      break;
+    case LossType::kVs: {
+      const double total = SumOf(counts);
+      const double largest =
+          static_cast<double>(*std::max_element(counts.begin(), counts.end()));
+      for (int64_t n : counts) {
+        const double nd = static_cast<double>(n);
+        // 1 / Delta_j = (n_j / max n)^vs_gamma, in (0, 1].
+        const double inv_delta = std::pow(nd / largest, params.vs_gamma);
+        terms->logit_scales.push_back(inv_delta);
+        terms->gradient_scales.push_back(static_cast<float>(inv_delta));
+        terms->logit_offsets.push_back(params.tau * std::log(nd / total));
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
-                                          absl::Span<const int64_t> counts) {
+                                          absl::Span<const int64_t> counts,
+                                          const EqlV2Statistics* eqlv2) {
   ClassTerms terms;
   terms.weights.resize(counts.size());
   CBLOSS_RETURN_IF_ERROR(NormalisedWeights(
       counts, params.weighting, params.beta, absl::MakeSpan(terms.weights)));
-  if (!NeedsPositiveCounts(params.loss_type)) return terms;
-  for (size_t j = 0; j < counts.size(); ++j) {
-    if (counts[j] < 1) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("class_counts[", j, "] = 0: loss type ",
-                       LossTypeName(params.loss_type),
-                       " needs every class to have at least one sample "
-                       "(LOSS.md section 9)"));
+  if (NeedsPositiveCounts(params.loss_type)) {
+    for (size_t j = 0; j < counts.size(); ++j) {
+      if (counts[j] < 1) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "class_counts[", j, "] = 0: loss type ",
+            LossTypeName(params.loss_type),
+            " needs every class to have at least one sample (LOSS.md section ",
+            params.loss_type == LossType::kVs ? "10)" : "9)"));
+      }
     }
   }
+  CBLOSS_RETURN_IF_ERROR(DetectionTerms(params, counts, eqlv2, &terms));
   switch (params.loss_type) {
     case LossType::kBalancedSoftmax:
       for (int64_t n : counts) {

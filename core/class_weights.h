@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "core/loss_parameters.h"
 #include "core/loss_types.h"
 
 namespace cbloss {
@@ -51,8 +52,23 @@ inline absl::Status EffectiveNumberWeights(absl::Span<const int64_t> counts,
 struct ClassTerms {
   std::vector<double> weights;        // w_j (section 2), C entries
   std::vector<double> logit_offsets;  // BALANCED_SOFTMAX: log n_j;
-                                      // LOGIT_ADJUSTED: tau log(n_j / sum n)
+                                      // LOGIT_ADJUSTED, VS: tau log(n_j / sum n)
   std::vector<double> margins;        // LDAM: Delta_j
+  // LOSS.md section 10.
+  std::vector<double> log_counts;        // SEESAW: log max(n_j, 1)
+  std::vector<float> negative_factors;   // EQL: 1 - T_j; EQL_V2: q_j
+  std::vector<double> positive_factors;  // EQL_V2: p_j
+  std::vector<double> logit_scales;      // VS: 1 / Delta_j
+  std::vector<float> gradient_scales;    // VS: 1 / Delta_j as float
+};
+
+// The statistics of a run (LOSS.md section 11) that EQL_V2 reads: the
+// accumulated positive and negative gradient sums P_j and Q_j (C entries
+// each) and how many EQL_V2 updates made them (0: r_j = 100 for every j).
+struct EqlV2Statistics {
+  absl::Span<const double> positive;
+  absl::Span<const double> negative;
+  int64_t updates = 0;
 };
 
 // Weights per params.weighting / params.beta and the section 9 terms of
@@ -60,9 +76,12 @@ struct ClassTerms {
 // (ValidateLossParams or the server's config check, ValidateClassCounts):
 // they are not checked again. FAILED_PRECONDITION when no class has a
 // sample (as ClassWeights), or naming the class when a section 9 loss meets
-// a class with count 0.
-absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
-                                          absl::Span<const int64_t> counts);
+// a class with count 0. EQL_V2 reads `eqlv2` (null: a run with no update
+// yet); the other losses ignore it. EQL with every count 0 is
+// FAILED_PRECONDITION.
+absl::StatusOr<ClassTerms> MakeClassTerms(
+    const LossParams& params, absl::Span<const int64_t> counts,
+    const EqlV2Statistics* eqlv2 = nullptr);
 
 }  // namespace cbloss
 

@@ -45,9 +45,10 @@ absl::Status CheckLength(absl::string_view field, size_t actual,
 
 // Counts behind the denominators of section 5, for a range of rows.
 struct Tally {
-  int64_t samples = 0;   // N
-  double positives = 0;  // P
-  double weighted = 0;   // sum_i s_i w_{y_i}
+  int64_t samples = 0;     // N
+  int64_t foreground = 0;  // N without background rows (label C)
+  double positives = 0;    // P
+  double weighted = 0;     // sum_i s_i w_{y_i}
 };
 
 Tally TallyRows(const LossParams& params, absl::Span<const double> w,
@@ -62,6 +63,8 @@ Tally TallyRows(const LossParams& params, absl::Span<const double> w,
       const int32_t y = batch.labels[i];
       if (IsIgnored(y, params.ignore_index)) continue;
       ++tally.samples;
+      if (y == batch.cols) continue;  // background (LOSS.md section 10)
+      ++tally.foreground;
       tally.positives += 1.0;
       tally.weighted += s * w[y];
     } else {
@@ -79,7 +82,13 @@ double Denominator(const LossParams& params, const LossBatch& batch,
                    const Tally& tally) {
   switch (params.reduction) {
     case Reduction::kMean:
-      if (IsSoftmaxFamily(params.loss_type)) {
+      // LOSS.md section 10: SEESAW divides by its foreground rows, EQL and
+      // EQL_V2 by every row not ignored, as the references do.
+      if (params.loss_type == LossType::kSeesaw) {
+        return static_cast<double>(tally.foreground);
+      }
+      if (IsSoftmaxFamily(params.loss_type) ||
+          IsDetectionLoss(params.loss_type)) {
         return static_cast<double>(tally.samples);
       }
       return tally.positives;
@@ -133,7 +142,7 @@ absl::Status CheckShapes(const LossParams& params, const LossBatch& batch) {
     CBLOSS_RETURN_IF_ERROR(
         CheckLength("targets", batch.targets.size(), B * C,
                     absl::StrCat("shape [", B, ", ", C, "] as logits")));
-    if (IsSoftmaxFamily(params.loss_type)) {
+    if (IsLabelsOnly(params.loss_type)) {
       return absl::InvalidArgumentError(
           absl::StrCat("targets are not allowed with loss type ",
                        LossTypeName(params.loss_type),
@@ -161,6 +170,26 @@ absl::Status CheckShapes(const LossParams& params, const LossBatch& batch) {
   return absl::OkStatus();
 }
 
+// The parameter combinations of LOSS.md section 10: SEESAW, EQL and EQL_V2
+// carry their own re-weighting and reduce by MEAN, SUM or NONE.
+absl::Status CheckCombination(const LossParams& params) {
+  if (!IsDetectionLoss(params.loss_type)) return absl::OkStatus();
+  if (params.weighting != WeightingScheme::kNone) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.weighting = ", WeightingSchemeName(params.weighting),
+        " is not allowed with loss type ", LossTypeName(params.loss_type),
+        ", which carries its own re-weighting; leave it unset or none"));
+  }
+  if (params.reduction == Reduction::kElementMean ||
+      params.reduction == Reduction::kWeightedMean) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "config.reduction = ", ReductionName(params.reduction),
+        " is not allowed with loss type ", LossTypeName(params.loss_type),
+        "; use mean, sum or none"));
+  }
+  return absl::OkStatus();
+}
+
 // The values of section 7: finite logits, labels in range, targets in
 // [0, 1], finite non-negative sample weights, finite upstream.
 absl::Status CheckValues(const LossParams& params, const LossBatch& batch) {
@@ -178,12 +207,17 @@ absl::Status CheckValues(const LossParams& params, const LossBatch& batch) {
     return absl::InvalidArgumentError(absl::StrCat(
         "logits[", k / C, "][", k % C, "] is ", NonFiniteName(bad)));
   }
+  // LOSS.md section 10: label C marks a background row for SEESAW, EQL and
+  // EQL_V2.
+  const bool background = IsDetectionLoss(params.loss_type);
+  const int64_t limit = background ? C + 1 : C;
   for (int64_t i = 0; i < static_cast<int64_t>(batch.labels.size()); ++i) {
     const int32_t y = batch.labels[i];
-    if ((y < 0 || y >= C) && !IsIgnored(y, params.ignore_index)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("labels[", i, "] = ", y, " is outside [0, ", C,
-                       ") and is not ignore_index ", params.ignore_index));
+    if ((y < 0 || y >= limit) && !IsIgnored(y, params.ignore_index)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "labels[", i, "] = ", y, " is outside [0, ", C,
+          background ? absl::StrCat("] (", C, " = background)") : ")",
+          " and is not ignore_index ", params.ignore_index));
     }
   }
   for (int64_t k = 0; k < static_cast<int64_t>(batch.targets.size()); ++k) {
@@ -301,6 +335,49 @@ double ComputeChunk(const kernels::RowsArgs& args, const LossBatch& batch,
   return sum;
 }
 
+// EQL_V2's statistics update (LOSS.md section 10) into out's deltas: at
+// most 16 groups of rows, each summed into its own C-vectors on the pool and
+// added in group order, so the sums do not depend on the thread count.
+void EqlV2Deltas(const kernels::RowsArgs& args, const LossBatch& batch,
+                 const ComputeOptions& options, const LossOutputs& out) {
+  const int64_t C = batch.cols;
+  constexpr int64_t kGroups = 16;
+  const int64_t rows_per_group = std::max<int64_t>(
+      RowsPerChunk(C), (batch.rows + kGroups - 1) / kGroups);
+  ChunkRunner groups(batch.rows, rows_per_group, options);
+  std::vector<double> sums(2 * C * groups.num_chunks(), 0.0);
+  groups.Run(/*parallel=*/true, [&](int64_t g, int64_t begin, int64_t end) {
+    double* positive = sums.data() + 2 * C * g;
+    kernels::RowsArgs a = args;
+    std::vector<float> decoded;  // 16-bit logits, decoded for this group
+    if (batch.half_logits != nullptr) {
+      decoded.resize((end - begin) * C);
+      DecodeHalfBytes(batch.half_logits_dtype,
+                      batch.half_logits + 2 * begin * C, decoded.size(),
+                      decoded.data());
+      a.logits = decoded.data();
+    } else {
+      a.logits = batch.logits.data() + begin * C;
+    }
+    a.labels = batch.labels.data() + begin;
+    a.sample_weights = batch.sample_weights.empty()
+                           ? nullptr
+                           : batch.sample_weights.data() + begin;
+    kernels::EqlV2StatisticsRows(a, 0, end - begin, positive, positive + C);
+  });
+  std::fill(out.eqlv2_positive_delta.begin(), out.eqlv2_positive_delta.end(),
+            0.0);
+  std::fill(out.eqlv2_negative_delta.begin(), out.eqlv2_negative_delta.end(),
+            0.0);
+  for (int64_t g = 0; g < groups.num_chunks(); ++g) {
+    const double* positive = sums.data() + 2 * C * g;
+    for (int64_t j = 0; j < C; ++j) {
+      out.eqlv2_positive_delta[j] += positive[j];
+      out.eqlv2_negative_delta[j] += positive[C + j];
+    }
+  }
+}
+
 }  // namespace
 
 int64_t RowsPerChunk(int64_t cols) {
@@ -309,6 +386,7 @@ int64_t RowsPerChunk(int64_t cols) {
 
 absl::Status ValidateLossBatch(const LossParams& params,
                                const LossBatch& batch) {
+  CBLOSS_RETURN_IF_ERROR(CheckCombination(params));
   CBLOSS_RETURN_IF_ERROR(CheckShapes(params, batch));
   return CheckValues(params, batch);
 }
@@ -349,21 +427,19 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
   if (!labels_mode)
     weights_f32.assign(terms.weights.begin(), terms.weights.end());
   kernels::RowsArgs args;
-  args.loss_type = params.loss_type;
+  args.params = &params;
+  args.terms = &terms;
   args.cols = batch.cols;
-  args.weights = terms.weights.data();
   args.weights_f32 = weights_f32.data();
-  args.logit_offsets = terms.logit_offsets.data();
-  args.margins = terms.margins.data();
-  args.scale = params.scale;
-  args.gamma = params.gamma;
-  args.ignore_index = params.ignore_index;
   args.reduce_by_upstream = reduce_by_upstream;
   args.inv_denominator = zero_denominator ? 0.0 : 1.0 / result.denominator;
   std::vector<double> partial(chunks.num_chunks(), 0.0);
   chunks.Run(/*parallel=*/true, [&](int64_t chunk, int64_t begin, int64_t end) {
     partial[chunk] = ComputeChunk(args, batch, out, begin, end);
   });
+  if (!out.eqlv2_positive_delta.empty()) {
+    EqlV2Deltas(args, batch, options, out);
+  }
   if (chunks.stopped()) {
     return absl::CancelledError("the computation was stopped between chunks");
   }

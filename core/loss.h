@@ -75,6 +75,10 @@ struct LossOutputs {
   // value (core/half.h HalfOverflow::kSaturate), encoded chunk by chunk.
   char* half_gradient = nullptr;
   DType half_gradient_dtype = DType::kBFloat16;
+  // EQL_V2 only: what an accumulating request adds to its run's P_j and Q_j
+  // (LOSS.md section 10), C entries each; empty = not wanted.
+  absl::Span<double> eqlv2_positive_delta = {};
+  absl::Span<double> eqlv2_negative_delta = {};
 };
 
 struct LossResult {

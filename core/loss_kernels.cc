@@ -497,8 +497,8 @@ double SeesawRow(const RowsArgs& a, const float* z, int32_t y, double s,
   double sum = hn::GetLane(hn::SumOfLanes(dd, acc));
   for (; k < cols; ++k) sum += std::exp(double{z[k]} - m);
   const double lse = m + std::log(sum);
-  const double log_py = std::max(double{z[y]} - lse, a.log_seesaw_eps);
-  const double log_ny = a.log_counts[y];
+  const double log_py = std::max(double{z[y]} - lse, std::log(a.params->seesaw_eps));
+  const double log_ny = a.terms->log_counts[y];
   // z' and its max.
   double m2 = z[y];
   for (int64_t j = 0; j < cols; ++j) {
@@ -506,9 +506,9 @@ double SeesawRow(const RowsArgs& a, const float* z, int32_t y, double s,
       zp[j] = z[y];
       continue;
     }
-    const double mitigation = a.seesaw_p * std::min(0.0, a.log_counts[j] - log_ny);
+    const double mitigation = a.params->seesaw_p * std::min(0.0, a.terms->log_counts[j] - log_ny);
     const double compensation =
-        a.seesaw_q * std::max(0.0, (double{z[j]} - lse) - log_py);
+        a.params->seesaw_q * std::max(0.0, (double{z[j]} - lse) - log_py);
     zp[j] = double{z[j]} + mitigation + compensation;
     m2 = std::max(m2, zp[j]);
   }
@@ -624,7 +624,7 @@ double SoftmaxBceRow(const float* z, int64_t cols, int32_t y, double omega,
 double DetectionRow(const RowsArgs& a, const float* z, int32_t y, double s,
                     double gs, double* scratch, float* g) {
   const int64_t C = a.cols;
-  switch (a.loss_type) {
+  switch (a.params->loss_type) {
     case LossType::kSeesaw:
       if (y == C) {  // background: l = 0, G = 0
         if (g != nullptr) std::fill(g, g + C, 0.0f);
@@ -633,11 +633,12 @@ double DetectionRow(const RowsArgs& a, const float* z, int32_t y, double s,
       return SeesawRow(a, z, y, s, gs, scratch, g);
     case LossType::kEql:
       return FactoredBinaryRow(z, C, y, s, gs,
-                               y == C ? nullptr : a.negative_factors, 1.0, g);
+                               y == C ? nullptr : a.terms->negative_factors.data(), 1.0,
+                               g);
     default:  // kEqlV2
       return FactoredBinaryRow(
-          z, C, y, s, gs, y == C ? a.background_factors : a.negative_factors,
-          y == C ? 0.0 : a.positive_factors[y], g);
+          z, C, y, s, gs, a.terms->negative_factors.data(),
+          y == C ? 0.0 : a.terms->positive_factors[y], g);
   }
 }
 
@@ -645,10 +646,13 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
   const int64_t C = a.cols;
   double total = 0.0;
   std::vector<double> scratch;  // SEESAW's z' row, once per call
-  if (a.loss_type == LossType::kSeesaw) scratch.resize(C);
-  const double alpha = a.has_focal_alpha ? a.focal_alpha : 0.5;
-  const double negative = a.has_focal_alpha ? 1.0 - alpha : 1.0;
-  const double positive = a.has_focal_alpha ? alpha : 1.0;
+  if (a.params->loss_type == LossType::kSeesaw) scratch.resize(C);
+  // focal_alpha (SIGMOID, FOCAL): t = 0 terms times 1 - alpha, t = 1 terms
+  // times alpha; NaN while unset.
+  const double alpha = a.params->focal_alpha;
+  const bool has_alpha = !std::isnan(alpha);
+  const double negative = has_alpha ? 1.0 - alpha : 1.0;
+  const double positive = has_alpha ? alpha : 1.0;
   for (int64_t i = begin; i < end; ++i) {
     const float* z = a.logits + i * C;
     float* g = a.gradient != nullptr ? a.gradient + i * C : nullptr;
@@ -658,41 +662,41 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
     double loss = 0.0;
     if (a.labels != nullptr) {
       const int32_t y = a.labels[i];
-      if (y == a.ignore_index) {
+      if (y == a.params->ignore_index) {
         if (g != nullptr) std::fill(g, g + C, 0.0f);
-      } else if (IsDetectionLoss(a.loss_type)) {
+      } else if (IsDetectionLoss(a.params->loss_type)) {
         loss = DetectionRow(a, z, y, s, gs, scratch.data(), g);
       } else {
-        const double rw = s * a.weights[y];
-        switch (a.loss_type) {
+        const double rw = s * a.terms->weights[y];
+        switch (a.params->loss_type) {
           case LossType::kSoftmax:
           case LossType::kSoftmaxFocal: {
-            const bool focal = a.loss_type == LossType::kSoftmaxFocal;
+            const bool focal = a.params->loss_type == LossType::kSoftmaxFocal;
             loss = FinishSoftmaxRow(ExpRowF32(z, C, y, g), C, y, rw, gs, 1.0,
-                                    focal, a.gamma, g);
+                                    focal, a.params->gamma, g);
             break;
           }
           case LossType::kBalancedSoftmax:
           case LossType::kLogitAdjusted: {
-            const double* off = a.logit_offsets;
+            const double* off = a.terms->logit_offsets.data();
             const double zy = double{z[y]} + off[y];
             loss = FinishSoftmaxRow(ExpRowF64(z, C, y, 1.0, off, zy, g), C, y,
                                     rw, gs, 1.0, false, 0.0, g);
             break;
           }
           case LossType::kLdam: {
-            const double zy = a.scale * (double{z[y]} - a.margins[y]);
-            loss = FinishSoftmaxRow(ExpRowF64(z, C, y, a.scale, nullptr, zy, g),
-                                    C, y, rw, gs, a.scale, false, 0.0, g);
+            const double zy = a.params->scale * (double{z[y]} - a.terms->margins[y]);
+            loss = FinishSoftmaxRow(ExpRowF64(z, C, y, a.params->scale, nullptr, zy, g),
+                                    C, y, rw, gs, a.params->scale, false, 0.0, g);
             break;
           }
           case LossType::kVs: {
-            const double zy = double{z[y]} * a.logit_scales[y] +
-                              a.logit_offsets[y];
+            const double zy = double{z[y]} * a.terms->logit_scales[y] +
+                              a.terms->logit_offsets[y];
             loss = FinishSoftmaxRow(
-                ExpRowF64(z, C, y, 1.0, a.logit_offsets, zy, g, a.logit_scales),
+                ExpRowF64(z, C, y, 1.0, a.terms->logit_offsets.data(), zy, g, a.terms->logit_scales.data()),
                 C, y, rw, gs, 1.0, false, 0.0, g);
-            if (g != nullptr) ScaleRowBy(g, C, a.gradient_scales);
+            if (g != nullptr) ScaleRowBy(g, C, a.terms->gradient_scales.data());
             break;
           }
           case LossType::kSigmoid:
@@ -700,7 +704,7 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
                                           positive, g);
             break;
           case LossType::kFocal:
-            loss = BinaryLabelsRow<true>(z, C, y, rw, gs, a.gamma, negative,
+            loss = BinaryLabelsRow<true>(z, C, y, rw, gs, a.params->gamma, negative,
                                          positive, g);
             break;
           case LossType::kSoftmaxBce:
@@ -715,11 +719,11 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
     } else {
       const float* t = a.targets + i * C;
       const double a0 = negative, a1 = positive - negative;
-      if (a.loss_type == LossType::kFocal) {
-        loss = BinaryTargetsRow<true>(z, t, C, a.weights, a.weights_f32, s, gs,
-                                      a.gamma, a0, a1, g);
+      if (a.params->loss_type == LossType::kFocal) {
+        loss = BinaryTargetsRow<true>(z, t, C, a.terms->weights.data(), a.weights_f32, s, gs,
+                                      a.params->gamma, a0, a1, g);
       } else {
-        loss = BinaryTargetsRow<false>(z, t, C, a.weights, a.weights_f32, s,
+        loss = BinaryTargetsRow<false>(z, t, C, a.terms->weights.data(), a.weights_f32, s,
                                        gs, 0.0, a0, a1, g);
       }
     }
@@ -739,15 +743,15 @@ void EqlV2StatisticsRowsImpl(const RowsArgs& a, int64_t begin, int64_t end,
   const int64_t C = a.cols;
   for (int64_t i = begin; i < end; ++i) {
     const int32_t y = a.labels[i];
-    if (y == a.ignore_index) continue;
+    if (y == a.params->ignore_index) continue;
     const double s = a.sample_weights != nullptr ? a.sample_weights[i] : 1.0;
     const float* z = a.logits + i * C;
     for (int64_t j = 0; j < C; ++j) {
       const scalar::Softplus sp = scalar::SoftplusPair(z[j]);
       if (j == y) {
-        positive[j] += s * a.positive_factors[j] * sp.sigma_neg;
+        positive[j] += s * a.terms->positive_factors[j] * sp.sigma_neg;
       } else {
-        negative[j] += s * double{a.negative_factors[j]} * sp.sigma;
+        negative[j] += s * double{a.terms->negative_factors[j]} * sp.sigma;
       }
     }
   }

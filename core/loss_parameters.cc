@@ -80,6 +80,89 @@ constexpr LossParameter kLossParameters[] = {
      kEveryLossType,
      "first epoch with class weights; before it every weight is 1 "
      "(deferred re-weighting, LOSS.md section 9)"},
+    {"seesaw_p",
+     ParameterType::kDouble,
+     true,
+     kDefaultSeesawP,
+     {RangeWording::kMustBeIn, 0.0, false, kMaxSeesawExponent, false},
+     &LossParams::seesaw_p,
+     nullptr,
+     LossTypeBit(LossType::kSeesaw),
+     "SEESAW mitigation exponent p (LOSS.md section 10)"},
+    {"seesaw_q",
+     ParameterType::kDouble,
+     true,
+     kDefaultSeesawQ,
+     {RangeWording::kMustBeIn, 0.0, false, kMaxSeesawExponent, false},
+     &LossParams::seesaw_q,
+     nullptr,
+     LossTypeBit(LossType::kSeesaw),
+     "SEESAW compensation exponent q (LOSS.md section 10)"},
+    {"seesaw_eps",
+     ParameterType::kDouble,
+     true,
+     kDefaultSeesawEps,
+     {RangeWording::kMustBeIn, 0.0, true, 1.0, false},
+     &LossParams::seesaw_eps,
+     nullptr,
+     LossTypeBit(LossType::kSeesaw),
+     "SEESAW floor of the label's probability (LOSS.md section 10)"},
+    {"eql_lambda",
+     ParameterType::kDouble,
+     true,
+     kDefaultEqlLambda,
+     {RangeWording::kIsOutside, 0.0, false, 1.0, false},
+     &LossParams::eql_lambda,
+     nullptr,
+     LossTypeBit(LossType::kEql),
+     "EQL frequency threshold lambda of the tail classes (LOSS.md section "
+     "10)"},
+    {"eqlv2_gamma",
+     ParameterType::kDouble,
+     true,
+     kDefaultEqlV2Gamma,
+     {RangeWording::kFiniteAtLeast, 0.0, false, kInf, true},
+     &LossParams::eqlv2_gamma,
+     nullptr,
+     LossTypeBit(LossType::kEqlV2),
+     "EQL v2 slope of the negative weights' sigmoid (LOSS.md section 10)"},
+    {"eqlv2_mu",
+     ParameterType::kDouble,
+     true,
+     kDefaultEqlV2Mu,
+     {RangeWording::kFinite, -kInf, true, kInf, true},
+     &LossParams::eqlv2_mu,
+     nullptr,
+     LossTypeBit(LossType::kEqlV2),
+     "EQL v2 centre of the negative weights' sigmoid (LOSS.md section 10)"},
+    {"eqlv2_alpha",
+     ParameterType::kDouble,
+     true,
+     kDefaultEqlV2Alpha,
+     {RangeWording::kMustBeIn, 0.0, false, kMaxEqlV2Alpha, false},
+     &LossParams::eqlv2_alpha,
+     nullptr,
+     LossTypeBit(LossType::kEqlV2),
+     "EQL v2 amplitude of the positive weights (LOSS.md section 10)"},
+    {"vs_gamma",
+     ParameterType::kDouble,
+     true,
+     kDefaultVsGamma,
+     {RangeWording::kMustBeIn, 0.0, false, kMaxVsGamma, false},
+     &LossParams::vs_gamma,
+     nullptr,
+     LossTypeBit(LossType::kVs),
+     "VS multiplicative logit exponent (LOSS.md section 10)"},
+    {"focal_alpha",
+     ParameterType::kDouble,
+     false,
+     0.0,
+     {RangeWording::kIsOutside, 0.0, false, 1.0, false},
+     &LossParams::focal_alpha,
+     nullptr,
+     LossTypeBit(LossType::kFocal) | LossTypeBit(LossType::kSigmoid),
+     "alpha balancing of positives and negatives; unset: none (LOSS.md "
+     "section 10)"},
 };
 
 bool InRange(const ParameterRange& r, double v) {
@@ -128,6 +211,9 @@ absl::Status CheckLossParameter(const LossParameter& param, double value,
     case RangeWording::kFiniteAtLeast:
       rule = absl::StrCat("must be finite and >= ", r.min);
       break;
+    case RangeWording::kFinite:
+      rule = "must be finite";
+      break;
     case RangeWording::kNone:
       break;
   }
@@ -152,6 +238,8 @@ void SetLossParameter(const LossParameter& param, double value,
 absl::Status ValidateLossParams(const LossParams& params) {
   for (const LossParameter& p : kLossParameters) {
     if (p.double_member == nullptr && p.int32_member == nullptr) continue;
+    // An optional parameter without a default is NaN while unset.
+    if (!p.has_default && std::isnan(GetLossParameter(p, params))) continue;
     CBLOSS_RETURN_IF_ERROR(
         CheckLossParameter(p, GetLossParameter(p, params), "config"));
   }

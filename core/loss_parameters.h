@@ -10,9 +10,9 @@
 // `name`), and ValidateLossParams below for callers of the engine that do not
 // come through the server (tests, benchmarks).
 //
-// Adding a scalar parameter: one LossConfig field, one row in
-// core/loss_parameters.cc, its LossParams member and default
-// (core/loss_types.h), the kernel that reads it, and docs.
+// Adding a scalar parameter: one LossConfig field, its LossParams member and
+// default below with one row in core/loss_parameters.cc, the kernel that
+// reads it (from RowsArgs::params), and docs (docs/ARCHITECTURE.md).
 //
 // The enums of LossConfig (loss_type, weighting, reduction) are not rows:
 // each maps to an engine enum of core/loss_types.h.
@@ -28,6 +28,7 @@
 #define CBLOSS_CORE_LOSS_PARAMETERS_H_
 
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "absl/status/status.h"
@@ -37,12 +38,73 @@
 
 namespace cbloss {
 
+// Defaults of LOSS.md section 1.
+inline constexpr double kDefaultBeta = 0.9999;
+inline constexpr double kDefaultGamma = 2.0;
+inline constexpr int32_t kDefaultIgnoreIndex = -100;
+// Defaults of LOSS.md section 9.
+inline constexpr double kDefaultTau = 1.0;
+inline constexpr double kDefaultMaxMargin = 0.5;
+inline constexpr double kDefaultScale = 30.0;
+// Upper bounds of the section 9 parameters, so shifted logits
+// (z + tau log(n/N), scale (z - Delta)) and their sums over a batch stay far
+// inside float64 for every finite float32 logit (LOSS.md section 7: every
+// result finite). Values used in practice: tau <= 2, max_margin <= 1,
+// scale 10 to 64. The request fuzzer found 1e40 and 9e307 overflowing.
+inline constexpr double kMaxTau = 1e6;
+inline constexpr double kMaxMargin = 1e6;
+inline constexpr double kMaxScale = 1e6;
+// Defaults of LOSS.md section 10.
+inline constexpr double kDefaultSeesawP = 0.8;
+inline constexpr double kDefaultSeesawQ = 2.0;
+inline constexpr double kDefaultSeesawEps = 0.01;
+inline constexpr double kDefaultEqlLambda = 0.00177;
+inline constexpr double kDefaultEqlV2Gamma = 12.0;
+inline constexpr double kDefaultEqlV2Mu = 0.8;
+inline constexpr double kDefaultEqlV2Alpha = 4.0;
+inline constexpr double kDefaultVsGamma = 0.3;
+inline constexpr double kNoFocalAlpha =
+    std::numeric_limits<double>::quiet_NaN();
+// Upper bounds of the section 10 exponents and amplitudes, for the same
+// reason: z + p log(n ratio) + q log(p ratio), (max n / n)^vs_gamma and
+// 1 + alpha stay finite. The contract sets only the lower bounds.
+inline constexpr double kMaxSeesawExponent = 1e6;
+inline constexpr double kMaxEqlV2Alpha = 1e6;
+inline constexpr double kMaxVsGamma = 1e6;
+
+// Every parameter of one loss computation, fully resolved (no "unset"). Each
+// scalar member is set through its row of the parameter table
+// (core/loss_parameters.cc), which holds its range and wire name.
+struct LossParams {
+  LossType loss_type = LossType::kSoftmax;
+  WeightingScheme weighting = WeightingScheme::kEffectiveNumber;
+  double beta = kDefaultBeta;
+  double gamma = kDefaultGamma;
+  Reduction reduction = Reduction::kMean;
+  int32_t ignore_index = kDefaultIgnoreIndex;
+  double tau = kDefaultTau;               // LOGIT_ADJUSTED, VS
+  double max_margin = kDefaultMaxMargin;  // LDAM
+  double scale = kDefaultScale;           // LDAM
+  // LOSS.md section 10.
+  double seesaw_p = kDefaultSeesawP;
+  double seesaw_q = kDefaultSeesawQ;
+  double seesaw_eps = kDefaultSeesawEps;
+  double eql_lambda = kDefaultEqlLambda;
+  double eqlv2_gamma = kDefaultEqlV2Gamma;
+  double eqlv2_mu = kDefaultEqlV2Mu;
+  double eqlv2_alpha = kDefaultEqlV2Alpha;
+  double vs_gamma = kDefaultVsGamma;
+  // FOCAL / SIGMOID alpha balancing; NaN = unset (no alpha factor).
+  double focal_alpha = kNoFocalAlpha;
+};
+
 // How a parameter's range error reads after "config.<name> = <value> ".
 enum class RangeWording {
   kNone,          // any value (no check)
   kIsOutside,     // "is outside [0, 1]"
   kMustBeIn,      // "must be in (0, 1e+06]"
-  kFiniteAtLeast  // "must be finite and >= 0" (the range is [min, inf))
+  kFiniteAtLeast,  // "must be finite and >= 0" (the range is [min, inf))
+  kFinite          // "must be finite" (the range is (-inf, inf))
 };
 
 // Allowed values: between `min` and `max`, each end open or closed. NaN is
@@ -66,7 +128,8 @@ inline constexpr uint32_t kEveryLossType = ~uint32_t{0};
 struct LossParameter {
   const char* name;  // the LossConfig field, e.g. "max_margin"
   ParameterType type;
-  bool has_default;  // false: unset stays unset (drw_start_epoch)
+  bool has_default;  // false: unset stays unset (drw_start_epoch; focal_alpha,
+                     // whose member is NaN while unset)
   double default_value;
   ParameterRange range;
   // The member it sets; at most one is non-null, and neither for a

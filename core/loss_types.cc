@@ -52,8 +52,9 @@ bool NeedsPositiveCounts(LossType t) {
   // LOSS.md section 9: the losses whose logits use log n_j or n_j^(-1/4).
   // SOFTMAX_FOCAL uses the counts only through the weights of section 2, so
   // it follows section 2 (zero counts allowed).
+  // VS (section 10) divides by n_j too.
   return t == LossType::kBalancedSoftmax || t == LossType::kLogitAdjusted ||
-         t == LossType::kLdam;
+         t == LossType::kLdam || t == LossType::kVs;
 }
 
 absl::string_view WeightingSchemeName(WeightingScheme s) {

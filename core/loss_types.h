@@ -43,8 +43,9 @@ bool IsDetectionLoss(LossType t);
 // FOCAL).
 bool IsLabelsOnly(LossType t);
 
-// True for the section 9 losses whose logits use log n_j or n_j^(-1/4),
-// which need every class count >= 1 (not SOFTMAX_FOCAL).
+// True for the losses whose logits use log n_j, n_j^(-1/4) or 1 / n_j
+// (BALANCED_SOFTMAX, LOGIT_ADJUSTED, LDAM, VS), which need every class
+// count >= 1 (not SOFTMAX_FOCAL).
 bool NeedsPositiveCounts(LossType t);
 
 // LOSS.md section 2.
@@ -60,38 +61,6 @@ enum class Reduction { kMean, kSum, kElementMean, kWeightedMean, kNone };
 
 // Element type of a tensor on the wire.
 enum class DType { kFloat32, kFloat16, kBFloat16 };
-
-// Defaults of LOSS.md section 1.
-inline constexpr double kDefaultBeta = 0.9999;
-inline constexpr double kDefaultGamma = 2.0;
-inline constexpr int32_t kDefaultIgnoreIndex = -100;
-// Defaults of LOSS.md section 9.
-inline constexpr double kDefaultTau = 1.0;
-inline constexpr double kDefaultMaxMargin = 0.5;
-inline constexpr double kDefaultScale = 30.0;
-// Upper bounds of the section 9 parameters, so shifted logits
-// (z + tau log(n/N), scale (z - Delta)) and their sums over a batch stay far
-// inside float64 for every finite float32 logit (LOSS.md section 7: every
-// result finite). Values used in practice: tau <= 2, max_margin <= 1,
-// scale 10 to 64. The request fuzzer found 1e40 and 9e307 overflowing.
-inline constexpr double kMaxTau = 1e6;
-inline constexpr double kMaxMargin = 1e6;
-inline constexpr double kMaxScale = 1e6;
-
-// Every parameter of one loss computation, fully resolved (no "unset"). Each
-// scalar member is set through its row of the parameter table
-// (core/loss_parameters.cc), which holds its range and wire name.
-struct LossParams {
-  LossType loss_type = LossType::kSoftmax;
-  WeightingScheme weighting = WeightingScheme::kEffectiveNumber;
-  double beta = kDefaultBeta;
-  double gamma = kDefaultGamma;
-  Reduction reduction = Reduction::kMean;
-  int32_t ignore_index = kDefaultIgnoreIndex;
-  double tau = kDefaultTau;               // LOGIT_ADJUSTED
-  double max_margin = kDefaultMaxMargin;  // LDAM
-  double scale = kDefaultScale;           // LDAM
-};
 
 // Short lower-case names, as the CLI and docs spell them ("focal", "mean").
 absl::string_view LossTypeName(LossType t);

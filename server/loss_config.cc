@@ -132,6 +132,16 @@ v1::LossConfig ResolveLossConfig(const v1::LossConfig& defaults,
       r->SetEnumValue(&out, descriptor, e->default_value);
     }
   }
+  // SEESAW, EQL and EQL_V2 carry their own re-weighting (LOSS.md section
+  // 10): a weighting the request sets is checked (it must be NONE), a
+  // dataset's default weighting does not apply to them.
+  const v1::LossType t = out.loss_type();
+  if (t == v1::LOSS_TYPE_SEESAW || t == v1::LOSS_TYPE_EQL ||
+      t == v1::LOSS_TYPE_EQL_V2) {
+    out.set_weighting(request.weighting() != v1::WEIGHTING_SCHEME_UNSPECIFIED
+                          ? request.weighting()
+                          : v1::WEIGHTING_SCHEME_NONE);
+  }
   for (const ScalarField& s : Fields().scalars) {
     if (r->HasField(request, s.field)) {
       SetScalar(GetScalar(request, s.field), s.field, &out);
@@ -168,6 +178,18 @@ absl::StatusOr<LossParams> ToLossParams(const v1::LossConfig& resolved) {
       break;
     case v1::LOSS_TYPE_SOFTMAX_FOCAL:
       p.loss_type = LossType::kSoftmaxFocal;
+      break;
+    case v1::LOSS_TYPE_SEESAW:
+      p.loss_type = LossType::kSeesaw;
+      break;
+    case v1::LOSS_TYPE_EQL:
+      p.loss_type = LossType::kEql;
+      break;
+    case v1::LOSS_TYPE_EQL_V2:
+      p.loss_type = LossType::kEqlV2;
+      break;
+    case v1::LOSS_TYPE_VS:
+      p.loss_type = LossType::kVs;
       break;
     default:
       return EnumError("config.loss_type", resolved.loss_type());

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "cbloss/v1/cbloss.pb.h"
+#include "core/loss_parameters.h"
 #include "core/loss_types.h"
 
 namespace cbloss::server {

@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/class_weights.h"
+#include "core/loss_parameters.h"
 #include "core/loss_types.h"
 
 namespace cbloss::kernels {
@@ -34,44 +36,23 @@ namespace cbloss::kernels {
 // Everything the row kernels read and write for one ComputeLoss call. The
 // pointers cover the whole batch; a kernel touches only its rows.
 struct RowsArgs {
-  LossType loss_type = LossType::kSoftmax;
+  // What to compute: the resolved parameters (loss type, gamma, scale,
+  // focal_alpha, seesaw_p, ...) and the class terms MakeClassTerms made for
+  // them (weights, offsets, margins, factors). A kernel reads a parameter
+  // straight from `params`, so a new one needs no plumbing here.
+  const LossParams* params = nullptr;
+  const ClassTerms* terms = nullptr;
+  const float* weights_f32 = nullptr;  // terms->weights as float (targets)
   int64_t cols = 0;
   const float* logits = nullptr;          // B x C
   const int32_t* labels = nullptr;        // B (labels mode) or null
   const float* targets = nullptr;         // B x C (targets mode) or null
   const float* sample_weights = nullptr;  // B or null (all 1)
   const float* upstream = nullptr;        // B or null (all 1)
-  const double* weights = nullptr;        // C class weights w_j
-  const float* weights_f32 = nullptr;     // the same as float (targets mode)
-  const double* logit_offsets = nullptr;  // BALANCED_SOFTMAX / LOGIT_ADJUSTED
-  const double* margins = nullptr;        // LDAM Delta_j
-  double scale = 1.0;                     // LDAM
-  double gamma = 0.0;                     // FOCAL, SOFTMAX_FOCAL
-  // LOSS.md section 10. SIGMOID/FOCAL with focal_alpha: every element's
-  // term is multiplied by alpha t + (1 - alpha)(1 - t).
-  bool has_focal_alpha = false;
-  double focal_alpha = 0.0;
-  // EQL and EQL_V2 (SIGMOID terms with element factors e_ij, labels only):
-  // the factor of a t = 0 element of a foreground row (EQL 1 - T_j,
-  // EQL_V2 q_j), of a background row's elements (EQL: null, all 1; EQL_V2
-  // q_j), and of the label's element (EQL: null, 1; EQL_V2 p_j). C each.
-  const float* negative_factors = nullptr;
-  const float* background_factors = nullptr;
-  const double* positive_factors = nullptr;
-  // VS: z'_j = z_j * logit_scales[j] + logit_offsets[j] (logit_scales =
-  // 1 / Delta_j), and the gradient row times the same scales.
-  const double* logit_scales = nullptr;
-  const float* gradient_scales = nullptr;
-  // SEESAW: log max(n_j, 1) per class, p, q and log eps.
-  const double* log_counts = nullptr;
-  double seesaw_p = 0.0;
-  double seesaw_q = 0.0;
-  double log_seesaw_eps = 0.0;
-  int32_t ignore_index = -100;
-  bool reduce_by_upstream = false;     // reduction NONE: grad scale u_i
-  double inv_denominator = 0.0;        // 1/D otherwise (0 when D = 0)
-  float* per_sample_losses = nullptr;  // B or null
-  float* gradient = nullptr;           // B x C or null
+  bool reduce_by_upstream = false;        // reduction NONE: grad scale u_i
+  double inv_denominator = 0.0;           // 1/D otherwise (0 when D = 0)
+  float* per_sample_losses = nullptr;     // B or null
+  float* gradient = nullptr;              // B x C or null
 };
 
 // Rows [begin, end): writes their outputs and returns their sum of l_i
@@ -80,9 +61,8 @@ double LossRows(const RowsArgs& args, int64_t begin, int64_t end);
 
 // EQL_V2's statistics update of LOSS.md section 10 over rows [begin, end)
 // (not ignored, background included): adds s_i e_ij |sigma(z_ij) - t_ij|
-// to positive[j] where t_ij = 1 and to negative[j] where t_ij = 0. Reads
-// args.logits, labels, sample_weights, positive_factors and
-// negative_factors (= background_factors for EQL_V2); C entries each.
+// to positive[j] where t_ij = 1 and to negative[j] where t_ij = 0, with the
+// factors e of args.terms; C entries each.
 void EqlV2StatisticsRows(const RowsArgs& args, int64_t begin, int64_t end,
                          double* positive, double* negative);
 

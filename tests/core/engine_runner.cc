@@ -27,7 +27,8 @@ EngineRun RunEngine(const EngineCase& c, ThreadPool* pool) {
   if (run.status.ok()) run.status = ValidateLossParams(c.params);
   if (run.status.ok()) run.status = ValidateClassCounts(c.counts);
   if (!run.status.ok()) return run;
-  absl::StatusOr<ClassTerms> terms = MakeClassTerms(c.params, c.counts);
+  EqlV2Statistics eqlv2{c.eqlv2_positive, c.eqlv2_negative, c.eqlv2_updates};
+  absl::StatusOr<ClassTerms> terms = MakeClassTerms(c.params, c.counts, &eqlv2);
   if (!terms.ok()) {
     run.status = terms.status();
     return run;
@@ -40,8 +41,15 @@ EngineRun RunEngine(const EngineCase& c, ThreadPool* pool) {
   }
   run.per_sample_losses.assign(c.rows, -1.0f);
   run.gradient.assign(c.rows * c.cols, -1.0f);
-  LossOutputs out{absl::MakeSpan(run.per_sample_losses),
-                  absl::MakeSpan(run.gradient)};
+  LossOutputs out;
+  out.per_sample_losses = absl::MakeSpan(run.per_sample_losses);
+  out.gradient = absl::MakeSpan(run.gradient);
+  if (c.want_eqlv2_deltas) {
+    run.eqlv2_positive_delta.assign(c.cols, -1.0);
+    run.eqlv2_negative_delta.assign(c.cols, -1.0);
+    out.eqlv2_positive_delta = absl::MakeSpan(run.eqlv2_positive_delta);
+    out.eqlv2_negative_delta = absl::MakeSpan(run.eqlv2_negative_delta);
+  }
   const bool half_gradient = c.gradient_dtype != DType::kFloat32;
   if (half_gradient) {
     run.gradient_bits.assign(c.rows * c.cols, 0xffff);  // a NaN pattern

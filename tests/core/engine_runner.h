@@ -33,6 +33,12 @@ struct EngineCase {
   std::vector<float> upstream;
   // Deferred re-weighting before its epoch: every class weight 1.
   bool unit_weights = false;
+  // EQL_V2: the run's statistics before the request (LOSS.md section 10);
+  // with want_eqlv2_deltas the engine also computes what it adds to them.
+  std::vector<double> eqlv2_positive;
+  std::vector<double> eqlv2_negative;
+  int64_t eqlv2_updates = 0;
+  bool want_eqlv2_deltas = false;
 };
 
 struct EngineRun {
@@ -42,6 +48,8 @@ struct EngineRun {
   std::vector<float> per_sample_losses;
   std::vector<float> gradient;
   std::vector<uint16_t> gradient_bits;  // with a 16-bit gradient_dtype
+  std::vector<double> eqlv2_positive_delta;  // with want_eqlv2_deltas
+  std::vector<double> eqlv2_negative_delta;
 };
 
 EngineRun RunEngine(const EngineCase& c, ThreadPool* pool = nullptr);
