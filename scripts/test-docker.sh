@@ -97,13 +97,18 @@ fi
 
 # --- the build ----------------------------------------------------------------
 echo "=== test-docker: building $IMAGE (log: $WORK/build.log)"
-# Docker's image format: OCI images have no HEALTHCHECK.
-if ! "${podman[@]}" build --network=host --format docker \
-  --build-arg BASE_IMAGE="$BASE" -f docker/Dockerfile -t "$IMAGE" . \
-  >"$WORK/build.log" 2>&1; then
+# The build stage gets a tag of its own, so that pruning the previous run's
+# untagged images below keeps its layers (the package layer above all) as
+# the next run's cache. Docker's image format: OCI images have no
+# HEALTHCHECK.
+build=("${podman[@]}" build --network=host --format docker --build-arg BASE_IMAGE="$BASE"
+  -f docker/Dockerfile)
+if ! { "${build[@]}" --target build -t "$IMAGE-build" . &&
+  "${build[@]}" -t "$IMAGE" .; } >"$WORK/build.log" 2>&1; then
   tail -40 "$WORK/build.log"
   exit 1
 fi
+"${podman[@]}" image prune -f >/dev/null
 lap "image built"
 size=$("${podman[@]}" image inspect -f '{{.Size}}' "$IMAGE")
 echo "image $IMAGE: $((size / 1000000)) MB"

@@ -268,11 +268,16 @@ void ExpectLockWaitBounded(const std::string& location, const std::string& dsn,
                      " LOOP EXIT WHEN EXISTS (SELECT 1 FROM lock_test_release);"
                      " PERFORM pg_sleep(0.01); END LOOP; END $$; COMMIT"));
   });
-  // Wait until the holder has the lock.
+  // Wait until the holder has the lock: this database's advisory lock on
+  // the dataset key (pg_locks is cluster-wide, and tests of other databases
+  // run alongside and take advisory locks of their own).
   s = PgExec(location,
-             "DO $$ BEGIN FOR i IN 1..500 LOOP EXIT WHEN (SELECT count(*) FROM "
-             "pg_locks WHERE locktype = 'advisory' AND granted) > 0; "
-             "PERFORM pg_sleep(0.01); END LOOP; END $$");
+             "DO $$ BEGIN FOR i IN 1..3000 LOOP IF EXISTS (SELECT 1 FROM "
+             "pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+             "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+             "AND classid = 6513516 AND objid = hashtext('d')::oid AND "
+             "objsubid = 2) THEN RETURN; END IF; PERFORM pg_sleep(0.01); END "
+             "LOOP; RAISE EXCEPTION 'the holder never got the lock'; END $$");
   const int32_t labels[] = {1};
   absl::Status contended = absl::OkStatus();
   if (s.ok()) {
