@@ -4,26 +4,41 @@
 # this script. Idempotent; run as root (or with sudo available).
 #
 #   scripts/install-deps.sh            # build + test dependencies (default)
+#   scripts/install-deps.sh --build    # only what compiles the two binaries
 #   scripts/install-deps.sh --runtime  # only what the server binaries need at run time
-#   scripts/install-deps.sh [--runtime] --print  # print the list, install nothing
+#   scripts/install-deps.sh --container-tests  # opt-in: what CI's image, manifest
+#                                      # and ordinary-user tests need besides
+#                                      # (scripts/test-docker.sh, test-k8s.sh,
+#                                      # test-as-user.sh)
+#   scripts/install-deps.sh [--build|--runtime|--container-tests] --print
+#                                      # print the list, install nothing
+#
+# When every package is installed it only asks dpkg (no apt, no network), so
+# a second scripts/test.sh or scripts/run.sh starts in seconds, offline.
 set -euo pipefail
 
+# What compiles cbloss-server and the cbloss CLI (docker/Dockerfile's build
+# stage: `install-deps.sh --build`).
 BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libabsl-dev libspdlog-dev libfmt-dev nlohmann-json3-dev
-  libsqlite3-dev sqlite3
-  libgtest-dev libgmock-dev googletest libbenchmark-dev
-  libhwy-dev libcli11-dev
+  libsqlite3-dev libhwy-dev libcli11-dev libcpp-httplib-dev libpq-dev
+)
+
+# Besides, for the tests, the benchmarks and the fuzzers (the default list is
+# both).
+TEST_PACKAGES=(
+  sqlite3 libgtest-dev libgmock-dev googletest libbenchmark-dev
   # Golden files, Python client and tests: PyTorch float64 is the oracle.
   python3 python3-numpy python3-torch python3-grpcio python3-protobuf python3-sklearn
   python3-matplotlib python3-pip python3-setuptools python3-venv openssl
   # Fuzzing (scripts/fuzz.sh): clang and its libFuzzer runtime.
   clang libclang-rt-14-dev
-  # Production: metrics HTTP endpoint, lint of the deployment files.
-  libcpp-httplib-dev shellcheck yamllint
-  # Shared dataset store: libpq, and the PostgreSQL server the tests start.
-  postgresql libpq-dev
+  # Lint of the scripts and the deployment files.
+  shellcheck yamllint
+  # The PostgreSQL server the shared-store tests start.
+  postgresql
 )
 
 # What cbloss-server and cbloss link against (tests/deploy checks this list
@@ -34,14 +49,25 @@ RUNTIME_PACKAGES=(
   libsqlite3-0 libcpp-httplib0.11 libhwy1 libpq5 ca-certificates
 )
 
-packages=("${BUILD_PACKAGES[@]}")
+# Only for CI's tests of the image, the Kubernetes manifests and the
+# ordinary-user run: a daemonless container engine (podman with runc), a
+# Debian root for the image's base (debootstrap), sudo, and Node.js with npm
+# for the Kubernetes API schemas (npm's kubernetes-models). Neither the
+# default install nor the image gets them.
+CONTAINER_TEST_PACKAGES=(
+  podman runc debootstrap sudo nodejs npm
+)
+
+packages=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
 print_only=false
 for arg in "$@"; do
   case "$arg" in
+    --build) packages=("${BUILD_PACKAGES[@]}") ;;
     --runtime) packages=("${RUNTIME_PACKAGES[@]}") ;;
+    --container-tests) packages=("${CONTAINER_TEST_PACKAGES[@]}") ;;
     --print) print_only=true ;;
     *)
-      echo "install-deps: unknown argument '$arg' (use --runtime, --print)" >&2
+      echo "install-deps: unknown argument '$arg' (use --build, --runtime, --container-tests, --print)" >&2
       exit 2
       ;;
   esac
@@ -57,13 +83,20 @@ if [[ "$(id -u)" != 0 ]]; then
   SUDO="sudo"
 fi
 
+# One dpkg query for the whole list.
+declare -A have=()
+while read -r name state; do
+  [[ $state == installed ]] && have[$name]=1
+done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${packages[@]}" 2>/dev/null || true)
+
 missing=()
 for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-    missing+=("$p")
-  fi
+  # npm also comes inside other Node.js builds' nodejs package ("Provides:
+  # npm", conflicting with Debian's npm): any working npm will do.
+  [[ -n ${have[$p]:-} ]] && continue
+  [[ $p == npm ]] && command -v npm >/dev/null && continue
+  missing+=("$p")
 done
-
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#packages[@]} packages already installed"
   exit 0

@@ -1,8 +1,11 @@
 """docker/, deploy/k8s/ and scripts/install-deps.sh, checked without Docker
-or Kubernetes.
+or Kubernetes (CI also builds and runs the image, scripts/test-docker.sh, and
+validates the manifests against the Kubernetes API schemas,
+scripts/test-k8s.sh).
 
-- The Dockerfile's build stage runs scripts/install-deps.sh (the build list)
-  and its runtime stage `install-deps.sh --runtime`, copying only the
+- The Dockerfile's build stage runs `scripts/install-deps.sh --build` (the
+  compile part of the default list) and its runtime stage
+  `install-deps.sh --runtime`, copying only the
   binaries, the health check script and the sample datasets; non-root uid
   10001, /data volume, EXPOSE, HEALTHCHECK through `cbloss health`.
 - Every shared library the built binaries load comes from a package in the
@@ -94,14 +97,16 @@ class DockerfileTest(unittest.TestCase):
         return [(w, a) for s, w, a in self.ins if s == name and (word is None or w == word)]
 
     def test_two_bookworm_stages(self):
-        self.assertEqual(self.stages, [("build", "debian:bookworm"),
-                                       ("runtime", "debian:bookworm")])
+        # Both on BASE_IMAGE, debian:bookworm unless the build says otherwise
+        # (scripts/test-docker.sh: a local image made by debootstrap).
+        self.assertEqual(self.stage(None), [("ARG", "BASE_IMAGE=debian:bookworm")])
+        self.assertEqual(self.stages, [("build", "${BASE_IMAGE}"),
+                                       ("runtime", "${BASE_IMAGE}")])
 
     def test_build_stage_runs_the_install_script_then_builds(self):
         runs = [a for w, a in self.stage("build", "RUN")]
-        self.assertTrue(runs[0].startswith("scripts/install-deps.sh &&")
-                        or runs[0] == "scripts/install-deps.sh", runs[0])
-        self.assertNotIn("--runtime", runs[0])
+        self.assertTrue(runs[0].startswith("scripts/install-deps.sh --build &&")
+                        or runs[0] == "scripts/install-deps.sh --build", runs[0])
         self.assertIn(("COPY", "scripts/install-deps.sh scripts/install-deps.sh"),
                       self.stage("build"))
         build = " ".join(runs[1:])
@@ -153,11 +158,30 @@ class DockerfileTest(unittest.TestCase):
             self.assertIn(entry, lines)
 
 
+def install_deps_list(*flags):
+    return subprocess.run([os.path.join(ROOT, "scripts", "install-deps.sh")] + list(flags)
+                          + ["--print"], stdout=subprocess.PIPE, check=True, text=True,
+                          timeout=30).stdout.split()
+
+
+class InstallListsTest(unittest.TestCase):
+    def test_build_list_is_part_of_the_default_list(self):
+        build, default = install_deps_list("--build"), install_deps_list()
+        self.assertIn("libgrpc++-dev", build)
+        self.assertNotIn("python3-torch", build)
+        self.assertEqual([p for p in build if p not in default], [])
+
+    def test_container_test_packages_are_opt_in(self):
+        extra = install_deps_list("--container-tests")
+        for p in ("podman", "runc", "debootstrap", "sudo", "npm"):
+            self.assertIn(p, extra)
+            self.assertNotIn(p, install_deps_list())
+            self.assertNotIn(p, install_deps_list("--runtime"))
+
+
 class RuntimePackagesTest(unittest.TestCase):
     def test_runtime_list_covers_every_shared_library(self):
-        listed = subprocess.run([os.path.join(ROOT, "scripts", "install-deps.sh"), "--runtime",
-                                 "--print"], stdout=subprocess.PIPE, check=True, text=True,
-                                timeout=30).stdout.split()
+        listed = install_deps_list("--runtime")
         self.assertIn("libcpp-httplib0.11", listed)
         closure = subprocess.run(
             ["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",

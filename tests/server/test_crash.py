@@ -9,6 +9,7 @@ import random
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -94,20 +95,18 @@ class CrashTest(ServerTestCase):
               % (KILLS, len(created), max_acked - 1), file=sys.stderr)
 
     def test_unwritable_data_dir_is_a_clear_error_at_start(self):
-        if os.geteuid() != 0:
-            self.fail("this test drops to an unprivileged uid and so runs as root (as CI does)")
-        data_dir = os.path.join(self.tmpdir(), "data")
-        os.makedirs(data_dir)
-        os.chmod(self.tmpdir(), 0o755)
-        os.chmod(data_dir, 0o755)  # owned by root: not writable for nobody
-
-        def as_nobody():
-            os.setgid(65534)
-            os.setuid(65534)
-
-        server = self.new_server(preexec_fn=as_nobody)
-        # The fixture writes the port file in the work dir: let nobody write it.
-        os.chmod(self.tmpdir(), 0o777)
+        server = self.new_server()
+        os.makedirs(server.data_dir)
+        if os.geteuid() == 0:
+            # Root writes through mode bits: a read-only tmpfs on the data
+            # directory is unwritable for root too (EROFS).
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=0755",
+                            "cbloss-test-ro", server.data_dir], check=True)
+            self.addCleanup(subprocess.run, ["umount", server.data_dir], check=True)
+        else:
+            os.chmod(server.data_dir, 0o555)  # EACCES for its owner
+            self.addCleanup(os.chmod, server.data_dir, 0o755)
+        self.assertFalse(os.access(server.data_dir, os.W_OK))
         server.launch()
         code = server.wait_exit(20)
         self.assertNotEqual(code, 0)

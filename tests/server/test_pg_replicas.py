@@ -268,10 +268,15 @@ class PgReplicasTest(ServerTestCase):
         for t in threads:
             t.start()
         try:
+            # Some writes acknowledged, and some refused while PostgreSQL is
+            # down, however slow a loaded machine makes the threads.
             time.sleep(1.0)
+            self.wait_for("writes before the stop", lambda: stats["acked"] > 0)
             before = stats["acked"]
             self.pg.stop(mode="fast")
             time.sleep(1.5)
+            self.wait_for("refusals while PostgreSQL is down",
+                          lambda: stats["unavailable"] + stats["failed_writes"] > 0)
             during = dict(stats)
             self.pg.start()
             # Recovers: writes succeed again.

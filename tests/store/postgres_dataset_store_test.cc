@@ -242,35 +242,55 @@ TEST_F(PostgresDatasetStoreTest, WatchSeesOtherStoresChangesAndResyncs) {
   watched->StopWatching();
 }
 
-// A write waiting for a dataset lock that another replica holds (here a
-// session that keeps it for `hold_seconds`) gives up with UNAVAILABLE
-// instead of hanging, writes nothing, and the store works once the lock is
-// free.
+// A write waiting for a dataset lock that another replica holds gives up
+// with UNAVAILABLE instead of hanging, writes nothing, and the store works
+// once the lock is free. The holder keeps the lock until the contender has
+// returned (it polls the table lock_test_release, which the test fills
+// then), not for a fixed time: on a loaded machine a fixed hold could end
+// before the contender even asks for the lock. `max_hold_seconds` only
+// bounds a failing test.
 void ExpectLockWaitBounded(const std::string& location, const std::string& dsn,
-                           int hold_seconds) {
+                           int max_hold_seconds) {
   absl::StatusOr<std::unique_ptr<DatasetStore>> store =
       OpenPostgresDatasetStore(dsn);
   ASSERT_TRUE(store.ok()) << store.status();
   ASSERT_TRUE((*store)->Put(MakeDataset("d", {1, 2}), absl::nullopt).ok());
+  absl::Status s = PgExec(location, "CREATE TABLE lock_test_release (x int)");
+  ASSERT_TRUE(s.ok()) << s;
   absl::Status held;
   std::thread holder([&] {
-    held = PgExec(location, absl::StrCat("BEGIN; SELECT pg_advisory_xact_lock("
-                                         "6513516, hashtext('d')); SELECT "
-                                         "pg_sleep(",
-                                         hold_seconds, "); COMMIT"));
+    // READ COMMITTED: each poll sees the release committed meanwhile.
+    held = PgExec(
+        location,
+        absl::StrCat("BEGIN; SELECT pg_advisory_xact_lock(6513516, "
+                     "hashtext('d')); DO $$ BEGIN FOR i IN 1..",
+                     max_hold_seconds * 100,
+                     " LOOP EXIT WHEN EXISTS (SELECT 1 FROM lock_test_release);"
+                     " PERFORM pg_sleep(0.01); END LOOP; END $$; COMMIT"));
   });
-  // Wait until the holder has the lock.
-  absl::Status s =
-      PgExec(location,
-             "DO $$ BEGIN FOR i IN 1..500 LOOP EXIT WHEN (SELECT count(*) FROM "
-             "pg_locks WHERE locktype = 'advisory' AND granted) > 0; "
-             "PERFORM pg_sleep(0.01); END LOOP; END $$");
-  ASSERT_TRUE(s.ok()) << s;
+  // Wait until the holder has the lock: this database's advisory lock on
+  // the dataset key (pg_locks is cluster-wide, and tests of other databases
+  // run alongside and take advisory locks of their own).
+  s = PgExec(location,
+             "DO $$ BEGIN FOR i IN 1..3000 LOOP IF EXISTS (SELECT 1 FROM "
+             "pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+             "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+             "AND classid = 6513516 AND objid = hashtext('d')::oid AND "
+             "objsubid = 2) THEN RETURN; END IF; PERFORM pg_sleep(0.01); END "
+             "LOOP; RAISE EXCEPTION 'the holder never got the lock'; END $$");
   const int32_t labels[] = {1};
-  // Without a lock timeout this would wait for the holder and succeed.
-  ExpectError((*store)->AddClassCounts("d", {}, labels).status(),
-              absl::StatusCode::kUnavailable, "lock timeout");
+  absl::Status contended = absl::OkStatus();
+  if (s.ok()) {
+    // Without a lock timeout this would wait for the holder and succeed.
+    contended = (*store)->AddClassCounts("d", {}, labels).status();
+  }
+  // Release the holder whatever happened, so the thread always ends.
+  absl::Status released =
+      PgExec(location, "INSERT INTO lock_test_release VALUES (1)");
   holder.join();
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(released.ok()) << released;
+  ExpectError(contended, absl::StatusCode::kUnavailable, "lock timeout");
   ASSERT_TRUE(held.ok()) << held;
   absl::StatusOr<v1::Dataset> added = (*store)->AddClassCounts("d", {}, labels);
   ASSERT_TRUE(added.ok()) << added.status();
@@ -278,16 +298,16 @@ void ExpectLockWaitBounded(const std::string& location, const std::string& dsn,
   EXPECT_EQ(added->class_counts(1), 3);
 }
 
-// cbloss's default lock_timeout is 10 s: a lock held for 12 s.
+// cbloss's default lock_timeout is 10 s.
 TEST_F(PostgresDatasetStoreTest, LockWaitIsBoundedByDefault) {
-  ExpectLockWaitBounded(backend_->location(), backend_->location(), 12);
+  ExpectLockWaitBounded(backend_->location(), backend_->location(), 60);
 }
 
 // A DSN's own `options` replace the default (300 ms here).
 TEST_F(PostgresDatasetStoreTest, LockTimeoutFromTheDsnOptions) {
   ExpectLockWaitBounded(
       backend_->location(),
-      backend_->location() + "?options=-c%20lock_timeout%3D300", 2);
+      backend_->location() + "?options=-c%20lock_timeout%3D300", 60);
 }
 
 TEST(RedactDsnTest, HidesPasswords) {
