@@ -168,9 +168,6 @@ absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
                                           absl::Span<const int64_t> counts,
                                           const EqlV2Statistics* eqlv2) {
   ClassTerms terms;
-  terms.weights.resize(counts.size());
-  CBLOSS_RETURN_IF_ERROR(NormalisedWeights(
-      counts, params.weighting, params.beta, absl::MakeSpan(terms.weights)));
   if (NeedsPositiveCounts(params.loss_type)) {
     for (size_t j = 0; j < counts.size(); ++j) {
       if (counts[j] < 1) {
@@ -182,6 +179,9 @@ absl::StatusOr<ClassTerms> MakeClassTerms(const LossParams& params,
       }
     }
   }
+  terms.weights.resize(counts.size());
+  CBLOSS_RETURN_IF_ERROR(NormalisedWeights(
+      counts, params.weighting, params.beta, absl::MakeSpan(terms.weights)));
   CBLOSS_RETURN_IF_ERROR(DetectionTerms(params, counts, eqlv2, &terms));
   switch (params.loss_type) {
     case LossType::kBalancedSoftmax:

@@ -412,6 +412,7 @@ absl::StatusOr<LossResult> ComputeLoss(const LossParams& params,
   Tally total;
   for (const Tally& t : tallies) {
     total.samples += t.samples;
+    total.foreground += t.foreground;
     total.positives += t.positives;
     total.weighted += t.weighted;
   }

@@ -68,7 +68,7 @@ inline constexpr double kNoFocalAlpha =
 // Upper bounds of the section 10 exponents and amplitudes, for the same
 // reason: z + p log(n ratio) + q log(p ratio), (max n / n)^vs_gamma and
 // 1 + alpha stay finite. The contract sets only the lower bounds.
-inline constexpr double kMaxSeesawExponent = 1e6;
+inline constexpr double kMaxSeesawParameter = 1e6;
 inline constexpr double kMaxEqlV2Alpha = 1e6;
 inline constexpr double kMaxVsGamma = 1e6;
 

@@ -277,6 +277,13 @@ absl::StatusOr<Computation> ResolveComputation(
   c.gradient_as_float_data = c.gradient_dtype == DType::kFloat32 &&
                              request.logits().float_data_size() > 0;
   CBLOSS_RETURN_IF_ERROR(ResolveTensors(request, &c));
+  if (c.params.loss_type == LossType::kEqlV2) {
+    // LOSS.md section 10: EQL_V2's weights come from a run's statistics
+    // (section 11), which this version does not hold yet.
+    return absl::InvalidArgumentError(
+        "config.loss_type = eql_v2 needs a run (LOSS.md section 11) for its "
+        "gradient statistics; this server has no runs yet");
+  }
   absl::StatusOr<ClassTerms> terms = ResolveClassTerms(request, c);
   if (!terms.ok()) return terms.status();
   c.terms = *std::move(terms);
