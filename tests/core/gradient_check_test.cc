@@ -24,12 +24,14 @@ struct GradCase {
   LossType type;
   Reduction reduction;
   bool targets;
+  bool focal_alpha = false;  // LOSS.md section 10, SIGMOID and FOCAL
 };
 
 std::string Name(const ::testing::TestParamInfo<GradCase>& info) {
   return std::string(LossTypeName(info.param.type)) + "_" +
          std::string(ReductionName(info.param.reduction)) +
-         (info.param.targets ? "_targets" : "_labels");
+         (info.param.targets ? "_targets" : "_labels") +
+         (info.param.focal_alpha ? "_alpha" : "");
 }
 
 class FiniteDifference : public ::testing::TestWithParam<GradCase> {};
@@ -56,6 +58,20 @@ EngineCase MakeCase(const GradCase& g) {
       c.targets.push_back(k % 3 == 0 ? 1.0f : unit(rng) * 0.5f);
   } else {
     c.labels = {0, 1, 3, 4, -100, 0};
+  }
+  if (g.focal_alpha) c.params.focal_alpha = 0.25;
+  if (IsDetectionLoss(g.type)) {  // LOSS.md section 10
+    c.params.weighting = WeightingScheme::kNone;
+    c.labels[3] = 5;  // background (label C)
+    // SEESAW's compensation factor is a constant for the gradient (as the
+    // reference detaches it), so differences of the loss see it only with
+    // q = 0; the golden suite checks q > 0 against PyTorch.
+    c.params.seesaw_q = 0.0;
+    c.params.eql_lambda = 0.1;  // f = [.6, .14, 0, .04, .22]: T = [0,0,1,1,0]
+    c.eqlv2_positive = {40.0, 3.0, 0.0, 0.5, 9.0};
+    c.eqlv2_negative = {20.0, 9.0, 4.0, 6.0, 10.0};
+    c.eqlv2_updates = 3;
+    c.params.eqlv2_gamma = 3.0;
   }
   c.sample_weights = {1.0f, 0.5f, 2.0f, 0.0f, 1.0f, 0.75f};
   if (g.reduction == Reduction::kNone)
@@ -104,6 +120,17 @@ std::vector<GradCase> AllGradCases() {
           (t == LossType::kSigmoid || t == LossType::kFocal) &&
           r != Reduction::kWeightedMean;
       if (targets_ok) cases.push_back({t, r, true});
+      if (t == LossType::kSigmoid || t == LossType::kFocal) {
+        cases.push_back({t, r, false, true});
+        if (targets_ok) cases.push_back({t, r, true, true});
+      }
+    }
+    cases.push_back({LossType::kVs, r, false});
+    if (r == Reduction::kElementMean || r == Reduction::kWeightedMean) {
+      continue;  // not allowed with the detection losses
+    }
+    for (LossType t : {LossType::kSeesaw, LossType::kEql, LossType::kEqlV2}) {
+      cases.push_back({t, r, false});
     }
   }
   return cases;
@@ -132,6 +159,43 @@ TEST(Extremes, EveryResultFiniteForLogitsUpTo1e4) {
       EXPECT_TRUE(std::isfinite(run.result.loss)) << LossTypeName(t);
       for (float g : run.gradient)
         EXPECT_TRUE(std::isfinite(g)) << LossTypeName(t);
+      for (float l : run.per_sample_losses) EXPECT_TRUE(std::isfinite(l));
+    }
+  }
+}
+
+// LOSS.md section 10's losses at |z| up to 1e4 and beyond, with extreme
+// parameters (a huge EQL_V2 gamma r, SEESAW's q and a tiny eps).
+TEST(Extremes, SectionTenResultsFiniteForExtremeLogitsAndParameters) {
+  const float big = 3e4f;
+  for (LossType t : {LossType::kSeesaw, LossType::kEql, LossType::kEqlV2,
+                     LossType::kVs, LossType::kFocal, LossType::kSigmoid}) {
+    for (double extreme : {1.0, 1e3, 1e6}) {
+      EngineCase c;
+      c.params.loss_type = t;
+      c.params.weighting =
+          IsDetectionLoss(t) ? WeightingScheme::kNone : c.params.weighting;
+      c.params.seesaw_q = extreme;
+      c.params.seesaw_eps = 1e-300;
+      c.params.eqlv2_gamma = extreme * 1e300;
+      c.params.vs_gamma = extreme;
+      c.params.focal_alpha = 0.25;
+      c.counts = {3000, 1, 4};
+      c.eqlv2_positive = {1e300, 0.0, 5.0};
+      c.eqlv2_negative = {0.0, 1e300, 5.0};
+      c.eqlv2_updates = 1;
+      c.rows = 4;
+      c.cols = 3;
+      c.logits = {big,   -big, 0,      -1e4f, 1e4f, 88.8f,
+                  -1000, 1000, -88.8f, 0,     big,  -big};
+      c.labels = {1, 0, 0, 2};
+      if (IsDetectionLoss(t)) c.labels[2] = 3;  // background
+      const EngineRun run = RunEngine(c);
+      ASSERT_TRUE(run.status.ok()) << run.status;
+      EXPECT_TRUE(std::isfinite(run.result.loss)) << LossTypeName(t);
+      for (float g : run.gradient) {
+        EXPECT_TRUE(std::isfinite(g)) << LossTypeName(t) << " " << extreme;
+      }
       for (float l : run.per_sample_losses) EXPECT_TRUE(std::isfinite(l));
     }
   }
