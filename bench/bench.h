@@ -17,13 +17,16 @@ namespace cbloss::bench {
 
 struct BenchOptions {
   bool json = false;
-  bool quick = false;  // few iterations: a smoke test, not a measurement
+  bool quick = false;       // few iterations: a smoke test, not a measurement
   std::string server_path;  // cbloss-server; empty = beside cbloss-bench
   // Extra integer channel arguments ("name=value,...") for the bench's
   // client channels and its echo server: to measure gRPC tuning.
   std::string grpc_args;
-  // Service sizes to run ("BxC,..."); empty = all.
+  // Service sizes to run ("BxC,..."); empty = all but the opt-in ones.
   std::string sizes;
+  // Service loss type, a LossType wire name without its prefix ("seesaw");
+  // empty = the default (SOFTMAX).
+  std::string loss;
 };
 
 int RunKernels(const BenchOptions& options);

@@ -19,7 +19,11 @@ ABSL_FLAG(std::string, grpc_args, "",
           "service: extra integer channel arguments name=value,... for the "
           "bench's client channels and echo server (gRPC tuning runs).");
 ABSL_FLAG(std::string, sizes, "",
-          "service: sizes to run, e.g. 256x1000,4096x1000 (default: all).");
+          "service: sizes to run, e.g. 256x1000,4096x1000 (default: all but "
+          "8192x1204, which runs only when named).");
+ABSL_FLAG(std::string, loss, "",
+          "service: loss type of the requests, e.g. seesaw (default: the "
+          "server's default, softmax).");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -36,6 +40,7 @@ int main(int argc, char** argv) {
   options.server_path = absl::GetFlag(FLAGS_server);
   options.grpc_args = absl::GetFlag(FLAGS_grpc_args);
   options.sizes = absl::GetFlag(FLAGS_sizes);
+  options.loss = absl::GetFlag(FLAGS_loss);
   const std::string what = args[1];
   if (what == "kernels") return cbloss::bench::RunKernels(options);
   if (what == "service") return cbloss::bench::RunService(options);

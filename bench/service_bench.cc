@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -92,7 +93,14 @@ std::shared_ptr<grpc::Channel> Connect(
                                    grpc::InsecureChannelCredentials(), args);
 }
 
-v1::ComputeLossRequest MakeRequest(int64_t batch, int64_t classes, bool bf16) {
+// `name` ("seesaw") as a wire LossType; false if there is none.
+bool ParseLossType(const std::string& name, v1::LossType* type) {
+  return v1::LossType_Parse(
+      absl::StrCat("LOSS_TYPE_", absl::AsciiStrToUpper(name)), type);
+}
+
+v1::ComputeLossRequest MakeRequest(int64_t batch, int64_t classes, bool bf16,
+                                   v1::LossType loss_type) {
   std::mt19937 rng(7);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   std::uniform_int_distribution<int32_t> label(
@@ -125,6 +133,7 @@ v1::ComputeLossRequest MakeRequest(int64_t batch, int64_t classes, bool bf16) {
   }
   for (int64_t i = 0; i < batch; ++i) request.add_labels(label(rng));
   request.set_want_gradient(true);
+  request.mutable_config()->set_loss_type(loss_type);
   return request;
 }
 
@@ -218,10 +227,11 @@ std::unique_ptr<grpc::Server> StartEcho(
 struct Size {
   int64_t batch, classes;
   int calls;
+  bool opt_in = false;  // runs only when --sizes names it
 };
 
 bool Selected(const BenchOptions& options, const Size& size) {
-  return options.sizes.empty() ||
+  return (options.sizes.empty() && !size.opt_in) ||
          absl::StrContains(
              absl::StrCat(",", options.sizes, ","),
              absl::StrCat(",", size.batch, "x", size.classes, ","));
@@ -235,14 +245,17 @@ struct Stubs {
 // Measures one size and dtype; appends a JSON record or prints a row. False
 // if a call failed.
 bool RunSize(const BenchOptions& options, const Size& size, bool bf16,
-             const Stubs& stubs, EchoService* echo, std::string* json) {
+             v1::LossType loss_type, const Stubs& stubs, EchoService* echo,
+             std::string* json) {
   const v1::ComputeLossRequest request =
-      MakeRequest(size.batch, size.classes, bf16);
+      MakeRequest(size.batch, size.classes, bf16, loss_type);
   // The echo answers with exactly the bytes the server answers with.
   grpc::ClientContext context;
   v1::ComputeLossResponse response;
-  if (!stubs.rpc->ComputeLoss(&context, request, &response).ok()) {
-    std::fprintf(stderr, "ComputeLoss failed\n");
+  if (const grpc::Status s =
+          stubs.rpc->ComputeLoss(&context, request, &response);
+      !s.ok()) {
+    std::fprintf(stderr, "ComputeLoss failed: %s\n", s.error_message().c_str());
     return false;
   }
   const std::string response_bytes = response.SerializeAsString();
@@ -264,7 +277,9 @@ bool RunSize(const BenchOptions& options, const Size& size, bool bf16,
         ", \"rpc_p50_us\": ", rpc.p50_us, ", \"rpc_p99_us\": ", rpc.p99_us,
         ", \"echo_p50_us\": ", bare.p50_us, ", \"echo_p99_us\": ", bare.p99_us,
         ", \"throughput_rps_8_callers\": ", rps,
-        ", \"echo_throughput_rps_8_callers\": ", echo_rps, "}");
+        ", \"echo_throughput_rps_8_callers\": ", echo_rps,
+        options.loss.empty() ? "" : ", \"loss\": \"",
+        options.loss.empty() ? "" : options.loss + "\"", "}");
   } else {
     std::printf("%6lld %6lld %5s %10zu %10zu %10.1f %10.1f %9.0f %9.0f\n",
                 static_cast<long long>(size.batch),
@@ -278,6 +293,11 @@ bool RunSize(const BenchOptions& options, const Size& size, bool bf16,
 }  // namespace
 
 int RunService(const BenchOptions& options) {
+  v1::LossType loss_type = v1::LOSS_TYPE_UNSPECIFIED;
+  if (!options.loss.empty() && !ParseLossType(options.loss, &loss_type)) {
+    std::fprintf(stderr, "unknown loss type '%s'\n", options.loss.c_str());
+    return 2;
+  }
   testing::ServerProcessOptions server_options;
   server_options.binary = ServerPath(options);
   server_options.flags = {"--log_level=error"};
@@ -301,7 +321,11 @@ int RunService(const BenchOptions& options) {
   stubs.echo = v1::LossService::NewStub(Connect(echo_port, extra));
 
   const std::vector<Size> sizes = {
-      {32, 10, 1000}, {256, 1000, 200}, {1024, 100, 200}, {4096, 1000, 30}};
+      {32, 10, 1000},
+      {256, 1000, 200},
+      {1024, 100, 200},
+      {4096, 1000, 30},
+      {8192, 1204, 20, /*opt_in=*/true}};  // LVIS-shaped (LOSS.md section 10)
   std::string json = "[";
   if (!options.json) {
     std::printf("%6s %6s %5s %10s %10s %10s %10s %9s %9s\n", "batch", "classes",
@@ -311,7 +335,9 @@ int RunService(const BenchOptions& options) {
   for (const Size& size : sizes) {
     if (!Selected(options, size)) continue;
     for (bool bf16 : {false, true}) {
-      if (!RunSize(options, size, bf16, stubs, &echo, &json)) return 1;
+      if (!RunSize(options, size, bf16, loss_type, stubs, &echo, &json)) {
+        return 1;
+      }
     }
   }
   if (options.json) std::printf("%s\n]\n", json.c_str());
