@@ -305,6 +305,12 @@ absl::Status Server::Listen(
                          ? ""
                          : " (or the TLS certificate/key are not valid PEM)"));
   }
+  // API.md section 1: NOT_SERVING while starting (gRPC's default health
+  // service would report "" SERVING at once), until Announce.
+  grpc::HealthCheckServiceInterface* health =
+      grpc_server_->GetHealthCheckService();
+  health->SetServingStatus(kServiceName, false);
+  health->SetServingStatus(false);
   return absl::OkStatus();
 }
 
