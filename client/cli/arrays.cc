@@ -375,9 +375,9 @@ namespace {
 // A .npy version 1.0 header for a C-order [rows, cols] array of `descr`,
 // padded so the data starts on a 64-byte boundary.
 std::string NpyHeader(absl::string_view descr, int64_t rows, int64_t cols) {
-  std::string header =
-      absl::StrCat("{'descr': '", descr, "', 'fortran_order': False, 'shape': (",
-                   rows, ", ", cols, "), }");
+  std::string header = absl::StrCat("{'descr': '", descr,
+                                    "', 'fortran_order': False, 'shape': (",
+                                    rows, ", ", cols, "), }");
   const size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');
   header.push_back('\n');

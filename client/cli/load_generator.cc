@@ -3,6 +3,7 @@
 #include "load_generator.h"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <thread>
 #include <utility>
@@ -23,8 +24,9 @@ using ::cbloss::client::LossSource;
 
 double Percentile(std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
-  const size_t at = std::min(
-      sorted.size() - 1, static_cast<size_t>(q * (sorted.size() - 1) + 0.5));
+  const size_t at =
+      std::min(sorted.size() - 1,
+               static_cast<size_t>(std::llround(q * (sorted.size() - 1))));
   return sorted[at];
 }
 
@@ -165,6 +167,7 @@ absl::StatusOr<BenchReport> RunBench(Client* client,
   const absl::Time start = absl::Now();
   const absl::Time end = start + options.duration;
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(options.concurrency));
   for (int t = 0; t < options.concurrency; ++t) {
     threads.emplace_back([&, t] {
       CallerTally tally = RunCaller(client, options, *work, 1234 + t, end);

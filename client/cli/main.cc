@@ -40,4 +40,8 @@ int Main(int argc, char** argv) {
 
 }  // namespace cbloss::cli
 
-int main(int argc, char** argv) { return cbloss::cli::Main(argc, argv); }
+// CLI11 throws outside parse() only for a malformed command table, a
+// programming error that should terminate.
+int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
+  return cbloss::cli::Main(argc, argv);
+}

@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -89,8 +89,8 @@ using Result = std::unique_ptr<PGresult, ResultDeleter>;
 void IgnoreNotice(void* /*arg*/, const char* /*message*/) {}
 
 std::string Trimmed(const char* message) {
-  return std::string(absl::StripTrailingAsciiWhitespace(
-      message != nullptr ? message : ""));
+  return std::string(
+      absl::StripTrailingAsciiWhitespace(message != nullptr ? message : ""));
 }
 
 // Maps a SQLSTATE (may be empty) to a canonical code.
@@ -113,27 +113,21 @@ absl::StatusCode CodeForSqlState(absl::string_view state, bool connection_ok) {
 // 30 s, both UNAVAILABLE (SQLSTATE 55P03, 57014). A DSN that sets its own
 // `options` replaces these two.
 absl::StatusOr<PGconn*> Connect(const std::string& dsn) {
-  const char* const keys[] = {"connect_timeout",
-                              "keepalives",
-                              "keepalives_idle",
-                              "keepalives_interval",
-                              "keepalives_count",
-                              "tcp_user_timeout",
-                              "options",
-                              "fallback_application_name",
-                              "dbname",
-                              nullptr};
-  const char* const values[] = {
-      "5",
-      "1",
-      "10",
-      "5",
-      "3",
-      "30000",
-      "-c lock_timeout=10s -c statement_timeout=30s",
-      "cbloss-server",
-      dsn.c_str(),
-      nullptr};
+  const char* const keys[] = {"connect_timeout",  "keepalives",
+                              "keepalives_idle",  "keepalives_interval",
+                              "keepalives_count", "tcp_user_timeout",
+                              "options",          "fallback_application_name",
+                              "dbname",           nullptr};
+  const char* const values[] = {"5",
+                                "1",
+                                "10",
+                                "5",
+                                "3",
+                                "30000",
+                                "-c lock_timeout=10s -c statement_timeout=30s",
+                                "cbloss-server",
+                                dsn.c_str(),
+                                nullptr};
   PGconn* conn = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
   if (conn == nullptr) {
     return absl::ResourceExhaustedError("cannot allocate a libpq connection");
@@ -195,11 +189,10 @@ absl::Status RunScript(PGconn* conn, const char* sql,
   }
   const char* state =
       result ? PQresultErrorField(result.get(), PG_DIAG_SQLSTATE) : nullptr;
-  return absl::Status(
-      CodeForSqlState(state != nullptr ? state : "",
-                      PQstatus(conn) == CONNECTION_OK),
-      absl::StrCat("postgresql error while ", action, ": ",
-                   Trimmed(PQerrorMessage(conn))));
+  return absl::Status(CodeForSqlState(state != nullptr ? state : "",
+                                      PQstatus(conn) == CONNECTION_OK),
+                      absl::StrCat("postgresql error while ", action, ": ",
+                                   Trimmed(PQerrorMessage(conn))));
 }
 
 int64_t GetInt64(const PGresult* r, int row, int column) {
@@ -293,7 +286,7 @@ class PostgresDatasetStore final : public DatasetStore {
   // connection broke.
   absl::StatusOr<Result> Exec(const char* sql, const std::vector<Param>& params,
                               absl::string_view action);  // requires mu_
-  absl::Status MigrateLocked();  // requires mu_
+  absl::Status MigrateLocked();                           // requires mu_
   absl::StatusOr<absl::optional<Meta>> ReadMetaLocked(
       absl::string_view name);  // requires mu_
   absl::StatusOr<v1::Dataset> ReadLocked(absl::string_view name,
@@ -311,10 +304,10 @@ class PostgresDatasetStore final : public DatasetStore {
   const std::string dsn_;
 
   std::mutex mu_;
-  PGconn* conn_ = nullptr;  // guarded by mu_
-  Clock::time_point next_attempt_{};  // guarded by mu_
+  PGconn* conn_ = nullptr;                 // guarded by mu_
+  Clock::time_point next_attempt_{};       // guarded by mu_
   Clock::duration backoff_ = kMinBackoff;  // guarded by mu_
-  std::string last_error_;  // guarded by mu_
+  std::string last_error_;                 // guarded by mu_
 
   // Listener. watch_mu_ guards stop_ (and the cv); thread_ is touched only
   // by Watch and StopWatching, which callers do not race.
@@ -376,9 +369,10 @@ absl::Status PostgresDatasetStore::MigrateLocked() {
            "version INTEGER NOT NULL)",
            {}, "creating cbloss_schema_version")
           .status());
-  absl::StatusOr<Result> read = Exec(
-      "SELECT version FROM cbloss_schema_version", {}, "reading the schema "
-      "version");
+  absl::StatusOr<Result> read =
+      Exec("SELECT version FROM cbloss_schema_version", {},
+           "reading the schema "
+           "version");
   if (!read.ok()) return read.status();
   int version = 0;
   if (PQntuples(read->get()) == 0) {
@@ -390,15 +384,14 @@ absl::Status PostgresDatasetStore::MigrateLocked() {
     version = GetInt32(read->get(), 0, 0);
   }
   if (version > kSchemaVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "PostgreSQL database has cbloss schema version ", version,
-        ", newer than the newest this cbloss understands (", kSchemaVersion,
-        "); use a newer cbloss"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("PostgreSQL database has cbloss schema version ", version,
+                     ", newer than the newest this cbloss understands (",
+                     kSchemaVersion, "); use a newer cbloss"));
   }
   if (version < 0) {
-    return absl::DataLossError(
-        absl::StrCat("PostgreSQL database has invalid cbloss schema version ",
-                     version));
+    return absl::DataLossError(absl::StrCat(
+        "PostgreSQL database has invalid cbloss schema version ", version));
   }
   if (version == kSchemaVersion) return txn.Commit();
   for (int v = version; v < kSchemaVersion; ++v) {
@@ -422,10 +415,10 @@ absl::Status PostgresDatasetStore::Init() {
 
 absl::StatusOr<absl::optional<PostgresDatasetStore::Meta>>
 PostgresDatasetStore::ReadMetaLocked(absl::string_view name) {
-  absl::StatusOr<Result> r =
-      Exec("SELECT version, create_time_ns, update_time_ns FROM "
-           "cbloss_datasets WHERE name = $1",
-           {TextParam(name)}, absl::StrCat("reading dataset ", Quoted(name)));
+  absl::StatusOr<Result> r = Exec(
+      "SELECT version, create_time_ns, update_time_ns FROM "
+      "cbloss_datasets WHERE name = $1",
+      {TextParam(name)}, absl::StrCat("reading dataset ", Quoted(name)));
   if (!r.ok()) return r.status();
   if (PQntuples(r->get()) == 0) return absl::optional<Meta>();
   Meta meta;
@@ -469,16 +462,15 @@ constexpr char kSelectColumns[] =
 absl::StatusOr<v1::Dataset> PostgresDatasetStore::ReadLocked(
     absl::string_view name, Meta* meta) {
   const std::string sql = absl::StrCat(kSelectColumns, "WHERE name = $1");
-  absl::StatusOr<Result> r = Exec(sql.c_str(), {TextParam(name)},
-                                  absl::StrCat("reading dataset ",
-                                               Quoted(name)));
+  absl::StatusOr<Result> r =
+      Exec(sql.c_str(), {TextParam(name)},
+           absl::StrCat("reading dataset ", Quoted(name)));
   if (!r.ok()) return r.status();
   if (PQntuples(r->get()) == 0) return NotFound(name);
   absl::optional<uint64_t> version;
   Meta m;
-  absl::StatusOr<v1::Dataset> d =
-      DecodeRow(r->get(), 0, name, &version, &m.create_time_ns,
-                &m.update_time_ns);
+  absl::StatusOr<v1::Dataset> d = DecodeRow(
+      r->get(), 0, name, &version, &m.create_time_ns, &m.update_time_ns);
   if (!d.ok()) return d.status();
   m.version = *version;
   if (meta != nullptr) *meta = m;
@@ -520,8 +512,8 @@ absl::StatusOr<v1::Dataset> PostgresDatasetStore::Put(
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(dataset.name());
   if (!current.ok()) return current.status();
   Meta meta;
-  absl::StatusOr<v1::Dataset> stored = RecordForPut(
-      dataset, *current, expected_version, NowUnixNanos(), &meta);
+  absl::StatusOr<v1::Dataset> stored =
+      RecordForPut(dataset, *current, expected_version, NowUnixNanos(), &meta);
   if (!stored.ok()) return stored.status();
   CBLOSS_RETURN_IF_ERROR(WriteLocked(*stored, meta));
   CBLOSS_RETURN_IF_ERROR(txn.Commit());
@@ -571,10 +563,10 @@ absl::Status PostgresDatasetStore::Delete(
   if (!current->has_value()) return NotFound(name);
   CBLOSS_RETURN_IF_ERROR(
       CheckExpectedVersion(name, (*current)->version, expected_version));
-  CBLOSS_RETURN_IF_ERROR(
-      Exec("DELETE FROM cbloss_datasets WHERE name = $1", {TextParam(name)},
-           absl::StrCat("deleting dataset ", Quoted(name)))
-          .status());
+  CBLOSS_RETURN_IF_ERROR(Exec("DELETE FROM cbloss_datasets WHERE name = $1",
+                              {TextParam(name)},
+                              absl::StrCat("deleting dataset ", Quoted(name)))
+                             .status());
   return txn.Commit();
 }
 
@@ -590,8 +582,8 @@ absl::StatusOr<v1::Dataset> PostgresDatasetStore::AddClassCounts(
   absl::StatusOr<v1::Dataset> dataset = ReadLocked(name, &meta);
   if (!dataset.ok()) return dataset.status();
 
-  CBLOSS_RETURN_IF_ERROR(UpdateClassCounts(
-      name, deltas, labels, NowUnixNanos(), &meta, &*dataset));
+  CBLOSS_RETURN_IF_ERROR(UpdateClassCounts(name, deltas, labels, NowUnixNanos(),
+                                           &meta, &*dataset));
   CBLOSS_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
   CBLOSS_RETURN_IF_ERROR(txn.Commit());
   return *std::move(dataset);
@@ -675,9 +667,8 @@ void PostgresDatasetStore::ListenLoop(PGconn* conn) {
     pollfd pfd{PQsocket(conn), POLLIN, 0};
     const int ready = poll(&pfd, 1, /*timeout_ms=*/100);
     if (ready < 0 && errno != EINTR) {
-      lose(absl::UnavailableError(
-          absl::StrCat("poll on the listener connection failed: ",
-                       std::strerror(errno))));
+      lose(absl::UnavailableError(absl::StrCat(
+          "poll on the listener connection failed: ", std::strerror(errno))));
       continue;
     }
     if (PQconsumeInput(conn) == 0 || PQstatus(conn) != CONNECTION_OK) {
@@ -701,7 +692,8 @@ void PostgresDatasetStore::ListenLoop(PGconn* conn) {
     // A silent peer (network partition) is noticed by a query.
     if (Clock::now() - last_heartbeat >= kHeartbeat) {
       last_heartbeat = Clock::now();
-      if (absl::Status s = RunScript(conn, "SELECT 1", "checking the "
+      if (absl::Status s = RunScript(conn, "SELECT 1",
+                                     "checking the "
                                      "subscription");
           !s.ok()) {
         lose(s);

@@ -139,17 +139,14 @@ class SqliteDatasetStore final : public DatasetStore {
   // Configures the connection, migrates the schema, prepares statements.
   absl::Status Init(const std::string& path);
 
-  absl::StatusOr<v1::Dataset> Put(const v1::Dataset& dataset,
-                                  absl::optional<uint64_t> expected_version)
-      override;
-  absl::StatusOr<v1::Dataset> Get(absl::string_view name) override
-     ;
+  absl::StatusOr<v1::Dataset> Put(
+      const v1::Dataset& dataset,
+      absl::optional<uint64_t> expected_version) override;
+  absl::StatusOr<v1::Dataset> Get(absl::string_view name) override;
   absl::StatusOr<std::vector<v1::Dataset>> List(absl::string_view start_after,
-                                                int limit) override
-     ;
+                                                int limit) override;
   absl::Status Delete(absl::string_view name,
-                      absl::optional<uint64_t> expected_version) override
-     ;
+                      absl::optional<uint64_t> expected_version) override;
   absl::StatusOr<v1::Dataset> AddClassCounts(
       absl::string_view name, absl::Span<const int64_t> deltas,
       absl::Span<const int32_t> labels) override;
@@ -178,8 +175,7 @@ class SqliteDatasetStore final : public DatasetStore {
       return absl::OkStatus();
     }
     absl::Status Commit() {
-      CBLOSS_RETURN_IF_ERROR(
-          store_->StepDone(*store_->commit_, "committing"));
+      CBLOSS_RETURN_IF_ERROR(store_->StepDone(*store_->commit_, "committing"));
       active_ = false;
       return absl::OkStatus();
     }
@@ -189,39 +185,47 @@ class SqliteDatasetStore final : public DatasetStore {
     bool active_ = false;
   };
 
-  absl::Status Exec(absl::string_view sql, absl::string_view action);  // requires mu_
-  absl::Status Prepare(std::unique_ptr<Statement>& stmt, absl::string_view sql);  // requires mu_
+  absl::Status Exec(absl::string_view sql,
+                    absl::string_view action);  // requires mu_
+  absl::Status Prepare(std::unique_ptr<Statement>& stmt,
+                       absl::string_view sql);  // requires mu_
   // Runs a statement that returns no rows.
-  absl::Status StepDone(Statement& stmt, absl::string_view action);  // requires mu_
+  absl::Status StepDone(Statement& stmt,
+                        absl::string_view action);  // requires mu_
   // Binds `stmt`'s parameters first, then runs it.
-  absl::Status StepDone(const Statement::InUse& stmt, absl::string_view action);  // requires mu_
+  absl::Status StepDone(const Statement::InUse& stmt,
+                        absl::string_view action);  // requires mu_
   absl::StatusOr<int> ReadUserVersion();
   absl::Status Migrate(const std::string& path);  // requires mu_
 
   // Version and times of `name`, or nullopt if absent.
-  absl::StatusOr<absl::optional<Meta>> ReadMetaLocked(absl::string_view name);  // requires mu_
+  absl::StatusOr<absl::optional<Meta>> ReadMetaLocked(
+      absl::string_view name);  // requires mu_
   // The full dataset `name` (and its Meta into `meta` unless null);
   // NOT_FOUND if absent.
-  absl::StatusOr<v1::Dataset> ReadLocked(absl::string_view name, Meta* meta);  // requires mu_
+  absl::StatusOr<v1::Dataset> ReadLocked(absl::string_view name,
+                                         Meta* meta);  // requires mu_
   // Decodes the current row of a (version, create_time_ns, update_time_ns,
   // dataset, name) result for dataset `name`; DATA_LOSS if the record is
   // corrupt.
   absl::StatusOr<v1::Dataset> DecodeRow(sqlite3_stmt* stmt,
-                                        absl::string_view name, Meta* meta);  // requires mu_
+                                        absl::string_view name,
+                                        Meta* meta);  // requires mu_
   // Inserts or replaces `dataset`, whose name, version and times are set.
-  absl::Status WriteLocked(const v1::Dataset& dataset, const Meta& meta);  // requires mu_
+  absl::Status WriteLocked(const v1::Dataset& dataset,
+                           const Meta& meta);  // requires mu_
 
   // std::mutex: ThreadSanitizer sees it (core/thread_pool.h says why).
   std::mutex mu_;
-  sqlite3* const db_;  // Owned; used only with mu_ held.
-  std::unique_ptr<Statement> begin_;  // guarded by mu_
-  std::unique_ptr<Statement> commit_;  // guarded by mu_
-  std::unique_ptr<Statement> rollback_;  // guarded by mu_
+  sqlite3* const db_;                       // Owned; used only with mu_ held.
+  std::unique_ptr<Statement> begin_;        // guarded by mu_
+  std::unique_ptr<Statement> commit_;       // guarded by mu_
+  std::unique_ptr<Statement> rollback_;     // guarded by mu_
   std::unique_ptr<Statement> select_meta_;  // guarded by mu_
-  std::unique_ptr<Statement> select_one_;  // guarded by mu_
+  std::unique_ptr<Statement> select_one_;   // guarded by mu_
   std::unique_ptr<Statement> select_page_;  // guarded by mu_
-  std::unique_ptr<Statement> upsert_;  // guarded by mu_
-  std::unique_ptr<Statement> delete_;  // guarded by mu_
+  std::unique_ptr<Statement> upsert_;       // guarded by mu_
+  std::unique_ptr<Statement> delete_;       // guarded by mu_
 };
 
 absl::Status SqliteDatasetStore::Exec(absl::string_view sql,
@@ -308,8 +312,7 @@ absl::Status SqliteDatasetStore::Init(const std::string& path) {
   // The first statement reads the file: a non-database fails here.
   {
     Statement journal;
-    CBLOSS_RETURN_IF_ERROR(
-        journal.Prepare(db_, "PRAGMA journal_mode = WAL"));
+    CBLOSS_RETURN_IF_ERROR(journal.Prepare(db_, "PRAGMA journal_mode = WAL"));
     Statement::InUse use = journal.Use();
     rc = sqlite3_step(use.get());
     if (rc != SQLITE_ROW) {
@@ -439,8 +442,8 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::Put(
   absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(dataset.name());
   if (!current.ok()) return current.status();
   Meta meta;
-  absl::StatusOr<v1::Dataset> stored = RecordForPut(
-      dataset, *current, expected_version, NowUnixNanos(), &meta);
+  absl::StatusOr<v1::Dataset> stored =
+      RecordForPut(dataset, *current, expected_version, NowUnixNanos(), &meta);
   if (!stored.ok()) return stored.status();
   CBLOSS_RETURN_IF_ERROR(WriteLocked(*stored, meta));
   CBLOSS_RETURN_IF_ERROR(txn.Commit());
@@ -507,8 +510,8 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::AddClassCounts(
   absl::StatusOr<v1::Dataset> dataset = ReadLocked(name, &meta);
   if (!dataset.ok()) return dataset.status();
 
-  CBLOSS_RETURN_IF_ERROR(UpdateClassCounts(
-      name, deltas, labels, NowUnixNanos(), &meta, &*dataset));
+  CBLOSS_RETURN_IF_ERROR(UpdateClassCounts(name, deltas, labels, NowUnixNanos(),
+                                           &meta, &*dataset));
   CBLOSS_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
   CBLOSS_RETURN_IF_ERROR(txn.Commit());
   return *std::move(dataset);
