@@ -16,7 +16,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# (at most x memcpy, at least x faster than PyTorch) at 4096x1000, 2 threads.
 GOALS = {"softmax": (2, 8), "sigmoid": (3, 10), "focal": (4, 25)}
+# LOSS.md section 10 (docs/PERFORMANCE.md, "Detection losses").
+GOALS.update({loss: (3, 5) for loss in ("seesaw", "eql", "eql_v2", "vs", "focal_a0.25")})
 
 
 def load(d, name):
