@@ -50,10 +50,11 @@ inline absl::Status EffectiveNumberWeights(absl::Span<const int64_t> counts,
 // per request: the weights w, and for the count-aware losses of LOSS.md
 // section 9 the per-class logit offsets or LDAM margins (float64).
 struct ClassTerms {
-  std::vector<double> weights;        // w_j (section 2), C entries
-  std::vector<double> logit_offsets;  // BALANCED_SOFTMAX: log n_j;
-                                      // LOGIT_ADJUSTED, VS: tau log(n_j / sum n)
-  std::vector<double> margins;        // LDAM: Delta_j
+  std::vector<double> weights;  // w_j (section 2), C entries
+  std::vector<double>
+      logit_offsets;            // BALANCED_SOFTMAX: log n_j;
+                                // LOGIT_ADJUSTED, VS: tau log(n_j / sum n)
+  std::vector<double> margins;  // LDAM: Delta_j
   // LOSS.md section 10.
   std::vector<double> log_counts;        // SEESAW: log max(n_j, 1)
   std::vector<float> negative_factors;   // EQL: 1 - T_j; EQL_V2: q_j

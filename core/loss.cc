@@ -342,8 +342,8 @@ void EqlV2Deltas(const kernels::RowsArgs& args, const LossBatch& batch,
                  const ComputeOptions& options, const LossOutputs& out) {
   const int64_t C = batch.cols;
   constexpr int64_t kGroups = 16;
-  const int64_t rows_per_group = std::max<int64_t>(
-      RowsPerChunk(C), (batch.rows + kGroups - 1) / kGroups);
+  const int64_t rows_per_group =
+      std::max<int64_t>(RowsPerChunk(C), (batch.rows + kGroups - 1) / kGroups);
   ChunkRunner groups(batch.rows, rows_per_group, options);
   std::vector<double> sums(2 * C * groups.num_chunks(), 0.0);
   groups.Run(/*parallel=*/true, [&](int64_t g, int64_t begin, int64_t end) {

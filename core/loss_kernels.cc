@@ -2,8 +2,10 @@
 //
 // Highway compiles this file once per instruction set (foreach_target); the
 // code between HWY_BEFORE_NAMESPACE and HWY_AFTER_NAMESPACE is the per-target
-// part. See core/internal/loss_kernels.h for the contract and docs/PERFORMANCE.md for the
-// measurements behind the choices.
+// part. See core/internal/loss_kernels.h for the contract and
+// docs/PERFORMANCE.md for the measurements behind the choices.
+
+#include "core/internal/loss_kernels.h"
 
 #include <algorithm>
 #include <cfloat>
@@ -13,7 +15,6 @@
 #include <vector>
 
 #include "core/half.h"
-#include "core/internal/loss_kernels.h"
 
 // Not worth its compile time: SSSE3 (SSE4 covers the same machines better).
 // HWY_SCALAR, one lane, stays as the portable fallback.
@@ -370,7 +371,8 @@ double BinaryLabelsRow(const float* z, int64_t cols, int32_t y,
   ForColumnsExcept(cols, y, [&](int64_t j0, int64_t j1) {
     BinaryZeroTargets<kFocal>(z, j0, j1, gamma, c, g, &lo, &hi, &tail);
   });
-  const scalar::ElementTerms t = scalar::BinaryElement(z[y], 1.0, kFocal, gamma);
+  const scalar::ElementTerms t =
+      scalar::BinaryElement(z[y], 1.0, kFocal, gamma);
   const double label_weight = row_weight * positive;
   if (g != nullptr) g[y] = scalar::ToFloat(label_weight * grad_scale * t.grad);
   return row_weight * negative * (SumF64(lo, hi) + tail) +
@@ -524,8 +526,8 @@ double SeesawRow(const RowsArgs& a, const float* z, int32_t y, double s,
   ForColumnsExcept(cols, y, [&](int64_t j0, int64_t j1) {
     int64_t k = j0;
     for (; k + N <= j1; k += N) {
-      const auto ev = hn::Exp(
-          dfh, hn::DemoteTo(dfh, hn::Sub(hn::LoadU(dd, zp + k), vm2)));
+      const auto ev =
+          hn::Exp(dfh, hn::DemoteTo(dfh, hn::Sub(hn::LoadU(dd, zp + k), vm2)));
       if (g != nullptr) hn::StoreU(ev, dfh, g + k);
       acc = hn::Add(acc, hn::PromoteTo(dd, ev));
     }
@@ -554,7 +556,9 @@ double SoftmaxBceRow(const float* z, int64_t cols, int32_t y, double omega,
   const DD dd;
   const hn::Rebind<float, DD> dfh;
   const int64_t N = static_cast<int64_t>(hn::Lanes(dd));
-  auto load = [&](int64_t k) { return hn::PromoteTo(dd, hn::LoadU(dfh, z + k)); };
+  auto load = [&](int64_t k) {
+    return hn::PromoteTo(dd, hn::LoadU(dfh, z + k));
+  };
   double m = z[0];
   for (int64_t j = 1; j < cols; ++j) m = std::max(m, double{z[j]});
   const VD vm = hn::Set(dd, m);
@@ -563,7 +567,8 @@ double SoftmaxBceRow(const float* z, int64_t cols, int32_t y, double omega,
   double others = 0.0;
   ForColumnsExcept(cols, y, [&](int64_t j0, int64_t j1) {
     int64_t k = j0;
-    for (; k + N <= j1; k += N) acc = hn::Add(acc, hn::Exp(dd, hn::Sub(load(k), vm)));
+    for (; k + N <= j1; k += N)
+      acc = hn::Add(acc, hn::Exp(dd, hn::Sub(load(k), vm)));
     for (; k < j1; ++k) others += std::exp(double{z[k]} - m);
   });
   others += hn::GetLane(hn::SumOfLanes(dd, acc));
@@ -601,8 +606,8 @@ double SoftmaxBceRow(const float* z, int64_t cols, int32_t y, double omega,
   const double one_minus_p_y = others * inv_sum;
   const double dp_y = scalar_dp(p_y, 1.0, one_minus_p_y);
   const double log_p_y = std::max(std::log(p_y), kLogFloor);
-  const double loss = omega * (hn::GetLane(hn::SumOfLanes(dd, loss_acc)) +
-                               loss_tail - log_p_y);
+  const double loss =
+      omega * (hn::GetLane(hn::SumOfLanes(dd, loss_acc)) + loss_tail - log_p_y);
   if (g == nullptr) return loss;
   const double dot =
       hn::GetLane(hn::SumOfLanes(dd, dot_acc)) + dot_tail + p_y * dp_y;
@@ -639,13 +644,12 @@ double DetectionRow(const RowsArgs& a, const float* z, int32_t y, double s,
       }
       return SeesawRow(a, z, y, s, gs, scratch, g);
     case LossType::kEql:
-      return FactoredBinaryRow(z, C, y, s, gs,
-                               y == C ? nullptr : a.terms->negative_factors.data(), 1.0,
-                               g);
-    default:  // kEqlV2
       return FactoredBinaryRow(
-          z, C, y, s, gs, a.terms->negative_factors.data(),
-          y == C ? 0.0 : a.terms->positive_factors[y], g);
+          z, C, y, s, gs, y == C ? nullptr : a.terms->negative_factors.data(),
+          1.0, g);
+    default:  // kEqlV2
+      return FactoredBinaryRow(z, C, y, s, gs, a.terms->negative_factors.data(),
+                               y == C ? 0.0 : a.terms->positive_factors[y], g);
   }
 }
 
@@ -692,16 +696,19 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
             break;
           }
           case LossType::kLdam: {
-            const double zy = a.params->scale * (double{z[y]} - a.terms->margins[y]);
-            loss = FinishSoftmaxRow(ExpRowF64(z, C, y, a.params->scale, nullptr, zy, g),
-                                    C, y, rw, gs, a.params->scale, false, 0.0, g);
+            const double zy =
+                a.params->scale * (double{z[y]} - a.terms->margins[y]);
+            loss = FinishSoftmaxRow(
+                ExpRowF64(z, C, y, a.params->scale, nullptr, zy, g), C, y, rw,
+                gs, a.params->scale, false, 0.0, g);
             break;
           }
           case LossType::kVs: {
             const double zy = double{z[y]} * a.terms->logit_scales[y] +
                               a.terms->logit_offsets[y];
             loss = FinishSoftmaxRow(
-                ExpRowF64(z, C, y, 1.0, a.terms->logit_offsets.data(), zy, g, a.terms->logit_scales.data()),
+                ExpRowF64(z, C, y, 1.0, a.terms->logit_offsets.data(), zy, g,
+                          a.terms->logit_scales.data()),
                 C, y, rw, gs, 1.0, false, 0.0, g);
             if (g != nullptr) ScaleRowBy(g, C, a.terms->gradient_scales.data());
             break;
@@ -711,8 +718,8 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
                                           positive, g);
             break;
           case LossType::kFocal:
-            loss = BinaryLabelsRow<true>(z, C, y, rw, gs, a.params->gamma, negative,
-                                         positive, g);
+            loss = BinaryLabelsRow<true>(z, C, y, rw, gs, a.params->gamma,
+                                         negative, positive, g);
             break;
           case LossType::kSoftmaxBce:
             loss = SoftmaxBceRow(z, C, y, rw, gs, g);
@@ -727,11 +734,12 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
       const float* t = a.targets + i * C;
       const double a0 = negative, a1 = positive - negative;
       if (a.params->loss_type == LossType::kFocal) {
-        loss = BinaryTargetsRow<true>(z, t, C, a.terms->weights.data(), a.weights_f32, s, gs,
-                                      a.params->gamma, a0, a1, g);
+        loss = BinaryTargetsRow<true>(z, t, C, a.terms->weights.data(),
+                                      a.weights_f32, s, gs, a.params->gamma, a0,
+                                      a1, g);
       } else {
-        loss = BinaryTargetsRow<false>(z, t, C, a.terms->weights.data(), a.weights_f32, s,
-                                       gs, 0.0, a0, a1, g);
+        loss = BinaryTargetsRow<false>(z, t, C, a.terms->weights.data(),
+                                       a.weights_f32, s, gs, 0.0, a0, a1, g);
       }
     }
     if (a.per_sample_losses != nullptr) {
@@ -770,11 +778,11 @@ int64_t FindNonFiniteImpl(const float* x, int64_t n) {
   int64_t k = 0;
   // Four vectors per test; the scalar loop below finds the exact index.
   for (; k + 4 * N <= n; k += 4 * N) {
-    const auto finite = hn::And(
-        hn::And(hn::IsFinite(hn::LoadU(d, x + k)),
-                hn::IsFinite(hn::LoadU(d, x + k + N))),
-        hn::And(hn::IsFinite(hn::LoadU(d, x + k + 2 * N)),
-                hn::IsFinite(hn::LoadU(d, x + k + 3 * N))));
+    const auto finite =
+        hn::And(hn::And(hn::IsFinite(hn::LoadU(d, x + k)),
+                        hn::IsFinite(hn::LoadU(d, x + k + N))),
+                hn::And(hn::IsFinite(hn::LoadU(d, x + k + 2 * N)),
+                        hn::IsFinite(hn::LoadU(d, x + k + 3 * N))));
     if (!hn::AllTrue(d, finite)) break;
   }
   for (; k < n; ++k) {

@@ -100,9 +100,9 @@ struct LossParams {
 
 // How a parameter's range error reads after "config.<name> = <value> ".
 enum class RangeWording {
-  kNone,          // any value (no check)
-  kIsOutside,     // "is outside [0, 1]"
-  kMustBeIn,      // "must be in (0, 1e+06]"
+  kNone,           // any value (no check)
+  kIsOutside,      // "is outside [0, 1]"
+  kMustBeIn,       // "must be in (0, 1e+06]"
   kFiniteAtLeast,  // "must be finite and >= 0" (the range is [min, inf))
   kFinite          // "must be finite" (the range is (-inf, inf))
 };

@@ -40,8 +40,7 @@ bool IsSoftmaxFamily(LossType t) {
 }
 
 bool IsDetectionLoss(LossType t) {
-  return t == LossType::kSeesaw || t == LossType::kEql ||
-         t == LossType::kEqlV2;
+  return t == LossType::kSeesaw || t == LossType::kEql || t == LossType::kEqlV2;
 }
 
 bool IsLabelsOnly(LossType t) {

@@ -19,7 +19,7 @@
 // Evaluates `expr` (an absl::Status) once and returns it if it is not OK.
 #define CBLOSS_RETURN_IF_ERROR(expr)                 \
   do {                                               \
-    const absl::Status cbloss_status_ = (expr);      \
+    absl::Status cbloss_status_ = (expr);            \
     if (!cbloss_status_.ok()) return cbloss_status_; \
   } while (0)
 

@@ -35,6 +35,8 @@ TEST_PACKAGES=(
   python3-matplotlib python3-pip python3-setuptools python3-venv openssl
   # Fuzzing (scripts/fuzz.sh): clang and its libFuzzer runtime.
   clang libclang-rt-14-dev
+  # Style: the lint test checks clang-format, CI runs clang-tidy (scripts/tidy.sh).
+  clang-format clang-tidy
   # Lint of the scripts and the deployment files.
   shellcheck yamllint
   # The PostgreSQL server the shared-store tests start.

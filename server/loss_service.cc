@@ -141,7 +141,8 @@ grpc::ServerUnaryReactor* LossServiceImpl::ServeUnary(
   }
   Call* raw = call.get();
   handler(context, &raw->request, &raw->response,
-          Done([reactor, out, method, call = std::move(call)](absl::Status s) {
+          Done([reactor, out, method,
+                call = std::move(call)](const absl::Status& s) {
             if (s.ok()) Encode(call->response, out);
             reactor->Finish(FinishStatus(method, s));
           }));
@@ -219,7 +220,7 @@ void LossServiceImpl::HandlePutDataset(grpc::CallbackServerContext* /*context*/,
     absl::StatusOr<v1::Dataset> stored = registry_->Put(
         request->dataset(),
         Expected(request->has_expected_version(), request->expected_version()));
-    if (stored.ok()) *response = *std::move(stored);
+    if (stored.ok()) *response = std::move(*stored);
     std::move(done)(stored.status());
   });
 }
@@ -284,7 +285,7 @@ void LossServiceImpl::HandleAddClassCounts(
       [this, request, response, done = std::move(done)]() mutable {
         absl::StatusOr<v1::Dataset> stored = registry_->AddClassCounts(
             request->name(), request->deltas(), request->labels());
-        if (stored.ok()) *response = *std::move(stored);
+        if (stored.ok()) *response = std::move(*stored);
         std::move(done)(stored.status());
       });
 }
@@ -397,7 +398,7 @@ class StreamLossReactor final
       return;
     }
     service_->HandleComputeLoss(context_, &request_, &response_,
-                                [this](absl::Status s) { Respond(s); });
+                                [this](const absl::Status& s) { Respond(s); });
   }
 
   void OnWriteDone(bool ok) override {

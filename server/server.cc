@@ -279,7 +279,7 @@ absl::Status Server::Listen(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   ApplyServerTuning(&builder);  // server/grpc_tuning.h
-  builder.AddListeningPort(config_.listen, credentials, &port_);
+  builder.AddListeningPort(config_.listen, std::move(credentials), &port_);
   builder.SetMaxReceiveMessageSize(config_.max_message_mb * 1024 * 1024);
   builder.SetMaxSendMessageSize(config_.max_message_mb * 1024 * 1024);
   if (max_age_ms > 0) {

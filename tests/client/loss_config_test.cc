@@ -44,11 +44,11 @@ TEST(LossConfigFlags, EveryScalarFieldIsAFlag) {
   LossConfigFlags flags;
   flags.AddTo(&app, LossConfigFlags::kAllFields);
   const std::vector<std::string> documented = {
-      "--beta",        "--scheme",       "--loss",        "--gamma",
-      "--reduction",   "--ignore-index", "--tau",         "--max-margin",
-      "--scale",       "--drw-start-epoch", "--seesaw-p", "--seesaw-q",
-      "--seesaw-eps",  "--eql-lambda",   "--eqlv2-gamma", "--eqlv2-mu",
-      "--eqlv2-alpha", "--vs-gamma",     "--focal-alpha"};
+      "--beta",        "--scheme",          "--loss",        "--gamma",
+      "--reduction",   "--ignore-index",    "--tau",         "--max-margin",
+      "--scale",       "--drw-start-epoch", "--seesaw-p",    "--seesaw-q",
+      "--seesaw-eps",  "--eql-lambda",      "--eqlv2-gamma", "--eqlv2-mu",
+      "--eqlv2-alpha", "--vs-gamma",        "--focal-alpha"};
   EXPECT_THAT(LongFlags(app), UnorderedElementsAreArray(documented));
   // One flag per field: a new LossConfig field is a new flag.
   EXPECT_EQ(static_cast<int>(LongFlags(app).size()),

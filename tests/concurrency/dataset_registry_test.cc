@@ -27,10 +27,9 @@ class DatasetRegistryConcurrencyTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = std::filesystem::temp_directory_path() /
-           absl::StrCat("cbloss-registry-test-", getpid(), "-",
-                        ::testing::UnitTest::GetInstance()
-                            ->current_test_info()
-                            ->name());
+           absl::StrCat(
+               "cbloss-registry-test-", getpid(), "-",
+               ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::filesystem::remove_all(dir_);
     absl::StatusOr<std::unique_ptr<DatasetStore>> store =
         OpenSqliteDatasetStore(dir_.string());
@@ -82,8 +81,9 @@ TEST_F(DatasetRegistryConcurrencyTest, AddsFromManyThreadsAllLandOnce) {
         absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
             registry_->Get("d");
         // Version 1 is the Put; every add is +1 version, +1 and +2 counts.
-        if (!d.ok() || (*d)->class_counts(0) !=
-                           static_cast<int64_t>((*d)->version()) - 1 ||
+        if (!d.ok() ||
+            (*d)->class_counts(0) !=
+                static_cast<int64_t>((*d)->version()) - 1 ||
             (*d)->class_counts(1) != 2 * (*d)->class_counts(0)) {
           ++inconsistent_reads;
         }

@@ -47,7 +47,7 @@ struct EngineRun {
   std::vector<double> class_weights;
   std::vector<float> per_sample_losses;
   std::vector<float> gradient;
-  std::vector<uint16_t> gradient_bits;  // with a 16-bit gradient_dtype
+  std::vector<uint16_t> gradient_bits;       // with a 16-bit gradient_dtype
   std::vector<double> eqlv2_positive_delta;  // with want_eqlv2_deltas
   std::vector<double> eqlv2_negative_delta;
 };

@@ -190,9 +190,8 @@ void ExpectMatchesReference(const json& g, const EngineRun& run) {
     for (const char* key :
          {"positive_gradient_delta", "negative_gradient_delta"}) {
       const auto delta = want[key].get<std::vector<double>>();
-      const std::vector<double>& got = key[0] == 'p'
-                                           ? run.eqlv2_positive_delta
-                                           : run.eqlv2_negative_delta;
+      const std::vector<double>& got =
+          key[0] == 'p' ? run.eqlv2_positive_delta : run.eqlv2_negative_delta;
       ASSERT_EQ(got.size(), delta.size()) << key;
       for (size_t j = 0; j < delta.size(); ++j) {
         EXPECT_NEAR(got[j], delta[j], 1e-5 * std::fabs(delta[j]) + 1e-6)
@@ -535,9 +534,10 @@ TEST(Section9, SoftmaxFocalFollowsSection2ForZeroCounts) {
   EXPECT_EQ(terms->weights, std::vector<double>({1.0, 1.0, 1.0}));
 }
 
-// LOSS.md section 10's invalid requests (tests/golden/golden_cases_section10.json
-// "invalid"): the engine refuses each with its status, naming the field. A
-// request for EQL_V2 without a run is the service's to refuse.
+// LOSS.md section 10's invalid requests
+// (tests/golden/golden_cases_section10.json "invalid"): the engine refuses each
+// with its status, naming the field. A request for EQL_V2 without a run is the
+// service's to refuse.
 TEST(Section10, InvalidRequestsNameTheirField) {
   const json invalid = LoadJson("golden_cases_section10.json")["invalid"];
   ASSERT_GT(invalid.size(), 50u);

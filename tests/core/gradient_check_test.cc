@@ -219,7 +219,8 @@ TEST(Extremes, HugeFiniteWeightsGiveFiniteFloatResults) {
     c.upstream = {3e38f, -3e38f};
     const EngineRun run = RunEngine(c);
     ASSERT_TRUE(run.status.ok()) << run.status;
-    for (float g : run.gradient) EXPECT_TRUE(std::isfinite(g)) << LossTypeName(t);
+    for (float g : run.gradient)
+      EXPECT_TRUE(std::isfinite(g)) << LossTypeName(t);
     for (float l : run.per_sample_losses) {
       EXPECT_TRUE(std::isfinite(l)) << LossTypeName(t);
     }

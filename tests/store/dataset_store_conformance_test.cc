@@ -278,7 +278,8 @@ TEST_F(DatasetStoreConformanceTest, ListRejectsNonPositiveLimit) {
 
 // -------------------------------------------------------------------- Delete
 
-TEST_F(DatasetStoreConformanceTest, DeleteRemovesAndRecreateStartsAtVersionOne) {
+TEST_F(DatasetStoreConformanceTest,
+       DeleteRemovesAndRecreateStartsAtVersionOne) {
   Open();
   MustPut(MakeDataset("a", {1}));
   MustPut(MakeDataset("b", {1}));
@@ -336,7 +337,8 @@ TEST_F(DatasetStoreConformanceTest, AddClassCountsCountsLabels) {
   EXPECT_EQ(added->version(), 2u);
 }
 
-TEST_F(DatasetStoreConformanceTest, AddClassCountsAppliesDeltasAndLabelsTogether) {
+TEST_F(DatasetStoreConformanceTest,
+       AddClassCountsAppliesDeltasAndLabelsTogether) {
   Open();
   MustPut(MakeDataset("d", {5, 5}));
   // The delta alone would take class 1 below zero; with the labels it does
@@ -488,7 +490,8 @@ TEST_F(DatasetStoreConformanceTest, ConcurrentAddClassCountsLosesNoUpdate) {
   EXPECT_EQ(got.version(), 1u + kThreads * kCalls);
 }
 
-TEST_F(DatasetStoreConformanceTest, ConcurrentPutHasExactlyOneWinnerPerVersion) {
+TEST_F(DatasetStoreConformanceTest,
+       ConcurrentPutHasExactlyOneWinnerPerVersion) {
   Open();
   constexpr int kThreads = 8;
   constexpr int kRounds = 40;

@@ -31,8 +31,7 @@ absl::Status PgExec(const std::string& dsn, const std::string& sql) {
   const ExecStatusType status = PQresultStatus(r);
   absl::Status s = absl::OkStatus();
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    s = absl::InternalError(
-        absl::StrCat(sql, ": ", PQresultErrorMessage(r)));
+    s = absl::InternalError(absl::StrCat(sql, ": ", PQresultErrorMessage(r)));
   }
   PQclear(r);
   PQfinish(conn);
