@@ -653,17 +653,76 @@ double DetectionRow(const RowsArgs& a, const float* z, int32_t y, double s,
   }
 }
 
+// focal_alpha (SIGMOID, FOCAL): t = 0 terms times 1 - alpha, t = 1 terms
+// times alpha; NaN while unset (both 1).
+struct AlphaScales {
+  double negative = 1.0;
+  double positive = 1.0;
+};
+
+AlphaScales AlphaScalesOf(const LossParams& params) {
+  if (std::isnan(params.focal_alpha)) return {};
+  return {1.0 - params.focal_alpha, params.focal_alpha};
+}
+
+// One labels-mode row (label y, not ignored) of the losses with class
+// weights: row weight s w_y.
+double WeightedLabelsRow(const RowsArgs& a, const float* z, int32_t y, double s,
+                         double gs, AlphaScales alpha, float* g) {
+  const int64_t C = a.cols;
+  const double rw = s * a.terms->weights[y];
+  switch (a.params->loss_type) {
+    case LossType::kSoftmax:
+    case LossType::kSoftmaxFocal: {
+      const bool focal = a.params->loss_type == LossType::kSoftmaxFocal;
+      return FinishSoftmaxRow(ExpRowF32(z, C, y, g), C, y, rw, gs, 1.0, focal,
+                              a.params->gamma, g);
+    }
+    case LossType::kBalancedSoftmax:
+    case LossType::kLogitAdjusted: {
+      const double* off = a.terms->logit_offsets.data();
+      const double zy = double{z[y]} + off[y];
+      return FinishSoftmaxRow(ExpRowF64(z, C, y, 1.0, off, zy, g), C, y, rw, gs,
+                              1.0, false, 0.0, g);
+    }
+    case LossType::kLdam: {
+      const double zy = a.params->scale * (double{z[y]} - a.terms->margins[y]);
+      return FinishSoftmaxRow(
+          ExpRowF64(z, C, y, a.params->scale, nullptr, zy, g), C, y, rw, gs,
+          a.params->scale, false, 0.0, g);
+    }
+    case LossType::kVs: {
+      const double zy =
+          double{z[y]} * a.terms->logit_scales[y] + a.terms->logit_offsets[y];
+      const double loss = FinishSoftmaxRow(
+          ExpRowF64(z, C, y, 1.0, a.terms->logit_offsets.data(), zy, g,
+                    a.terms->logit_scales.data()),
+          C, y, rw, gs, 1.0, false, 0.0, g);
+      if (g != nullptr) ScaleRowBy(g, C, a.terms->gradient_scales.data());
+      return loss;
+    }
+    case LossType::kSigmoid:
+      return BinaryLabelsRow<false>(z, C, y, rw, gs, 0.0, alpha.negative,
+                                    alpha.positive, g);
+    case LossType::kFocal:
+      return BinaryLabelsRow<true>(z, C, y, rw, gs, a.params->gamma,
+                                   alpha.negative, alpha.positive, g);
+    case LossType::kSoftmaxBce:
+      return SoftmaxBceRow(z, C, y, rw, gs, g);
+    case LossType::kSeesaw:
+    case LossType::kEql:
+    case LossType::kEqlV2:
+      break;  // DetectionRow
+  }
+  return 0.0;
+}
+
 double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
   const int64_t C = a.cols;
   double total = 0.0;
   std::vector<double> scratch;  // SEESAW's z' row, once per call
   if (a.params->loss_type == LossType::kSeesaw) scratch.resize(C);
-  // focal_alpha (SIGMOID, FOCAL): t = 0 terms times 1 - alpha, t = 1 terms
-  // times alpha; NaN while unset.
-  const double alpha = a.params->focal_alpha;
-  const bool has_alpha = !std::isnan(alpha);
-  const double negative = has_alpha ? 1.0 - alpha : 1.0;
-  const double positive = has_alpha ? alpha : 1.0;
+  const AlphaScales alpha = AlphaScalesOf(*a.params);
   for (int64_t i = begin; i < end; ++i) {
     const float* z = a.logits + i * C;
     float* g = a.gradient != nullptr ? a.gradient + i * C : nullptr;
@@ -678,61 +737,11 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
       } else if (IsDetectionLoss(a.params->loss_type)) {
         loss = DetectionRow(a, z, y, s, gs, scratch.data(), g);
       } else {
-        const double rw = s * a.terms->weights[y];
-        switch (a.params->loss_type) {
-          case LossType::kSoftmax:
-          case LossType::kSoftmaxFocal: {
-            const bool focal = a.params->loss_type == LossType::kSoftmaxFocal;
-            loss = FinishSoftmaxRow(ExpRowF32(z, C, y, g), C, y, rw, gs, 1.0,
-                                    focal, a.params->gamma, g);
-            break;
-          }
-          case LossType::kBalancedSoftmax:
-          case LossType::kLogitAdjusted: {
-            const double* off = a.terms->logit_offsets.data();
-            const double zy = double{z[y]} + off[y];
-            loss = FinishSoftmaxRow(ExpRowF64(z, C, y, 1.0, off, zy, g), C, y,
-                                    rw, gs, 1.0, false, 0.0, g);
-            break;
-          }
-          case LossType::kLdam: {
-            const double zy =
-                a.params->scale * (double{z[y]} - a.terms->margins[y]);
-            loss = FinishSoftmaxRow(
-                ExpRowF64(z, C, y, a.params->scale, nullptr, zy, g), C, y, rw,
-                gs, a.params->scale, false, 0.0, g);
-            break;
-          }
-          case LossType::kVs: {
-            const double zy = double{z[y]} * a.terms->logit_scales[y] +
-                              a.terms->logit_offsets[y];
-            loss = FinishSoftmaxRow(
-                ExpRowF64(z, C, y, 1.0, a.terms->logit_offsets.data(), zy, g,
-                          a.terms->logit_scales.data()),
-                C, y, rw, gs, 1.0, false, 0.0, g);
-            if (g != nullptr) ScaleRowBy(g, C, a.terms->gradient_scales.data());
-            break;
-          }
-          case LossType::kSigmoid:
-            loss = BinaryLabelsRow<false>(z, C, y, rw, gs, 0.0, negative,
-                                          positive, g);
-            break;
-          case LossType::kFocal:
-            loss = BinaryLabelsRow<true>(z, C, y, rw, gs, a.params->gamma,
-                                         negative, positive, g);
-            break;
-          case LossType::kSoftmaxBce:
-            loss = SoftmaxBceRow(z, C, y, rw, gs, g);
-            break;
-          case LossType::kSeesaw:
-          case LossType::kEql:
-          case LossType::kEqlV2:
-            break;  // DetectionRow above
-        }
+        loss = WeightedLabelsRow(a, z, y, s, gs, alpha, g);
       }
     } else {
       const float* t = a.targets + i * C;
-      const double a0 = negative, a1 = positive - negative;
+      const double a0 = alpha.negative, a1 = alpha.positive - alpha.negative;
       if (a.params->loss_type == LossType::kFocal) {
         loss = BinaryTargetsRow<true>(z, t, C, a.terms->weights.data(),
                                       a.weights_f32, s, gs, a.params->gamma, a0,
