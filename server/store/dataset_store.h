@@ -38,6 +38,7 @@
 #define CBLOSS_SERVER_STORE_DATASET_STORE_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -48,6 +49,20 @@
 #include "cbloss/v1/cbloss.pb.h"
 
 namespace cbloss {
+
+// What a batch of accumulating requests adds to one run (LOSS.md section
+// 11), applied as a whole: each statistic adds its delta and the version
+// adds `requests`. Vectors are empty (no change) or have the run's C
+// entries.
+struct RunUpdate {
+  std::string name;
+  int64_t requests = 0;  // accumulating requests in the batch, >= 1
+  std::vector<int64_t> seen_counts;
+  int64_t background_seen = 0;
+  std::vector<double> positive_gradient;
+  std::vector<double> negative_gradient;
+  int64_t eqlv2_updates = 0;
+};
 
 class DatasetStore {
  public:
@@ -92,6 +107,59 @@ class DatasetStore {
       absl::Span<const int32_t> labels) = 0;
 
   // ------------------------------------------------------------------------
+  // Runs (LOSS.md section 11, API.md section 5.2), in the same database as
+  // the datasets they refer to. The service validates names and defaults.
+  //
+  // Datasets and runs: Delete of a dataset that a run refers to is
+  // FAILED_PRECONDITION "dataset 'x' is used by run 'r'; delete its runs
+  // first"; a Put that replaces such a dataset with another number of
+  // classes is FAILED_PRECONDITION "dataset 'x' has 10 classes and is used by
+  // run 'r'; a replacement must keep 10 classes". Both checks are in the
+  // transaction of the change, so no run can appear meanwhile.
+
+  // Creates `run` (statistics, version and times are ignored on input):
+  // statistics all zero with C entries, version 1, both times now. With
+  // run.dataset set, the dataset must exist (NOT_FOUND "dataset 'x' not
+  // found") and C is its class count; run.num_classes is 0 or equal to it
+  // (else INVALID_ARGUMENT "run.num_classes = 5 but dataset 'x' has 10
+  // classes"). Without a dataset, run.num_classes >= 1 is C. ALREADY_EXISTS
+  // "run 'r' already exists". Returns the run as stored (num_classes set).
+  virtual absl::StatusOr<v1::Run> CreateRun(const v1::Run& /*run*/) {
+    return Unimplemented();
+  }
+
+  // NOT_FOUND "run 'r' not found".
+  virtual absl::StatusOr<v1::Run> GetRun(absl::string_view /*name*/) {
+    return Unimplemented();
+  }
+
+  // As List, for runs; a non-empty `dataset` keeps only that dataset's runs.
+  virtual absl::StatusOr<std::vector<v1::Run>> ListRuns(
+      absl::string_view /*start_after*/, int /*limit*/,
+      absl::string_view /*dataset*/) {
+    return Unimplemented();
+  }
+
+  // NOT_FOUND if absent; ABORTED "run 'r' is at version 7, not
+  // expected_version 3" on a mismatch.
+  virtual absl::Status DeleteRun(
+      absl::string_view /*name*/,
+      absl::optional<uint64_t> /*expected_version*/) {
+    return Unimplemented();
+  }
+
+  // Applies `updates` in one transaction, in order (one run may appear more
+  // than once). Returns, per update, the run as stored after it, or
+  // NOT_FOUND (the run was deleted), INVALID_ARGUMENT (a vector without C
+  // entries) or OUT_OF_RANGE (a count would overflow int64) for an update
+  // that was skipped; the others are applied. update_time is now. The outer
+  // status fails only when storage does, and then nothing is applied.
+  virtual absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>> ApplyRunUpdates(
+      absl::Span<const RunUpdate> /*updates*/) {
+    return Unimplemented();
+  }
+
+  // ------------------------------------------------------------------------
   // Following changes made by other processes (shared stores only).
 
   // Receives change notifications from a shared store (Watch). Callbacks run
@@ -103,9 +171,14 @@ class DatasetStore {
     // included); the change is committed before the callback runs. A non-OK
     // result is handled as for OnResync.
     virtual absl::Status OnDatasetChanged(absl::string_view name) = 0;
+    // Run `name` was created, updated or deleted by some process; as
+    // OnDatasetChanged.
+    virtual absl::Status OnRunChanged(absl::string_view /*name*/) {
+      return absl::OkStatus();
+    }
     // Notifications may have been missed (the store reconnected): reload
-    // everything. A non-OK result makes the store drop the subscription and
-    // try again later (OnWatchLost first).
+    // everything (datasets and runs). A non-OK result makes the store drop the
+    // subscription and try again later (OnWatchLost first).
     virtual absl::Status OnResync() = 0;
     // Changes cannot be followed until the next OnResync; `why` says why.
     virtual void OnWatchLost(const absl::Status& why) = 0;
@@ -125,6 +198,12 @@ class DatasetStore {
 
   // Ends a Watch: no callback runs after it returns. A no-op without one.
   virtual void StopWatching() {}
+
+ private:
+  // TEMPORARY until both backends implement runs.
+  static absl::Status Unimplemented() {
+    return absl::UnimplementedError("this dataset store has no runs");
+  }
 };
 
 }  // namespace cbloss
