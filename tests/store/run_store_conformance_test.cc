@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <memory>
 #include <string>
@@ -612,6 +613,52 @@ TEST_F(RunStoreConformanceTest, ConcurrentApplyRunUpdatesLosesNothing) {
   const v1::Run s = MustGetRun("s");
   EXPECT_EQ(s.version(), static_cast<uint64_t>(1 + n));
   EXPECT_THAT(Seen(s), ElementsAre(n));
+}
+
+// The flusher's load (runs_design.md: every 100 ms, up to hundreds of
+// runs): one call updating 300 runs of 100 classes, ten times. Checks the
+// sums and prints the time per call.
+TEST_F(RunStoreConformanceTest, ApplyRunUpdatesOfManyRuns) {
+  constexpr int kRuns = 300;
+  constexpr int kClasses = 100;
+  constexpr int kRounds = 10;
+  for (int i = 0; i < kRuns; ++i) {
+    MustCreate(MakeRun(absl::StrCat("run-", i), "", kClasses));
+  }
+  std::vector<RunUpdate> batch;
+  for (int i = 0; i < kRuns; ++i) {
+    RunUpdate update = MakeUpdate(absl::StrCat("run-", i), 3,
+                                  std::vector<int64_t>(kClasses, 0));
+    update.seen_counts[i % kClasses] = i;
+    update.positive_gradient.assign(kClasses, 0.5);
+    update.negative_gradient.assign(kClasses, 0.25);
+    update.eqlv2_updates = 3;
+    batch.push_back(std::move(update));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<absl::StatusOr<v1::Run>> results = MustApply(batch);
+    for (const auto& result : results) {
+      ASSERT_TRUE(result.ok()) << result.status();
+    }
+  }
+  const double ms = std::chrono::duration<double, std::milli>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+  std::printf("ApplyRunUpdates of %d runs x %d classes: %.2f ms per call\n",
+              kRuns, kClasses, ms / kRounds);
+  for (int i = 0; i < kRuns; i += 37) {
+    const v1::Run run = MustGetRun(absl::StrCat("run-", i));
+    EXPECT_EQ(run.version(), 1u + 3 * kRounds);
+    std::vector<int64_t> seen(kClasses, 0);
+    seen[i % kClasses] = int64_t{i} * kRounds;
+    EXPECT_THAT(Seen(run), ElementsAreArray(seen));
+    EXPECT_THAT(Positive(run),
+                ElementsAreArray(std::vector<double>(kClasses, 0.5 * kRounds)));
+    EXPECT_THAT(Negative(run), ElementsAreArray(std::vector<double>(
+                                   kClasses, 0.25 * kRounds)));
+    EXPECT_EQ(run.statistics().eqlv2_updates(), 3 * kRounds);
+  }
 }
 
 // CreateRun racing a Delete of its dataset on another store: exactly one
