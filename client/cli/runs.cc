@@ -82,7 +82,7 @@ int ShowRun(const v1::Run& run, const Context& context) {
           j < s.positive_gradient_size() ? s.positive_gradient(j) : 0.0;
       const double q =
           j < s.negative_gradient_size() ? s.negative_gradient(j) : 0.0;
-      row += absl::StrFormat(" %16.10g %16.10g %16.10g", p, q, Ratio(p, q));
+      row += absl::StrFormat(" %16.8g %16.8g %16.8g", p, q, Ratio(p, q));
     }
     std::cout << row << "\n";
   }
