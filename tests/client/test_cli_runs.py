@@ -17,6 +17,8 @@ import numpy as np
 import cli_support as cs
 
 IGNORE = -100
+GOLDEN_SECTION10 = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "golden",
+                                "golden_cases_section10.json")
 
 
 def eqlv2_step(p, q, updates, z, y, gamma=12.0, mu=0.8, alpha=4.0):
@@ -255,6 +257,52 @@ class RunsCliTest(unittest.TestCase):
         np.testing.assert_allclose(run["statistics"]["positive_gradient"], p, rtol=1e-6)
         np.testing.assert_allclose(run["statistics"]["negative_gradient"], q, rtol=1e-6)
         self.assertEqual(run["statistics"]["eqlv2_updates"], updates)
+
+    def test_seesaw_with_a_run_counts_this_requests_labels_first(self):
+        """LOSS.md section 10: with a run and accumulate, SEESAW's n are the
+        run's seen counts including the request's own labels. The run first
+        gets the golden case's counts minus the case's own foreground labels;
+        the case then sees exactly its class_counts, and must give its
+        golden numbers (tests/golden/golden_cases_section10.json)."""
+        with open(GOLDEN_SECTION10) as f:
+            cases = {c["name"]: c for c in json.load(f)["cases"]}
+        for name in ("seesaw_mean", "seesaw_mean_background", "seesaw_sum"):
+            case = cases[name]
+            with self.subTest(case=name):
+                c, counts = case["cols"], np.array(case["class_counts"], np.int64)
+                y = np.array(case["labels"], np.int64)
+                own = np.bincount(y[(y >= 0) & (y < c)], minlength=c)
+                before = counts - own
+                self.assertTrue((before >= 0).all())
+                run = "seesaw-" + name.replace("_", "-")
+                self.ok("runs", "create", run, "--classes", str(c), "--loss", "seesaw")
+                labels = np.repeat(np.arange(c), before)
+                np.save(self.path(run + "-pre-y.npy"), labels)
+                np.save(self.path(run + "-pre-z.npy"), np.zeros((len(labels), c), np.float32))
+                self.ok("loss", "--run", run, "--accumulate", "--reduction", "sum",
+                        "--logits", self.path(run + "-pre-z.npy"),
+                        "--labels", self.path(run + "-pre-y.npy"))
+                z = np.asarray(case["logits"], np.float32).reshape(case["rows"], c)
+                np.save(self.path(run + "-z.npy"), z)
+                np.save(self.path(run + "-y.npy"), y)
+                gradient_path = self.path(run + "-g.npy")
+                out = self.ok_json(
+                    "loss", "--run", run, "--accumulate", "--seesaw-p", "0.8",
+                    "--seesaw-q", "2", "--reduction", case["reduction"].lower(),
+                    "--logits", self.path(run + "-z.npy"), "--labels", self.path(run + "-y.npy"),
+                    "--per-sample", "--gradient-out", gradient_path)
+                self.assertEqual((case["seesaw_p"], case["seesaw_q"], case["seesaw_eps"]),
+                                 (0.8, 2.0, 0.01))
+                want = case["expected"]
+                cs.assert_loss_close(self, out["loss"], want["loss"])
+                np.testing.assert_allclose(out["per_sample_losses"], want["per_sample_losses"],
+                                           rtol=1e-5, atol=1e-6)
+                cs.assert_gradient_close(self, np.load(gradient_path).reshape(-1),
+                                         np.asarray(want["gradient"], np.float64).reshape(-1))
+                self.assertEqual(out["run_version"], 3)
+                stats = self.ok_json("runs", "get", run)["statistics"]
+                self.assertEqual(stats["seen_counts"], counts.tolist())
+                self.assertEqual(stats["background_seen"], int((y == c).sum()))
 
 
 if __name__ == "__main__":
