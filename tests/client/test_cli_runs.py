@@ -305,5 +305,69 @@ class RunsCliTest(unittest.TestCase):
                 self.assertEqual(stats["background_seen"], int((y == c).sum()))
 
 
+class RunsTokenCliTest(unittest.TestCase):
+    """docs/spec/API.md section 5.2 access rules through the CLI: CreateRun
+    and DeleteRun need the admin token; an accumulating loss needs the
+    compute or admin token, even when only an admin token is configured."""
+
+    def token_server(self, tokens):
+        flags = []
+        for kind, token in tokens.items():
+            path = os.path.join(self.dir, kind + "-token")
+            with open(path, "w") as f:
+                f.write(token + "\n")
+            flags.append("--%s_token_file=%s" % (kind, path))
+        server = cs.ServerProcess(extra_flags=flags + ["--shutdown_grace_seconds=5"],
+                                  name="cli-runs-tokens").start()
+        self.addCleanup(server.close)
+        return server
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="cbloss-cli-runs-tokens-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        z = np.zeros((3, 4), np.float32)
+        self.z = os.path.join(self.dir, "z.npy")
+        np.save(self.z, z)
+
+    def cli(self, server, token, *args):
+        return cs.run_cli((["--token_file", os.path.join(self.dir, token + "-token")]
+                           if token else []) + list(args), target=server.target)
+
+    def test_admin_and_compute_tokens(self):
+        server = self.token_server({"admin": "admin-secret", "compute": "compute-secret"})
+        r = self.cli(server, "compute", "runs", "create", "t", "--classes", "4")
+        self.assertEqual(r.returncode, 8, r.stderr)  # PERMISSION_DENIED
+        self.assertTrue(r.stderr.startswith("cbloss: PERMISSION_DENIED: "), r.stderr)
+        r = self.cli(server, "admin", "runs", "create", "t", "--classes", "4")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.cli(server, "compute", "--json", "loss", "--run", "t", "--accumulate",
+                     "--loss", "seesaw", "--logits", self.z, "--labels", "0,1,1")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["run_version"], 2)
+        r = self.cli(server, "compute", "--json", "runs", "get", "t")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["statistics"]["seen_counts"], [1, 2, 0, 0])
+        r = self.cli(server, None, "runs", "get", "t")
+        self.assertEqual(r.returncode, 17, r.stderr)  # UNAUTHENTICATED
+        r = self.cli(server, "compute", "runs", "delete", "t")
+        self.assertEqual(r.returncode, 8, r.stderr)
+        r = self.cli(server, "admin", "runs", "delete", "t")
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_accumulating_needs_a_token_when_only_admin_is_configured(self):
+        server = self.token_server({"admin": "admin-secret"})
+        r = self.cli(server, "admin", "runs", "create", "t", "--classes", "4")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.cli(server, None, "--json", "loss", "--run", "t", "--loss", "seesaw",
+                     "--logits", self.z, "--labels", "0,1,1")
+        self.assertEqual(r.returncode, 0, r.stderr)  # reading is open
+        self.assertEqual(json.loads(r.stdout)["run_version"], 1)
+        r = self.cli(server, None, "loss", "--run", "t", "--accumulate", "--loss", "seesaw",
+                     "--logits", self.z, "--labels", "0,1,1")
+        self.assertEqual(r.returncode, 17, r.stderr)  # UNAUTHENTICATED
+        r = self.cli(server, "admin", "--json", "runs", "get", "t")
+        self.assertEqual(json.loads(r.stdout)["version"], 1)
+
+
 if __name__ == "__main__":
     unittest.main()
