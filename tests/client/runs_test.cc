@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "bench/server_process.h"
 #include "cbloss/client.h"
 #include "cbloss/v1/cbloss.grpc.pb.h"
@@ -306,6 +307,33 @@ TEST_F(RunsTest, CreateGetListDelete) {
   absl::StatusOr<v1::Run> missing = client_->GetRun("a");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(missing.status().message(), "run 'a' not found");
+}
+
+TEST_F(RunsTest, ListRunsFollowsEveryPage) {
+  // More than the server's default page of 100; half of them of a dataset.
+  constexpr int kRuns = 130;
+  for (int i = 0; i < kRuns; ++i) {
+    ASSERT_TRUE(client_
+                    ->CreateRun(MakeRun(absl::StrFormat("run-%03d", i),
+                                        i % 2 == 0 ? "cifar10-lt" : "",
+                                        i % 2 == 0 ? 0 : i + 1))
+                    .ok());
+  }
+  absl::StatusOr<std::vector<v1::Run>> all = client_->ListRuns();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), static_cast<size_t>(kRuns));
+  for (int i = 0; i < kRuns; ++i) {
+    const v1::Run& r = (*all)[i];
+    EXPECT_EQ(r.name(), absl::StrFormat("run-%03d", i));
+    EXPECT_EQ(r.num_classes(), i % 2 == 0 ? 10 : i + 1);
+  }
+  absl::StatusOr<std::vector<v1::Run>> of_cifar10 =
+      client_->ListRuns("cifar10-lt");
+  ASSERT_TRUE(of_cifar10.ok()) << of_cifar10.status();
+  ASSERT_EQ(of_cifar10->size(), static_cast<size_t>(kRuns / 2));
+  for (int k = 0; k < kRuns / 2; ++k) {
+    EXPECT_EQ((*of_cifar10)[k].name(), absl::StrFormat("run-%03d", 2 * k));
+  }
 }
 
 TEST_F(RunsTest, CreateErrors) {
