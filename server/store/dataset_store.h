@@ -125,8 +125,8 @@ class DatasetStore {
   // classes"). Without a dataset, run.num_classes >= 1 is C. ALREADY_EXISTS
   // "run 'r' already exists". Returns the run as stored (num_classes set).
   // INVALID_ARGUMENT for an empty name or num_classes < 0, or 0 without a
-  // dataset (dataset_records.h has the texts). Checks in this order:
-  // arguments, the dataset, then the name.
+  // dataset (dataset_records.h has the texts). Checks in this order: the
+  // dataset's existence, the arguments, then whether the name is taken.
   virtual absl::StatusOr<v1::Run> CreateRun(const v1::Run& run) = 0;
 
   // NOT_FOUND "run 'r' not found".

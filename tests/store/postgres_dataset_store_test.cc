@@ -481,6 +481,69 @@ TEST_F(PostgresDatasetStoreTest, Schema1DatabaseOpensUnchangedAndGainsRuns) {
   EXPECT_EQ(seen->version(), 1u);
 }
 
+// A batch whose storage fails (here: a run locked by another connection
+// past lock_timeout) applies nothing, not even its other runs' updates.
+TEST_F(PostgresDatasetStoreTest, FailedRunBatchAppliesNothing) {
+  const std::string location = backend_->location();
+  absl::StatusOr<std::unique_ptr<DatasetStore>> store =
+      OpenPostgresDatasetStore(location + "?options=-c%20lock_timeout%3D300");
+  ASSERT_TRUE(store.ok()) << store.status();
+  v1::Run run;
+  run.set_num_classes(2);
+  for (const char* name : {"r", "s"}) {
+    run.set_name(name);
+    ASSERT_TRUE((*store)->CreateRun(run).ok());
+  }
+  absl::Status s = PgExec(location, "CREATE TABLE lock_test_release (x int)");
+  ASSERT_TRUE(s.ok()) << s;
+  absl::Status held;
+  std::thread holder([&] {
+    held = PgExec(location,
+                  "BEGIN; SELECT 1 FROM cbloss_runs WHERE name = 'r' FOR "
+                  "UPDATE; DO $$ BEGIN FOR i IN 1..6000 LOOP EXIT WHEN EXISTS "
+                  "(SELECT 1 FROM lock_test_release); PERFORM pg_sleep(0.01); "
+                  "END LOOP; END $$; COMMIT");
+  });
+  // The holder sleeps in its loop only once it has the row lock (the
+  // activity view is a per-transaction snapshot unless cleared).
+  s = PgExec(location,
+             "DO $$ BEGIN FOR i IN 1..3000 LOOP IF EXISTS (SELECT 1 FROM "
+             "pg_stat_activity WHERE datname = current_database() AND "
+             "wait_event = 'PgSleep' AND query LIKE '%lock_test_release%' "
+             "AND pid <> pg_backend_pid()) THEN RETURN; END IF; PERFORM "
+             "pg_stat_clear_snapshot(); PERFORM pg_sleep(0.01); END LOOP; "
+             "RAISE EXCEPTION 'no holder'; END $$");
+  RunUpdate first;
+  first.name = "s";
+  first.requests = 1;
+  first.seen_counts = {1, 1};
+  RunUpdate second = first;
+  second.name = "r";
+  absl::Status batch = absl::OkStatus();
+  if (s.ok()) batch = (*store)->ApplyRunUpdates({first, second}).status();
+  absl::Status released =
+      PgExec(location, "INSERT INTO lock_test_release VALUES (1)");
+  holder.join();
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_TRUE(released.ok()) << released;
+  ASSERT_TRUE(held.ok()) << held;
+  ExpectError(batch, absl::StatusCode::kUnavailable, "lock timeout");
+  for (const char* name : {"r", "s"}) {
+    absl::StatusOr<v1::Run> got = (*store)->GetRun(name);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->version(), 1u) << name;
+    EXPECT_EQ(got->statistics().seen_counts(0), 0) << name;
+  }
+  // Once the lock is free, the same batch applies.
+  absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>> applied =
+      (*store)->ApplyRunUpdates({first, second});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  for (const auto& result : *applied) {
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->version(), 2u);
+  }
+}
+
 TEST_F(PostgresDatasetStoreTest, CorruptRunRecordIsDataLossNotACrash) {
   std::unique_ptr<DatasetStore> store = MustOpen();
   ASSERT_NE(store, nullptr);
