@@ -5,6 +5,8 @@
 // as a cbloss.v1.ComputeLossRequest runs through ComputeLossResponseFor, with
 // inline class counts and, when the request names a dataset, against a fixed
 // in-memory dataset. GetClassWeights runs on the same source and config.
+// A request naming a run also runs against a run view made up from the
+// input (LOSS.md section 11), and its accumulated update is checked.
 //
 // Besides ASan/UBSan, it aborts when an OK response breaks the contract of
 // LOSS.md section 7 and API.md: a non-finite loss or gradient, wrong output
@@ -178,6 +180,63 @@ void Run(const ComputeLossRequest& request,
   }
 }
 
+// With a run: statistics derived from the request (C from its logits), the
+// run's dataset the request's if it names one. An OK accumulating request
+// must give an update of the right sizes with finite, non-negative P and Q
+// increments and no more seen samples than rows.
+void RunOnRun(const ComputeLossRequest& request) {
+  const int64_t claimed = cbloss::server::ClaimedElements(request);
+  if (claimed < 0) return;
+  const int classes = static_cast<int>(request.logits().shape(1));
+  cbloss::server::RunView run;
+  run.name = request.run();
+  run.num_classes = classes;
+  run.version = 1 + request.run().size();
+  for (int j = 0; j < classes; ++j) {
+    run.seen_counts.push_back((j * 7 + static_cast<int>(run.version)) % 5);
+    run.positive_gradient.push_back(0.37 * j);
+    run.negative_gradient.push_back(1.0 / (1 + j));
+  }
+  run.eqlv2_updates = static_cast<int64_t>(run.version % 3);
+  std::shared_ptr<const cbloss::v1::Dataset> dataset;
+  if (request.source_case() == ComputeLossRequest::kDataset) {
+    const cbloss::v1::Dataset& d = DatasetFor(request.dataset());
+    run.dataset = d.name();
+    dataset =
+        std::shared_ptr<const cbloss::v1::Dataset>(std::shared_ptr<void>(), &d);
+  }
+  absl::StatusOr<cbloss::server::Computation> c =
+      cbloss::server::ResolveComputation(request, dataset, &run);
+  if (!c.ok()) {
+    if (c.status().message().empty()) Fail(request, "error without a message");
+    return;
+  }
+  ComputeLossResponse response;
+  cbloss::RunUpdate update;
+  const absl::Status s = cbloss::server::RunComputation(
+      *c, {}, &response, /*detached=*/nullptr, &update);
+  if (!s.ok()) return;
+  if (response.run_version() != run.version) Fail(request, "run_version");
+  if (!request.accumulate()) return;
+  if (update.requests != 1 || update.name != run.name) {
+    Fail(request, "update without its request");
+  }
+  int64_t seen = update.background_seen;
+  for (int64_t n : update.seen_counts) {
+    if (n < 0) Fail(request, "negative seen count");
+    seen += n;
+  }
+  if (seen > request.labels_size()) Fail(request, "more seen than rows");
+  for (const auto* v : {&update.positive_gradient, &update.negative_gradient}) {
+    if (!v->empty() && static_cast<int>(v->size()) != classes) {
+      Fail(request, "P/Q increment without C entries");
+    }
+    for (double x : *v) {
+      if (!std::isfinite(x) || x < 0) Fail(request, "P/Q increment");
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -189,5 +248,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (request.source_case() == ComputeLossRequest::kDataset) {
     Run(request, &DatasetFor(request.dataset()));
   }
+  if (!request.run().empty()) RunOnRun(request);
   return 0;
 }
