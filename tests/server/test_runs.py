@@ -60,15 +60,15 @@ def run_request(run, labels, classes, seed=0, accumulate=True, config=None, **fi
     return req
 
 
-def create_run(stub, name, dataset="", num_classes=0, defaults=None, metadata=None):
+def create_run(stub, name, dataset="", num_classes=0, defaults=None, metadata=None, timeout=T):
     run = pb.Run(name=name, dataset=dataset, num_classes=num_classes)
     if defaults is not None:
         run.defaults.CopyFrom(defaults)
-    return stub.CreateRun(pb.CreateRunRequest(run=run), timeout=T, metadata=metadata)
+    return stub.CreateRun(pb.CreateRunRequest(run=run), timeout=timeout, metadata=metadata)
 
 
-def get_run(stub, name, metadata=None):
-    return stub.GetRun(pb.GetRunRequest(name=name), timeout=T, metadata=metadata)
+def get_run(stub, name, metadata=None, timeout=T):
+    return stub.GetRun(pb.GetRunRequest(name=name), timeout=timeout, metadata=metadata)
 
 
 def add_labels(seen, background, labels, classes, ignore_index=-100):
@@ -453,7 +453,8 @@ class RunsApiTest(SharedServerTestCase):
         self.stub.PutDataset(pb.PutDatasetRequest(dataset=pb.Dataset(
             name="used", class_counts=[9, 3, 1])), timeout=T)
         create_run(self.stub, "user", dataset="used")
-        self.assertStatus(PRECONDITION, "dataset 'used' is used by run 'user'; delete its runs first",
+        self.assertStatus(PRECONDITION,
+                          "dataset 'used' is used by run 'user'; delete its runs first",
                           self.stub.DeleteDataset, pb.DeleteDatasetRequest(name="used"))
         self.assertStatus(
             PRECONDITION,
@@ -520,7 +521,8 @@ class RunsApiTest(SharedServerTestCase):
         self.assertEqual(len(responses), len(plan))
         want_versions = [2, None, 3, 3, None, None, 4]
         for i, ((req, code, message), resp) in enumerate(zip(plan, responses)):
-            self.assertEqual((resp.error_code, resp.error_message), (code, message), "response %d" % i)
+            self.assertEqual((resp.error_code, resp.error_message), (code, message),
+                             "response %d" % i)
             if code == 0:
                 self.assertEqual(resp.run_version, want_versions[i], "response %d" % i)
         run = get_run(self.stub, "streamed")
@@ -616,9 +618,9 @@ class RunsAccessTest(ServerTestCase):
 class RunsRestartTest(ServerTestCase):
 
     def test_graceful_restart_keeps_runs(self):
-        # A flush interval far longer than the test: only the flush of the
-        # graceful stop can have written the statistics.
-        server = self.start_server(extra_flags=["--run_flush_interval_ms=60000"])
+        # The longest flush interval (500 ms), and the stop right after the
+        # last updates: the flush of the graceful stop must write them.
+        server = self.start_server(extra_flags=["--run_flush_interval_ms=500"])
         stub = server.stub
         stub.PutDataset(pb.PutDatasetRequest(dataset=pb.Dataset(
             name="base", class_counts=[7, 5, 3])), timeout=T)
