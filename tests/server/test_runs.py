@@ -113,6 +113,37 @@ def ref_seesaw_mean(logits, labels, counts, p=0.8, q=2.0, eps=0.01, ignore_index
     return total / rows if rows else 0.0
 
 
+def eqlv2_step(state, logits, labels, gamma=12.0, mu=0.8, alpha=4.0, ignore_index=-100):
+    """One EQL_V2 request in float64 (LOSS.md section 10), s_i = 1, MEAN:
+    the weights from the run's P, Q, updates before it; returns (loss, the
+    state after it accumulated: P_j += sum e g t, Q_j += sum e g (1 - t)
+    over the rows not ignored, background included, updates + 1)."""
+    P, Q, updates = state
+    z = np.asarray(logits, dtype=np.float32).astype(np.float64)
+    C = z.shape[1]
+    r = np.full(C, 100.0) if updates == 0 else P / (Q + 1e-10)
+    x = gamma * (r - mu)
+    q = np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))),
+                 np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+    p = 1.0 + alpha * (1.0 - q)
+    P, Q = P.copy(), Q.copy()
+    total, rows = 0.0, 0
+    for i, y in enumerate(labels):
+        if y == ignore_index:
+            continue
+        t = np.zeros(C)
+        if y < C:
+            t[y] = 1.0
+        e = p * t + q * (1.0 - t)
+        softplus = np.maximum(z[i], 0.0) + np.log1p(np.exp(-np.abs(z[i])))
+        total += np.sum(e * (softplus - t * z[i]))
+        rows += 1
+        g = np.abs(1.0 / (1.0 + np.exp(-z[i])) - t)
+        P += e * g * t
+        Q += e * g * (1.0 - t)
+    return (total / rows if rows else 0.0), (P, Q, updates + 1)
+
+
 def assert_statistics(test, run, seen, background, version, where=""):
     """The run's seen counts, background count and version are exactly these;
     P, Q are C zeros (no EQL_V2 updates)."""
@@ -448,6 +479,49 @@ class RunsApiTest(SharedServerTestCase):
             config=seesaw_config()), timeout=T)
         want = ref_seesaw_mean(z, [0, 1, 2, 3, 0], [1, 1, 1000, 1000])
         self.assertLessEqual(abs(resp.loss - want), 1e-5 * abs(want) + 1e-6)
+
+    def test_eqlv2_sequence_matches_the_reference(self):
+        """One caller's sequence of EQL_V2 requests (LOSS.md section 11,
+        "Determinism"): each loss from P and Q before it, then P, Q and
+        eqlv2_updates as the float64 reference accumulates them; requests
+        without accumulate use the statistics and leave them alone."""
+        C = 5
+        create_run(self.stub, "eqlv2", num_classes=C)
+        state = (np.zeros(C), np.zeros(C), 0)
+        seen, background, version = [0] * C, 0, 1
+        rng = np.random.default_rng(11)
+        config = pb.LossConfig(loss_type=pb.LOSS_TYPE_EQL_V2, reduction=pb.REDUCTION_MEAN)
+        for k in range(16):
+            labels = rng.integers(0, C + 1, size=8).tolist()  # background included
+            labels[0] = -100
+            z = make_logits(len(labels), C, 300 + k)
+            accumulate = k % 4 != 3
+            want, after = eqlv2_step(state, z, labels)
+            resp = self.stub.ComputeLoss(pb.ComputeLossRequest(
+                run="eqlv2", accumulate=accumulate, logits=tensor_f32(z), labels=labels,
+                config=config), timeout=T)
+            self.assertLessEqual(abs(resp.loss - want), 1e-5 * abs(want) + 1e-6,
+                                 "request %d: loss %.10g, want %.10g" % (k, resp.loss, want))
+            if accumulate:
+                state, version = after, version + 1
+                background = add_labels(seen, background, labels, C)
+            self.assertEqual(resp.run_version, version)
+            run = get_run(self.stub, "eqlv2")
+            assert_statistics(self, run, seen, background, version, "request %d" % k)
+            self.assertEqual(run.statistics.eqlv2_updates, state[2])
+            np.testing.assert_allclose(list(run.statistics.positive_gradient), state[0],
+                                       rtol=1e-5, atol=1e-9, err_msg="P after %d" % k)
+            np.testing.assert_allclose(list(run.statistics.negative_gradient), state[1],
+                                       rtol=1e-5, atol=1e-9, err_msg="Q after %d" % k)
+        # Other accumulating loss types add labels, not P and Q.
+        before = get_run(self.stub, "eqlv2").statistics
+        self.stub.ComputeLoss(run_request("eqlv2", [0, 1, 5], C), timeout=T)
+        run = get_run(self.stub, "eqlv2")
+        self.assertEqual(run.statistics.eqlv2_updates, state[2])
+        self.assertEqual(list(run.statistics.positive_gradient), list(before.positive_gradient))
+        self.assertEqual(list(run.statistics.negative_gradient), list(before.negative_gradient))
+        background = add_labels(seen, background, [0, 1, 5], C)
+        assert_statistics(self, run, seen, background, version + 1)
 
     def test_datasets_used_by_runs(self):
         self.stub.PutDataset(pb.PutDatasetRequest(dataset=pb.Dataset(

@@ -17,7 +17,8 @@ import grpc
 import numpy as np
 
 from server_fixture import RPC_TIMEOUT_S, ServerTestCase, pb, pb_grpc, tensor_f32
-from test_runs import add_labels, create_run, get_run, make_logits, seesaw_config
+from test_runs import (add_labels, create_run, eqlv2_step, get_run, make_logits,
+                       seesaw_config)
 
 T = RPC_TIMEOUT_S
 CRASH_LOSS_BOUND_S = 1.0  # LOSS.md section 11: at most the last second
@@ -63,33 +64,6 @@ class Caller(threading.Thread):
         if self.error is not None and not self.stopping.is_set():
             return self.error
         return None
-
-
-def eqlv2_step(state, logits, labels, gamma=12.0, mu=0.8, alpha=4.0, ignore_index=-100):
-    """One accumulating EQL_V2 request in float64 (LOSS.md section 10), s_i = 1:
-    the weights from P, Q, updates before it, then P_j += sum e g t and
-    Q_j += sum e g (1 - t) over the rows not ignored (background included)."""
-    P, Q, updates = state
-    z = np.asarray(logits, dtype=np.float32).astype(np.float64)
-    C = z.shape[1]
-    r = np.full(C, 100.0) if updates == 0 else P / (Q + 1e-10)
-    x = gamma * (r - mu)
-    q = np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))),
-                 np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
-    p = 1.0 + alpha * (1.0 - q)
-    P, Q = P.copy(), Q.copy()
-    for i, y in enumerate(labels):
-        if y == ignore_index:
-            continue
-        t = np.zeros(C)
-        if y < C:
-            t[y] = 1.0
-        e = p * t + q * (1.0 - t)
-        sig = 1.0 / (1.0 + np.exp(-z[i]))
-        g = np.abs(sig - t)
-        P += e * g * t
-        Q += e * g * (1.0 - t)
-    return P, Q, updates + 1
 
 
 class RunsDurabilityTest(ServerTestCase):
@@ -209,8 +183,8 @@ class RunsDurabilityTest(ServerTestCase):
                 seen, background, P, Q, updates = prefix[-1]
                 seen = list(seen)
                 background = add_labels(seen, background, labels_of(i), C)
-                P, Q, updates = eqlv2_step((P, Q, updates), make_logits(3, C, 5000 + i),
-                                           labels_of(i))
+                _, (P, Q, updates) = eqlv2_step((P, Q, updates),
+                                                make_logits(3, C, 5000 + i), labels_of(i))
                 prefix.append((seen, background, P, Q, updates))
             return prefix[m]
 
