@@ -16,6 +16,7 @@ import unittest
 import grpc
 import numpy as np
 
+from prod_support import bearer, write_token
 from server_fixture import (RPC_TIMEOUT_S, ServerTestCase, SharedServerTestCase, pb,
                             tensor_f32)
 
@@ -608,18 +609,10 @@ class RunsApiTest(SharedServerTestCase):
 # ---------------------------------------------------------------------------
 
 
-def _bearer(token):
-    return (("authorization", "Bearer " + token),)
-
-
 class RunsAccessTest(ServerTestCase):
 
     def token_file(self, name, token):
-        path = os.path.join(self.tmpdir(), name)
-        with open(path, "w") as f:
-            f.write(token + "\n")
-        os.chmod(path, 0o600)
-        return path
+        return write_token(os.path.join(self.tmpdir(), name), token)
 
     def assertCode(self, code, fn, *args, **kwargs):
         return self.assertRpcError(code, fn, *args, **kwargs)
@@ -627,11 +620,11 @@ class RunsAccessTest(ServerTestCase):
     def test_admin_token_only(self):
         server = self.start_server(extra_flags=[
             "--admin_token_file=" + self.token_file("admin", ADMIN_TOKEN)])
-        stub, admin = server.stub, _bearer(ADMIN_TOKEN)
+        stub, admin = server.stub, bearer(ADMIN_TOKEN)
         unauth = grpc.StatusCode.UNAUTHENTICATED
         self.assertCode(unauth, create_run, stub, "guarded", num_classes=3)
         self.assertCode(unauth, create_run, stub, "guarded", num_classes=3,
-                        metadata=_bearer(COMPUTE_TOKEN))
+                        metadata=bearer(COMPUTE_TOKEN))
         self.assertCode(NOT_FOUND, get_run, stub, "guarded")
         create_run(stub, "guarded", num_classes=3, metadata=admin)
         # Reads and non-accumulating computations stay open.
@@ -642,15 +635,17 @@ class RunsAccessTest(ServerTestCase):
         # Accumulating changes state: it needs a token even here.
         self.assertCode(unauth, stub.ComputeLoss, run_request("guarded", [0, 1], 3))
         self.assertCode(unauth, stub.ComputeLoss, run_request("guarded", [0, 1], 3),
-                        metadata=_bearer(COMPUTE_TOKEN))
-        # In a stream: refused in-band or as the stream's status.
-        try:
-            responses = list(stub.StreamLoss(iter([run_request("guarded", [0, 1], 3)]),
-                                             timeout=T))
-            self.assertEqual(len(responses), 1)
-            self.assertEqual(responses[0].error_code, unauth.value[0])
-        except grpc.RpcError as e:
-            self.assertEqual(e.code(), unauth, e.details())
+                        metadata=bearer(COMPUTE_TOKEN))
+        # In a stream: the accumulating request is refused in-band, the
+        # others are answered.
+        responses = list(stub.StreamLoss(iter([
+            run_request("guarded", [0, 1], 3, accumulate=False),
+            run_request("guarded", [0, 1], 3),
+            run_request("guarded", [2], 3, accumulate=False)]), timeout=T))
+        self.assertEqual([r.error_code for r in responses], [0, unauth.value[0], 0])
+        self.assertEqual(responses[1].error_message,
+                         "this method needs an 'authorization: Bearer <token>' header")
+        self.assertEqual([r.run_version for r in (responses[0], responses[2])], [1, 1])
         assert_statistics(self, get_run(stub, "guarded"), [0, 0, 0], 0, 1)
         self.assertEqual(stub.ComputeLoss(run_request("guarded", [0, 1], 3), timeout=T,
                                           metadata=admin).run_version, 2)
@@ -662,7 +657,7 @@ class RunsAccessTest(ServerTestCase):
         server = self.start_server(extra_flags=[
             "--admin_token_file=" + self.token_file("admin", ADMIN_TOKEN),
             "--compute_token_file=" + self.token_file("compute", COMPUTE_TOKEN)])
-        stub, admin, compute = server.stub, _bearer(ADMIN_TOKEN), _bearer(COMPUTE_TOKEN)
+        stub, admin, compute = server.stub, bearer(ADMIN_TOKEN), bearer(COMPUTE_TOKEN)
         denied, unauth = grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED
         self.assertCode(denied, create_run, stub, "locked", num_classes=2, metadata=compute)
         self.assertCode(unauth, create_run, stub, "locked", num_classes=2)
