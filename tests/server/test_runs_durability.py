@@ -233,8 +233,9 @@ class RunsDurabilityTest(ServerTestCase):
         request i of caller c has labels [3c + i % 3, 3c + (i // 3) % 3], and
         caller 0 adds a background label: after each SIGKILL, each caller's
         classes hold exactly a prefix of its requests, and the prefixes add
-        up to version - 1."""
-        server = self.start_server()
+        up to version - 1. With a flush interval of 250 ms (a crash may lose
+        about that plus one commit), the one-second bound is tighter."""
+        server = self.start_server(extra_flags=["--run_flush_interval_ms=250"])
         callers, C = 3, 9
         create_run(server.stub, "shared-kill", num_classes=C)
 
