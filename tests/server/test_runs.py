@@ -146,8 +146,7 @@ def eqlv2_step(state, logits, labels, gamma=12.0, mu=0.8, alpha=4.0, ignore_inde
 
 
 def assert_statistics(test, run, seen, background, version, where=""):
-    """The run's seen counts, background count and version are exactly these;
-    P, Q are C zeros (no EQL_V2 updates)."""
+    """The run's seen counts, background count and version are exactly these."""
     stats = run.statistics
     test.assertEqual(list(stats.seen_counts), list(seen), where)
     test.assertEqual(stats.background_seen, background, where)
