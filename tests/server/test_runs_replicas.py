@@ -182,6 +182,74 @@ class RunsReplicasTest(ServerTestCase):
         late = self.start_replicas(1)[0]
         self.assertTrue(exact(late))
 
+    def test_sigkill_of_one_replica_loses_none_of_the_others_updates(self):
+        """A and B accumulate on classes of their own (one label per request:
+        A class 0, B class 1); A is SIGKILLed in the middle: every update B
+        acknowledged is kept, A keeps at least those acknowledged more than a
+        second before the kill, and the version counts both."""
+        a, b = self.start_replicas()
+        create_run(a.stub, "crash", num_classes=2)
+        self.wait_for("run on B", lambda: self.run_or_none(b, "crash") is not None)
+        acks = {0: [], 1: []}
+        stop = threading.Event()
+        errors = []
+
+        def work(server, label):
+            channel = grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)])
+            stub = pb_grpc.LossServiceStub(channel)
+            req = pb.ComputeLossRequest(run="crash", accumulate=True, labels=[label],
+                                        config=seesaw_config(),
+                                        logits=tensor_f32(make_logits(1, 2, label)))
+            try:
+                while not stop.is_set():
+                    try:
+                        stub.ComputeLoss(req, timeout=T)
+                    except grpc.RpcError as e:
+                        if label == 1 or not killing.is_set():
+                            errors.append("%d: %s %s" % (label, e.code(), e.details()))
+                        return
+                    acks[label].append(time.monotonic())
+            finally:
+                channel.close()
+
+        killing = threading.Event()
+        threads = [threading.Thread(target=work, args=(s, k)) for k, s in enumerate((a, b))]
+        for t in threads:
+            t.start()
+        time.sleep(2.0)
+        killing.set()
+        kill_time = time.monotonic()
+        a.kill()
+        time.sleep(0.3)
+        stop.set()
+        for t in threads:
+            t.join(60)
+            self.assertFalse(t.is_alive())
+        done = time.monotonic()
+        self.assertEqual(errors, [])
+        a_must_have = len([at for at in acks[0] if at < kill_time - 1.0])
+        self.assertGreater(a_must_have, 0)
+
+        def settled(server):
+            run = get_run(server.stub, "crash")
+            seen = list(run.statistics.seen_counts)
+            return seen[1] == len(acks[1]) and run.version == 1 + sum(seen)
+        took = self.wait_for("B's updates, flushed", lambda: settled(b), since=done)
+        self.assertLessEqual(took, PROPAGATION_BOUND_S)
+        a.start()
+        for s in (a, b):
+            self.wait_for("%s agrees" % s.name, lambda s=s: settled(s))
+        run = get_run(a.stub, "crash")
+        seen = list(run.statistics.seen_counts)
+        sys.stderr.write("SIGKILL of replica A: A acknowledged %d (%d more than 1 s before the "
+                         "kill), kept %d; B acknowledged %d, kept %d\n"
+                         % (len(acks[0]), a_must_have, seen[0], len(acks[1]), seen[1]))
+        self.assertGreaterEqual(seen[0], a_must_have)
+        self.assertLessEqual(seen[0], len(acks[0]) + 1)
+        self.assertEqual(seen[1], len(acks[1]))
+        self.assertEqual(run.version, 1 + seen[0] + seen[1])
+        self.assertEqual(get_run(b.stub, "crash"), run)
+
     def test_run_on_a_dataset_across_replicas(self):
         a, b = self.start_replicas()
         a.stub.PutDataset(pb.PutDatasetRequest(dataset=pb.Dataset(
