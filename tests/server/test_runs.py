@@ -287,7 +287,7 @@ class RunsApiTest(SharedServerTestCase):
                           pb.DeleteRunRequest(name="absent", expected_version=1))
 
     def test_list_runs_page_sizes(self):
-        names = ["page-%04d" % i for i in range(105)]
+        names = ["page-%04d" % i for i in range(1001)]
         for name in names:
             create_run(self.stub, name, num_classes=1)
         try:
@@ -296,17 +296,24 @@ class RunsApiTest(SharedServerTestCase):
             self.assertNotEqual(first.next_page_token, "")
             listed, token = [], ""
             while True:
-                page = self.stub.ListRuns(pb.ListRunsRequest(page_size=40, page_token=token),
+                page = self.stub.ListRuns(pb.ListRunsRequest(page_size=400, page_token=token),
                                           timeout=T)
-                self.assertLessEqual(len(page.runs), 40)
+                self.assertLessEqual(len(page.runs), 400)
                 listed += [r.name for r in page.runs]
                 token = page.next_page_token
                 if not token:
                     break
             self.assertEqual([n for n in listed if n.startswith("page-")], names)
             self.assertEqual(listed, sorted(listed))
+            # page_size above the maximum (1000) gets 1000.
             big = self.stub.ListRuns(pb.ListRunsRequest(page_size=5000), timeout=T)
-            self.assertEqual([r.name for r in big.runs if r.name.startswith("page-")], names)
+            self.assertEqual(len(big.runs), 1000)
+            self.assertNotEqual(big.next_page_token, "")
+            rest = self.stub.ListRuns(pb.ListRunsRequest(page_size=5000,
+                                                         page_token=big.next_page_token),
+                                      timeout=T)
+            self.assertEqual([r.name for r in list(big.runs) + list(rest.runs)
+                              if r.name.startswith("page-")], names)
         finally:
             for name in names:
                 self.stub.DeleteRun(pb.DeleteRunRequest(name=name), timeout=T)
