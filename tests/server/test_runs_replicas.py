@@ -2,9 +2,14 @@
 "an update acknowledged by one replica is seen by requests on every replica
 within 2 seconds"). Each test starts its own PostgreSQL
 (tests/store/pg_server.py) and two cbloss-server processes on it. The
-measured propagation times are printed and asserted <= 2 s."""
+measured propagation times are printed and asserted <= 2 s. Also: both
+replicas accumulating at once lose nothing, a SIGKILLed replica loses none
+of the other's updates, and a stalled store (a lock held on the runs table)
+holds accumulating requests back instead of piling up what a crash could
+lose."""
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -17,7 +22,7 @@ from test_runs import (add_labels, create_run, get_run, make_logits, ref_seesaw_
                        seesaw_config)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "store"))
-from pg_server import PgServer  # noqa: E402
+from pg_server import PG_BIN, PgServer  # noqa: E402
 
 PROPAGATION_BOUND_S = 2.0  # LOSS.md section 11
 POLL_TIMEOUT_S = 15.0  # overall bound of each wait (failures show the real time)
@@ -249,6 +254,86 @@ class RunsReplicasTest(ServerTestCase):
         self.assertEqual(seen[1], len(acks[1]))
         self.assertEqual(run.version, 1 + seen[0] + seen[1])
         self.assertEqual(get_run(b.stub, "crash"), run)
+
+    def test_a_stalled_store_holds_accumulating_requests_back(self):
+        """While another session holds a lock on the runs table, commits
+        stall: after the lag bound (500 ms) accumulating requests wait
+        instead of piling up updates a crash could lose; requests that do not
+        accumulate are still answered. Once the lock goes, everything
+        acknowledged is written."""
+        (a,) = self.start_replicas(1)
+        create_run(a.stub, "slow", num_classes=2)
+        acks, reads, errors = [], [], []
+        stop = threading.Event()
+
+        def work(accumulate, times):
+            channel = grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)])
+            stub = pb_grpc.LossServiceStub(channel)
+            req = pb.ComputeLossRequest(run="slow", accumulate=accumulate, labels=[0],
+                                        config=seesaw_config(),
+                                        logits=tensor_f32(make_logits(1, 2, 0)))
+            try:
+                while not stop.is_set():
+                    try:
+                        stub.ComputeLoss(req, timeout=T)
+                    except grpc.RpcError as e:
+                        errors.append("%s %s" % (e.code(), e.details()))
+                        return
+                    times.append(time.monotonic())
+                    if not accumulate:
+                        time.sleep(0.01)
+            finally:
+                channel.close()
+
+        threads = [threading.Thread(target=work, args=(True, acks)),
+                   threading.Thread(target=work, args=(False, reads))]
+        for t in threads:
+            t.start()
+        psql = subprocess.Popen([os.path.join(PG_BIN, "psql"), "-X", "-q", "-v",
+                                 "ON_ERROR_STOP=1", self.dsn],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+        def close_psql():
+            psql.kill()
+            psql.communicate()
+        self.addCleanup(close_psql)
+        try:
+            time.sleep(0.5)
+            psql.stdin.write("BEGIN;\nLOCK TABLE cbloss_runs IN ACCESS EXCLUSIVE MODE;\n"
+                             "\\echo locked\n")
+            psql.stdin.flush()
+            self.assertEqual(psql.stdout.readline().strip(), "locked")
+            locked = time.monotonic()
+            time.sleep(3.0)
+            psql.stdin.write("COMMIT;\n\\q\n")
+            psql.stdin.flush()
+            unlocked = time.monotonic()
+            self.assertEqual(psql.wait(30), 0)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(60)
+        self.assertEqual(errors, [])
+        held = [at for at in acks if locked + 1.2 < at < unlocked]
+        answered = [at for at in reads if locked + 1.2 < at < unlocked]
+        sys.stderr.write("stalled store: %d updates acknowledged before the lock, %d in its "
+                         "first 1.2 s, %d later while it lasted, %d after; %d reads while "
+                         "held\n" % (len([at for at in acks if at < locked]),
+                                     len([at for at in acks if locked <= at <= locked + 1.2]),
+                                     len(held), len([at for at in acks if at >= unlocked]),
+                                     len(answered)))
+        self.assertEqual(held, [], "accumulating requests were acknowledged while the "
+                         "store had been stalled for more than 1.2 s")
+        self.assertGreater(len(answered), 0)
+        self.assertGreater(len([at for at in acks if at > unlocked]), 0)
+        self.wait_for("every update applied",
+                      lambda: get_run(a.stub, "slow").version == 1 + len(acks))
+        a.stop()
+        a.start()
+        run = get_run(a.stub, "slow")
+        self.assertEqual((run.version, list(run.statistics.seen_counts)),
+                         (1 + len(acks), [len(acks), 0]))
 
     def test_run_on_a_dataset_across_replicas(self):
         a, b = self.start_replicas()
