@@ -38,6 +38,7 @@ class Caller(threading.Thread):
         self.acks = []  # (index, run_version, time.monotonic() of the answer)
         self.error = None  # (index, code, details) of the failed call
         self.stopping = threading.Event()  # set before the server is stopped
+        self.error_before_stop = False
 
     def run(self):
         channel = grpc.insecure_channel(self.target, options=[("grpc.enable_retries", 0)])
@@ -49,6 +50,7 @@ class Caller(threading.Thread):
                     resp = stub.ComputeLoss(self.requests(i), timeout=T)
                 except grpc.RpcError as e:
                     self.error = (i, e.code(), e.details())
+                    self.error_before_stop = not self.stopping.is_set()
                     return
                 self.acks.append((i, resp.run_version, time.monotonic()))
                 i += 1
@@ -61,9 +63,7 @@ class Caller(threading.Thread):
 
     def unexpected_error(self):
         """The error, if it came before the server was stopped."""
-        if self.error is not None and not self.stopping.is_set():
-            return self.error
-        return None
+        return self.error if self.error_before_stop else None
 
 
 class RunsDurabilityTest(ServerTestCase):
