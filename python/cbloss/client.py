@@ -278,8 +278,8 @@ class Client:
         """The stub that sends ComputeLossRequest `request`: an accumulating
         one goes over the channel without retries (opened here on first use),
         any other over the main channel."""
-        if not request.accumulate:
-            return self._stub
+        if not request.accumulate or self._channel is None:
+            return self._stub  # (after close(): fails as a closed channel does)
         with self._no_retry_lock:
             if self._no_retry_stub is None:
                 self._no_retry_channel = self._open_channel(
@@ -444,19 +444,20 @@ class Client:
         return Run.from_proto(self._call(self._stub.GetRun, pb.GetRunRequest(name=name), timeout))
 
     def list_runs(self, dataset=None, *, page_size=0, timeout=None):
-        """Every run (those of `dataset` if given), ordered by name; fetches
-        pages of `page_size` (0 = server default) as the iteration goes."""
+        """A list of every run (those of `dataset` if given), ordered by name,
+        read in pages of `page_size` (0 = server default); `timeout` bounds
+        each page's call."""
+        runs = []
         token = ""
         while True:
             request = pb.ListRunsRequest(page_size=page_size, page_token=token)
             if dataset is not None:
                 request.dataset = dataset
             page = self._call(self._stub.ListRuns, request, timeout)
-            for run in page.runs:
-                yield Run.from_proto(run)
+            runs.extend(Run.from_proto(run) for run in page.runs)
             token = page.next_page_token
             if not token:
-                return
+                return runs
 
     def delete_run(self, name, expected_version=None, *, timeout=None):
         """Deletes run `name` (NOT_FOUND if absent; ABORTED if not at

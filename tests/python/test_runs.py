@@ -265,7 +265,8 @@ class RunsTest(ServerTestCase):
         with self.assertRaises(cbloss.CblossError) as caught:
             self.client.compute_loss(logits, [0, 1], run="five", accumulate=True)
         self.assertEqual(caught.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
-        self.assertEqual(caught.exception.details, "logits.shape[1] = 4 but run 'five' has 5 classes")
+        self.assertEqual(caught.exception.details,
+                         "logits.shape[1] = 4 but run 'five' has 5 classes")
         self.assertEqual(self.client.get_run("five").version, 1)  # a failed request changes nothing
 
     def test_local_argument_errors(self):
