@@ -1,10 +1,12 @@
 // Copyright 2026 The cbloss Authors.
 //
-// cbloss-bench: the two benchmarks of docs/PERFORMANCE.md.
+// cbloss-bench: the benchmarks of docs/PERFORMANCE.md and docs/RUNS.md.
 //
 //   cbloss-bench kernels --json   loss + gradient engine vs memcpy
 //   cbloss-bench service --json   ComputeLoss through cbloss-server vs a
 //                                 bare gRPC echo of the same byte sizes
+//   cbloss-bench runs --json      accumulating ComputeLoss on a run vs the
+//                                 same request without it (docs/RUNS.md)
 //
 // Each prints one JSON array of records (or a table without --json).
 
@@ -31,6 +33,7 @@ struct BenchOptions {
 
 int RunKernels(const BenchOptions& options);
 int RunService(const BenchOptions& options);
+int RunRuns(const BenchOptions& options);
 
 }  // namespace cbloss::bench
 

@@ -27,10 +27,10 @@ ABSL_FLAG(std::string, loss, "",
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "cbloss-bench kernels|service [--json] [--quick] [--server=PATH]");
+      "cbloss-bench kernels|service|runs [--json] [--quick] [--server=PATH]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
-    std::fprintf(stderr, "usage: %s kernels|service [--json] [--quick]\n",
+    std::fprintf(stderr, "usage: %s kernels|service|runs [--json] [--quick]\n",
                  argv[0]);
     return 2;
   }
@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
   const std::string what = args[1];
   if (what == "kernels") return cbloss::bench::RunKernels(options);
   if (what == "service") return cbloss::bench::RunService(options);
-  std::fprintf(stderr, "unknown benchmark '%s': kernels or service\n",
+  if (what == "runs") return cbloss::bench::RunRuns(options);
+  std::fprintf(stderr, "unknown benchmark '%s': kernels, service or runs\n",
                what.c_str());
   return 2;
 }

@@ -290,7 +290,97 @@ bool RunSize(const BenchOptions& options, const Size& size, bool bf16,
   return true;
 }
 
+// Accumulating ComputeLoss on a run vs the same request without the run,
+// one caller (p50) and 8 callers on the one run (throughput): the cost of
+// LOSS.md section 11's bookkeeping (docs/RUNS.md).
+bool RunAccumulate(const BenchOptions& options, const Size& size,
+                   v1::LossType loss_type, v1::LossService::Stub* stub,
+                   std::string* json) {
+  const std::string run_name =
+      absl::StrCat("bench-", size.batch, "x", size.classes);
+  {
+    v1::CreateRunRequest create;
+    create.mutable_run()->set_name(run_name);
+    create.mutable_run()->set_num_classes(static_cast<int>(size.classes));
+    grpc::ClientContext context;
+    v1::Run run;
+    if (const grpc::Status s = stub->CreateRun(&context, create, &run);
+        !s.ok()) {
+      std::fprintf(stderr, "CreateRun failed: %s\n", s.error_message().c_str());
+      return false;
+    }
+  }
+  v1::ComputeLossRequest plain =
+      MakeRequest(size.batch, size.classes, /*bf16=*/false, loss_type);
+  v1::ComputeLossRequest accumulating = plain;
+  accumulating.set_run(run_name);
+  accumulating.set_accumulate(true);
+  if (loss_type == v1::LOSS_TYPE_EQL_V2) {
+    plain.set_run(run_name);  // EQL_V2 always reads a run
+  }
+  const int calls = options.quick ? 3 : size.calls;
+  const Latency a = Measure(stub, plain, calls);
+  const Latency b = Measure(stub, accumulating, calls);
+  if (!a.ok || !b.ok) return false;
+  const double seconds = options.quick ? 0.1 : 1.5;
+  const double plain_rps = Throughput(stub, plain, seconds);
+  const double accumulate_rps = Throughput(stub, accumulating, seconds);
+  if (plain_rps < 0 || accumulate_rps < 0) return false;
+  const std::string loss =
+      options.loss.empty() ? std::string("softmax") : options.loss;
+  if (options.json) {
+    absl::StrAppend(
+        json, json->size() > 1 ? ",\n" : "\n", "  {\"batch\": ", size.batch,
+        ", \"classes\": ", size.classes, ", \"loss\": \"", loss,
+        "\", \"plain_p50_us\": ", a.p50_us,
+        ", \"accumulate_p50_us\": ", b.p50_us,
+        ", \"p50_ratio\": ", b.p50_us / a.p50_us,
+        ", \"plain_rps_8_callers\": ", plain_rps,
+        ", \"accumulate_rps_8_callers_one_run\": ", accumulate_rps,
+        ", \"throughput_ratio\": ", accumulate_rps / plain_rps, "}");
+  } else {
+    std::printf("%6lld %6lld %10s %10.1f %10.1f %6.2f %9.0f %9.0f %6.2f\n",
+                static_cast<long long>(size.batch),
+                static_cast<long long>(size.classes), loss.c_str(), a.p50_us,
+                b.p50_us, b.p50_us / a.p50_us, plain_rps, accumulate_rps,
+                accumulate_rps / plain_rps);
+  }
+  return true;
+}
+
 }  // namespace
+
+int RunRuns(const BenchOptions& options) {
+  v1::LossType loss_type = v1::LOSS_TYPE_UNSPECIFIED;
+  if (!options.loss.empty() && !ParseLossType(options.loss, &loss_type)) {
+    std::fprintf(stderr, "unknown loss type '%s'\n", options.loss.c_str());
+    return 2;
+  }
+  testing::ServerProcessOptions server_options;
+  server_options.binary = ServerPath(options);
+  server_options.flags = {"--log_level=error"};
+  testing::ServerProcess server(server_options);
+  if (absl::Status s = server.Start(); !s.ok()) {
+    std::fprintf(stderr, "cannot start %s: %s\n", server_options.binary.c_str(),
+                 std::string(s.message()).c_str());
+    return 1;
+  }
+  std::unique_ptr<v1::LossService::Stub> stub = v1::LossService::NewStub(
+      Connect(server.port(), ParseArgs(options.grpc_args)));
+  const std::vector<Size> sizes = {{32, 10, 2000}, {256, 1000, 300}};
+  std::string json = "[";
+  if (!options.json) {
+    std::printf("%6s %6s %10s %10s %10s %6s %9s %9s %6s\n", "batch", "classes",
+                "loss", "plain_p50", "accum_p50", "ratio", "plain_rps8",
+                "accum_rps8", "ratio");
+  }
+  for (const Size& size : sizes) {
+    if (!Selected(options, size)) continue;
+    if (!RunAccumulate(options, size, loss_type, stub.get(), &json)) return 1;
+  }
+  if (options.json) std::printf("%s\n]\n", json.c_str());
+  return 0;
+}
 
 int RunService(const BenchOptions& options) {
   v1::LossType loss_type = v1::LOSS_TYPE_UNSPECIFIED;

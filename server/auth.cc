@@ -57,7 +57,9 @@ TokenAuthorizer::TokenAuthorizer(std::string admin_token,
 absl::Status TokenAuthorizer::Check(Access access,
                                     const std::string* authorization) const {
   const bool need_token = access == Access::kAdmin ? !admin_token_.empty()
-                                                   : !compute_token_.empty();
+                          : access == Access::kAccumulate
+                              ? enabled()
+                              : !compute_token_.empty();
   if (!need_token) return absl::OkStatus();
   if (authorization == nullptr) {
     return absl::UnauthenticatedError(
@@ -100,13 +102,16 @@ namespace {
 
 using Access = TokenAuthorizer::Access;
 
-// Dataset writes need the admin token; everything else the compute token
-// (if one is set) or the admin token.
+// Dataset and run writes need the admin token; everything else the compute
+// token (if one is set) or the admin token. Accumulating computations are
+// checked again once decoded (LossServiceImpl::HandleComputeLoss).
 constexpr MethodAccess kLossServiceAccess[] = {
     {"PutDataset", Access::kAdmin},     {"GetDataset", Access::kRead},
     {"ListDatasets", Access::kRead},    {"DeleteDataset", Access::kAdmin},
     {"AddClassCounts", Access::kAdmin}, {"GetClassWeights", Access::kCompute},
     {"ComputeLoss", Access::kCompute},  {"StreamLoss", Access::kCompute},
+    {"CreateRun", Access::kAdmin},      {"GetRun", Access::kRead},
+    {"ListRuns", Access::kRead},        {"DeleteRun", Access::kAdmin},
 };
 
 }  // namespace

@@ -9,8 +9,13 @@
 //   - compute: when set, every other LossService method (ComputeLoss,
 //              StreamLoss, GetClassWeights, GetDataset, ListDatasets) needs
 //              `authorization: Bearer <compute or admin token>`.
+//   - runs:    CreateRun and DeleteRun need the admin token; GetRun and
+//              ListRuns are like GetDataset; a ComputeLoss or StreamLoss
+//              request with `accumulate` needs the compute or admin token
+//              whenever a token file is configured (it changes state).
 // A missing, malformed or unknown token is UNAUTHENTICATED; the compute
-// token on a dataset write is PERMISSION_DENIED (known caller, not allowed).
+// token on a dataset or run write is PERMISSION_DENIED (known caller, not
+// allowed).
 // Health and reflection are other services and stay open.
 //
 // Each method's access level is data (LossServiceAccess below), checked in
@@ -44,7 +49,9 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
 class TokenAuthorizer {
  public:
-  enum class Access { kRead, kCompute, kAdmin };
+  // kAccumulate: a computation that changes a run (LOSS.md section 11):
+  // the compute or admin token whenever any token is configured.
+  enum class Access { kRead, kCompute, kAccumulate, kAdmin };
 
   // Empty tokens are "not required".
   TokenAuthorizer(std::string admin_token, std::string compute_token);

@@ -155,15 +155,68 @@ absl::StatusOr<RequestSource> ResolveSource(
   return src;
 }
 
+// ResolveSource for a request naming `run`: its class_counts (C entries),
+// else the run's dataset (`dataset`), else zeros that only losses without
+// static counts accept (LOSS.md section 11).
+absl::StatusOr<RequestSource> ResolveRunSource(
+    const v1::ComputeLossRequest& request,
+    std::shared_ptr<const v1::Dataset> dataset, const RunView& run,
+    std::vector<int64_t>* zeros) {
+  const std::string run_name = absl::StrCat("run '", run.name, "'");
+  if (request.source_case() == v1::ComputeLossRequest::kClassCounts) {
+    const int classes = request.class_counts().counts_size();
+    if (classes != run.num_classes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("class_counts has ", classes, " classes but ", run_name,
+                       " has ", run.num_classes));
+    }
+    return ResolveSource(request, nullptr);
+  }
+  if (dataset != nullptr) {
+    if (dataset->class_counts_size() != run.num_classes) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "dataset '", dataset->name(), "' has ", dataset->class_counts_size(),
+          " classes but ", run_name, " has ", run.num_classes));
+    }
+    return ResolveSource(request, std::move(dataset));
+  }
+  RequestSource src;
+  zeros->assign(static_cast<size_t>(run.num_classes), 0);
+  src.counts = *zeros;
+  src.description = run_name;
+  src.no_static_counts = true;
+  return src;
+}
+
+// True if `params` read static class counts: a weighting other than NONE,
+// or a loss whose terms use them (LOSS.md sections 9-10). SEESAW with a run
+// reads the run's seen counts instead; EQL_V2 reads the run's P and Q.
+bool NeedsStaticCounts(const LossParams& params) {
+  if (params.weighting != WeightingScheme::kNone) return true;
+  switch (params.loss_type) {
+    case LossType::kBalancedSoftmax:
+    case LossType::kLogitAdjusted:
+    case LossType::kLdam:
+    case LossType::kEql:
+    case LossType::kVs:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // The request's config over the source's defaults over LOSS.md's, checked
 // once, as resolved: a value the request sets is reported as it sent it
 // ("config.beta = 2 is outside [0, 1]"), and defaults stored before a range
 // was tightened cannot slip through.
 absl::StatusOr<v1::LossConfig> ResolveConfig(const RequestSource& src,
-                                             const v1::LossConfig& request) {
-  v1::LossConfig resolved = ResolveLossConfig(
-      src.dataset != nullptr ? src.dataset->defaults() : v1::LossConfig(),
-      request);
+                                             const v1::LossConfig& request,
+                                             const RunView* run = nullptr) {
+  v1::LossConfig defaults =
+      src.dataset != nullptr ? src.dataset->defaults() : v1::LossConfig();
+  // A run's defaults sit over its dataset's (set fields only).
+  if (run != nullptr) defaults.MergeFrom(run->defaults);
+  v1::LossConfig resolved = ResolveLossConfig(defaults, request);
   CBLOSS_RETURN_IF_ERROR(ValidateLossConfig(resolved, "config"));
   return resolved;
 }
@@ -177,9 +230,13 @@ absl::Status ResolveTensors(const v1::ComputeLossRequest& request,
       DecodeMatrix(request.logits(), "logits", /*keep_half=*/true, &logits));
   const int64_t B = logits.rows, C = logits.cols;
   if (C != static_cast<int64_t>(c->source.counts.size())) {
+    // With a run, the counts have the run's C: name the run.
+    const std::string owner = c->run.empty()
+                                  ? c->source.description
+                                  : absl::StrCat("run '", c->run, "'");
     return absl::InvalidArgumentError(
-        absl::StrCat("logits.shape[1] = ", C, " but ", c->source.description,
-                     " has ", c->source.counts.size(), " classes"));
+        absl::StrCat("logits.shape[1] = ", C, " but ", owner, " has ",
+                     c->source.counts.size(), " classes"));
   }
   Matrix targets;
   if (request.has_targets()) {
@@ -210,7 +267,8 @@ absl::Status ResolveTensors(const v1::ComputeLossRequest& request,
 // re-weighting epoch (section 9), which is the NONE scheme's w; and the
 // section 9 terms. Errors name the source.
 absl::StatusOr<ClassTerms> ResolveClassTerms(
-    const v1::ComputeLossRequest& request, const Computation& c) {
+    const v1::ComputeLossRequest& request, const Computation& c,
+    const EqlV2Statistics* eqlv2) {
   const v1::LossConfig& resolved = c.resolved_config;
   const bool before_drw = resolved.has_drw_start_epoch() &&
                           request.has_epoch() &&
@@ -218,13 +276,38 @@ absl::StatusOr<ClassTerms> ResolveClassTerms(
   LossParams term_params = c.params;
   if (before_drw) term_params.weighting = WeightingScheme::kNone;
   absl::StatusOr<ClassTerms> terms =
-      MakeClassTerms(term_params, c.source.counts);
+      MakeClassTerms(term_params, c.source.counts, eqlv2);
   if (!terms.ok()) {
     return absl::Status(
         terms.status().code(),
         absl::StrCat(c.source.description, ": ", terms.status().message()));
   }
   return terms;
+}
+
+absl::Status AccumulateWithoutRun() {
+  return absl::InvalidArgumentError(
+      "accumulate needs run: name the run whose statistics this request "
+      "updates");
+}
+
+// What an accumulating request adds to its run (LOSS.md section 11): one
+// seen sample per foreground label not ignored, one background sample per
+// label C of a detection loss; EQL_V2's increments are the engine's.
+void LabelsUpdate(const Computation& c, RunUpdate* update) {
+  update->name = c.run;
+  update->requests = 1;
+  const int64_t C = c.batch.cols;
+  if (c.batch.labels.empty()) return;
+  update->seen_counts.assign(static_cast<size_t>(C), 0);
+  for (int32_t label : c.batch.labels) {
+    if (label == c.params.ignore_index) continue;
+    if (label >= 0 && label < C) {
+      ++update->seen_counts[static_cast<size_t>(label)];
+    } else if (label == C) {
+      ++update->background_seen;  // validated: a detection loss
+    }
+  }
 }
 
 }  // namespace
@@ -235,25 +318,63 @@ int64_t ClaimedElements(const v1::ComputeLossRequest& request) {
 }
 
 absl::StatusOr<Computation> ResolveComputation(
-    const v1::ComputeLossRequest& request, const DatasetRegistry& registry) {
-  std::shared_ptr<const v1::Dataset> dataset;
+    const v1::ComputeLossRequest& request, const DatasetRegistry& registry,
+    RunRegistry* runs) {
+  if (request.accumulate() && request.run().empty()) {
+    return AccumulateWithoutRun();
+  }
+  absl::optional<RunView> run;
+  std::string dataset_name;
   if (request.source_case() == v1::ComputeLossRequest::kDataset) {
+    dataset_name = request.dataset();
+  }
+  if (!request.run().empty()) {
+    absl::StatusOr<RunView> view =
+        runs != nullptr
+            ? runs->View(request.run(), "run")
+            : absl::StatusOr<RunView>(absl::NotFoundError(
+                  absl::StrCat("run '", request.run(), "' not found")));
+    if (!view.ok()) return view.status();
+    run = *std::move(view);
+    if (request.source_case() == v1::ComputeLossRequest::kDataset &&
+        request.dataset() != run->dataset) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dataset = '", request.dataset(), "' but run '", run->name, "' ",
+          run->dataset.empty()
+              ? "has no dataset"
+              : absl::StrCat("uses dataset '", run->dataset, "'")));
+    }
+    if (request.source_case() == v1::ComputeLossRequest::SOURCE_NOT_SET) {
+      dataset_name = run->dataset;
+    }
+  }
+  std::shared_ptr<const v1::Dataset> dataset;
+  if (!dataset_name.empty()) {
     absl::StatusOr<std::shared_ptr<const v1::Dataset>> d =
-        registry.Lookup(request.dataset(), "dataset");
+        registry.Lookup(dataset_name, "dataset");
     if (!d.ok()) return d.status();
     dataset = *std::move(d);
   }
-  return ResolveComputation(request, std::move(dataset));
+  return ResolveComputation(request, std::move(dataset),
+                            run.has_value() ? &*run : nullptr);
 }
 
 absl::StatusOr<Computation> ResolveComputation(
     const v1::ComputeLossRequest& request,
-    std::shared_ptr<const v1::Dataset> dataset) {
+    std::shared_ptr<const v1::Dataset> dataset, const RunView* run) {
+  if (request.accumulate() && run == nullptr) return AccumulateWithoutRun();
   Computation c;
   absl::StatusOr<RequestSource> src =
-      ResolveSource(request, std::move(dataset));
+      run != nullptr
+          ? ResolveRunSource(request, std::move(dataset), *run, &c.owned_counts)
+          : ResolveSource(request, std::move(dataset));
   if (!src.ok()) return src.status();
   c.source = *std::move(src);
+  if (run != nullptr) {
+    c.run = run->name;
+    c.run_version = run->version;
+    c.accumulate = request.accumulate();
+  }
   if (c.source.dataset != nullptr && request.has_expected_dataset_version() &&
       request.expected_dataset_version() != c.source.version) {
     return absl::AbortedError(absl::StrCat(
@@ -261,7 +382,7 @@ absl::StatusOr<Computation> ResolveComputation(
         ", not expected_dataset_version ", request.expected_dataset_version()));
   }
   absl::StatusOr<v1::LossConfig> resolved =
-      ResolveConfig(c.source, request.config());
+      ResolveConfig(c.source, request.config(), run);
   if (!resolved.ok()) return resolved.status();
   c.resolved_config = *std::move(resolved);
   absl::StatusOr<LossParams> params = ToLossParams(c.resolved_config);
@@ -277,14 +398,40 @@ absl::StatusOr<Computation> ResolveComputation(
   c.gradient_as_float_data = c.gradient_dtype == DType::kFloat32 &&
                              request.logits().float_data_size() > 0;
   CBLOSS_RETURN_IF_ERROR(ResolveTensors(request, &c));
-  if (c.params.loss_type == LossType::kEqlV2) {
-    // LOSS.md section 10: EQL_V2's weights come from a run's statistics
-    // (section 11), which this version does not hold yet.
+  if (c.params.loss_type == LossType::kEqlV2 && run == nullptr) {
+    // LOSS.md section 10: EQL_V2's weights come from a run's statistics.
     return absl::InvalidArgumentError(
-        "config.loss_type = eql_v2 needs a run (LOSS.md section 11) for its "
-        "gradient statistics; this server has no runs yet");
+        "config.loss_type = eql_v2 needs a run (LOSS.md section 11): name "
+        "one in run");
   }
-  absl::StatusOr<ClassTerms> terms = ResolveClassTerms(request, c);
+  if (c.source.no_static_counts && NeedsStaticCounts(c.params)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        c.source.description,
+        " has no dataset and the request gives no class_counts; loss type ",
+        LossTypeName(c.params.loss_type), " with weighting ",
+        WeightingSchemeName(c.params.weighting), " needs class counts"));
+  }
+  EqlV2Statistics eqlv2;
+  if (run != nullptr && c.params.loss_type == LossType::kSeesaw) {
+    // LOSS.md section 10: the run's seen counts, including this request's
+    // own labels when it accumulates (the reference counts them first).
+    c.owned_counts = run->seen_counts;
+    if (c.accumulate) {
+      for (int32_t label : c.batch.labels) {
+        if (label >= 0 && label < c.batch.cols &&
+            label != c.params.ignore_index) {
+          ++c.owned_counts[static_cast<size_t>(label)];
+        }
+      }
+    }
+    c.source.counts = c.owned_counts;
+  } else if (run != nullptr && c.params.loss_type == LossType::kEqlV2) {
+    eqlv2.positive = run->positive_gradient;
+    eqlv2.negative = run->negative_gradient;
+    eqlv2.updates = run->eqlv2_updates;
+  }
+  absl::StatusOr<ClassTerms> terms =
+      ResolveClassTerms(request, c, run != nullptr ? &eqlv2 : nullptr);
   if (!terms.ok()) return terms.status();
   c.terms = *std::move(terms);
   return c;
@@ -383,7 +530,7 @@ void GradientSink::Close() {
 
 absl::Status RunComputation(const Computation& c, const ComputeOptions& options,
                             v1::ComputeLossResponse* response,
-                            DetachedGradient* detached) {
+                            DetachedGradient* detached, RunUpdate* update) {
   // Outputs go straight into the response where the layout allows.
   LossOutputs outputs;
   if (c.want_per_sample_losses) {
@@ -396,10 +543,26 @@ absl::Status RunComputation(const Computation& c, const ComputeOptions& options,
       GradientSink::Open(c, response, detached);
   if (!gradient.ok()) return gradient.status();
   gradient->AttachTo(&outputs);
+  RunUpdate added;
+  const bool eqlv2_update =
+      c.accumulate && c.params.loss_type == LossType::kEqlV2;
+  if (eqlv2_update) {
+    const size_t C = static_cast<size_t>(c.batch.cols);
+    added.positive_gradient.assign(C, 0.0);
+    added.negative_gradient.assign(C, 0.0);
+    added.eqlv2_updates = 1;
+    outputs.eqlv2_positive_delta = absl::MakeSpan(added.positive_gradient);
+    outputs.eqlv2_negative_delta = absl::MakeSpan(added.negative_gradient);
+  }
   absl::StatusOr<LossResult> result =
       ComputeLoss(c.params, c.terms, c.batch, outputs, options);
   if (!result.ok()) return result.status();
   gradient->Close();
+  if (c.accumulate && update != nullptr) {
+    LabelsUpdate(c, &added);
+    *update = std::move(added);
+  }
+  response->set_run_version(c.run_version);
   response->set_loss(result->loss);
   response->set_num_samples(result->num_samples);
   response->set_dataset_version(c.source.version);

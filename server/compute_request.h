@@ -37,6 +37,8 @@
 #include "core/class_weights.h"
 #include "core/loss.h"
 #include "core/thread_pool.h"
+#include "server/run_registry.h"
+#include "server/store/dataset_store.h"
 
 namespace cbloss::server {
 
@@ -52,6 +54,9 @@ struct RequestSource {
   absl::Span<const int64_t> counts;  // into *dataset or into the request
   uint64_t version = 0;              // the dataset's; 0 for class_counts
   std::string description;           // "dataset 'x'" or "class_counts"
+  // A run without a dataset and a request without class_counts: `counts`
+  // are zeros, fine only for losses that do not read them.
+  bool no_static_counts = false;
 };
 
 // A ComputeLoss request, resolved and validated: what the engine needs and
@@ -72,17 +77,29 @@ struct Computation {
   // Decoded copies, when the wire bytes cannot be viewed in place.
   std::unique_ptr<float[]> owned_logits;
   std::unique_ptr<float[]> owned_targets;
+  // LOSS.md section 11: the run the request names (empty: none), the
+  // version it saw, and whether the request adds itself to it.
+  std::string run;
+  uint64_t run_version = 0;
+  bool accumulate = false;
+  // Counts `source.counts` points to when they are not the wire's: a run's
+  // seen counts for SEESAW, zeros without static counts.
+  std::vector<int64_t> owned_counts;
 };
 
-// Resolves `request` against the registry (NOT_FOUND, UNAVAILABLE, or
-// INVALID_ARGUMENT for a bad dataset name, as DatasetRegistry::Lookup).
+// Resolves `request` against the registries (NOT_FOUND, UNAVAILABLE, or
+// INVALID_ARGUMENT for a bad dataset or run name). `runs` may be null for
+// a caller without runs (a request naming one is then NOT_FOUND).
 absl::StatusOr<Computation> ResolveComputation(
-    const v1::ComputeLossRequest& request, const DatasetRegistry& registry);
-// Resolves `request` with `dataset` as the snapshot request.dataset() names,
-// or null when the request carries inline class_counts.
+    const v1::ComputeLossRequest& request, const DatasetRegistry& registry,
+    RunRegistry* runs = nullptr);
+// Resolves `request` with `dataset` as the snapshot of the dataset it uses
+// (request.dataset(), or its run's), or null when it carries inline
+// class_counts or its run has no dataset; `run` is the view of the run it
+// names (null: none).
 absl::StatusOr<Computation> ResolveComputation(
     const v1::ComputeLossRequest& request,
-    std::shared_ptr<const v1::Dataset> dataset);
+    std::shared_ptr<const v1::Dataset> dataset, const RunView* run = nullptr);
 
 // A gradient's wire bytes kept outside the response message: one malloc'ed
 // buffer the engine writes once, which the service then hands to gRPC as a
@@ -143,12 +160,17 @@ class GradientSink {
   char* copy_to_ = nullptr;
 };
 
-// Runs `c` and fills `response` (loss, outputs, version, resolved config,
+// Runs `c` and fills `response` (loss, outputs, versions, resolved config,
 // class weights). With `detached`, a gradient sent as Tensor.data bytes is
-// written there instead of into the response (see DetachedGradient).
+// written there instead of into the response (see DetachedGradient). When
+// `c.accumulate`, `*update` (not null then) receives what the request adds
+// to its run (LOSS.md section 11): its labels, and for EQL_V2 its P and Q
+// increments; the caller applies it, since only a computation that
+// succeeded may change the run.
 absl::Status RunComputation(const Computation& c, const ComputeOptions& options,
                             v1::ComputeLossResponse* response,
-                            DetachedGradient* detached = nullptr);
+                            DetachedGradient* detached = nullptr,
+                            RunUpdate* update = nullptr);
 
 // ResolveComputation with `dataset` (null for inline class_counts), then
 // RunComputation on `pool`, stopping when `should_stop` says so.

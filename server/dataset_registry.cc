@@ -8,6 +8,7 @@
 #include "core/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "server/loss_config.h"
+#include "server/run_registry.h"
 #include "spdlog/spdlog.h"
 
 namespace cbloss::server {
@@ -127,13 +128,19 @@ absl::Status DatasetRegistry::OnDatasetChanged(absl::string_view name) {
   return absl::OkStatus();
 }
 
+absl::Status DatasetRegistry::OnRunChanged(absl::string_view name) {
+  RunRegistry* runs = runs_.load();
+  return runs != nullptr ? runs->OnRunChanged(name) : absl::OkStatus();
+}
+
 absl::Status DatasetRegistry::OnResync() {
-  std::lock_guard<std::mutex> write_lock(write_mu_);
-  absl::Status s = ReloadAll();
-  if (s.ok()) {
+  {
+    std::lock_guard<std::mutex> write_lock(write_mu_);
+    CBLOSS_RETURN_IF_ERROR(ReloadAll());
     spdlog::info("dataset store reachable again: {} datasets reloaded", size());
   }
-  return s;
+  RunRegistry* runs = runs_.load();
+  return runs != nullptr ? runs->OnResync() : absl::OkStatus();
 }
 
 void DatasetRegistry::OnWatchLost(const absl::Status& why) {

@@ -19,6 +19,7 @@
 #ifndef CBLOSS_SERVER_DATASET_REGISTRY_H_
 #define CBLOSS_SERVER_DATASET_REGISTRY_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -32,6 +33,8 @@
 #include "server/store/dataset_store.h"
 
 namespace cbloss::server {
+
+class RunRegistry;
 
 // Checks `name` against [a-z0-9][a-z0-9._-]{0,127}; INVALID_ARGUMENT naming
 // `field`.
@@ -82,12 +85,19 @@ class DatasetRegistry : private DatasetStore::ChangeListener {
   // store); UNAVAILABLE while a shared store's changes cannot be followed.
   absl::Status Available() const;
 
+  // The store, for the RunRegistry that keeps runs in it.
+  DatasetStore* store() const { return store_.get(); }
+  // Passes the shared store's run notifications (and resyncs) on to `runs`
+  // (not owned; null stops it). The registry holds the one subscription.
+  void FollowRuns(RunRegistry* runs) { runs_.store(runs); }
+
  private:
   explicit DatasetRegistry(std::unique_ptr<DatasetStore> store)
       : store_(std::move(store)) {}
 
   // DatasetStore::ChangeListener, called on the store's listener thread.
   absl::Status OnDatasetChanged(absl::string_view name) override;
+  absl::Status OnRunChanged(absl::string_view name) override;
   absl::Status OnResync() override;
   void OnWatchLost(const absl::Status& why) override;
   // Reads every dataset from the store and replaces the snapshot.
@@ -103,6 +113,7 @@ class DatasetRegistry : private DatasetStore::ChangeListener {
       datasets_;  // guarded by mu_
   // Not OK while a shared store's changes cannot be followed.
   absl::Status watch_status_;  // guarded by mu_
+  std::atomic<RunRegistry*> runs_{nullptr};
 };
 
 }  // namespace cbloss::server

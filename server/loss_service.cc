@@ -97,10 +97,11 @@ grpc::Status FinishStatus(absl::string_view method, const absl::Status& s) {
                       std::string(s.message()));
 }
 
-LossServiceImpl::LossServiceImpl(DatasetRegistry* registry,
+LossServiceImpl::LossServiceImpl(DatasetRegistry* registry, RunRegistry* runs,
                                  ThreadPool* compute_pool, ThreadPool* io_pool,
                                  LossServiceOptions options)
     : registry_(registry),
+      runs_(runs),
       compute_pool_(compute_pool),
       io_pool_(io_pool),
       options_(options) {}
@@ -195,6 +196,38 @@ grpc::ServerUnaryReactor* LossServiceImpl::GetClassWeights(
   return ServeUnary<v1::GetClassWeightsRequest, v1::ClassWeights>(
       context, request, response, "GetClassWeights",
       [this](auto... args) { HandleGetClassWeights(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::CreateRun(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::CreateRunRequest, v1::Run>(
+      context, request, response, "CreateRun",
+      [this](auto... args) { HandleCreateRun(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::GetRun(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::GetRunRequest, v1::Run>(
+      context, request, response, "GetRun",
+      [this](auto... args) { HandleGetRun(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::ListRuns(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::ListRunsRequest, v1::ListRunsResponse>(
+      context, request, response, "ListRuns",
+      [this](auto... args) { HandleListRuns(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::DeleteRun(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::DeleteRunRequest, v1::DeleteRunResponse>(
+      context, request, response, "DeleteRun",
+      [this](auto... args) { HandleDeleteRun(std::move(args)...); });
 }
 
 // Like ServeUnary, but a bytes gradient is computed into a buffer of its own
@@ -304,30 +337,126 @@ void LossServiceImpl::HandleGetClassWeights(
   std::move(done)(ClassWeightsFor(*request, nullptr, response));
 }
 
+namespace {
+
+absl::Status NoRuns() {
+  return absl::UnimplementedError("this service has no runs");
+}
+
+}  // namespace
+
+void LossServiceImpl::HandleCreateRun(grpc::CallbackServerContext* /*context*/,
+                                      const v1::CreateRunRequest* request,
+                                      v1::Run* response, Done done) {
+  if (runs_ == nullptr) return std::move(done)(NoRuns());
+  io_pool_->Schedule(
+      [this, request, response, done = std::move(done)]() mutable {
+        absl::StatusOr<v1::Run> stored = runs_->Create(request->run());
+        if (stored.ok()) *response = *std::move(stored);
+        std::move(done)(stored.status());
+      });
+}
+
+void LossServiceImpl::HandleGetRun(grpc::CallbackServerContext* /*context*/,
+                                   const v1::GetRunRequest* request,
+                                   v1::Run* response, Done done) {
+  if (runs_ == nullptr) return std::move(done)(NoRuns());
+  absl::StatusOr<v1::Run> run = runs_->Get(request->name(), "name");
+  if (run.ok()) *response = *std::move(run);
+  std::move(done)(run.status());
+}
+
+void LossServiceImpl::HandleListRuns(grpc::CallbackServerContext* /*context*/,
+                                     const v1::ListRunsRequest* request,
+                                     v1::ListRunsResponse* response,
+                                     Done done) {
+  if (runs_ == nullptr) return std::move(done)(NoRuns());
+  auto list = [&]() -> absl::Status {
+    if (request->page_size() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page_size = ", request->page_size(), " is negative"));
+    }
+    if (!request->dataset().empty()) {
+      CBLOSS_RETURN_IF_ERROR(
+          ValidateDatasetName(request->dataset(), "dataset"));
+    }
+    int page_size = request->page_size() == 0 ? options_.default_page_size
+                                              : request->page_size();
+    page_size = std::min(page_size, options_.max_page_size);
+    std::string after;
+    if (!request->page_token().empty()) {
+      absl::StatusOr<std::string> name = DecodePageToken(request->page_token());
+      if (!name.ok()) return name.status();
+      after = *std::move(name);
+    }
+    // One more than asked tells whether another page follows.
+    std::vector<v1::Run> page =
+        runs_->List(after, page_size + 1, request->dataset());
+    const bool more = static_cast<int>(page.size()) > page_size;
+    if (more) page.pop_back();
+    for (v1::Run& r : page) *response->add_runs() = std::move(r);
+    if (more) {
+      response->set_next_page_token(
+          EncodePageToken(response->runs(page_size - 1).name()));
+    }
+    return absl::OkStatus();
+  };
+  std::move(done)(list());
+}
+
+void LossServiceImpl::HandleDeleteRun(grpc::CallbackServerContext* /*context*/,
+                                      const v1::DeleteRunRequest* request,
+                                      v1::DeleteRunResponse* /*response*/,
+                                      Done done) {
+  if (runs_ == nullptr) return std::move(done)(NoRuns());
+  io_pool_->Schedule([this, request, done = std::move(done)]() mutable {
+    std::move(done)(
+        runs_->Delete(request->name(), Expected(request->has_expected_version(),
+                                                request->expected_version())));
+  });
+}
+
 absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
                                       const v1::ComputeLossRequest& request,
                                       v1::ComputeLossResponse* response,
                                       DetachedGradient* detached) {
   absl::StatusOr<Computation> computation =
-      ResolveComputation(request, *registry_);
+      ResolveComputation(request, *registry_, runs_);
   if (!computation.ok()) return computation.status();
   ComputeOptions options;
   options.pool = compute_pool_;
   options.should_stop = [context] {
     return context->IsCancelled() || DeadlinePassed(context);
   };
-  absl::Status s = RunComputation(*computation, options, response, detached);
+  RunUpdate update;
+  absl::Status s =
+      RunComputation(*computation, options, response, detached, &update);
   if (s.code() == absl::StatusCode::kCancelled && DeadlinePassed(context)) {
     return absl::DeadlineExceededError(
         "the deadline passed while the batch was being computed");
   }
-  return s;
+  if (!s.ok() || !computation->accumulate) return s;
+  // LOSS.md section 11: only a computation that succeeded changes the run.
+  absl::StatusOr<uint64_t> version =
+      runs_->Accumulate(std::move(update), context->deadline());
+  if (!version.ok()) return version.status();
+  response->set_run_version(*version);
+  return absl::OkStatus();
 }
 
 void LossServiceImpl::HandleComputeLoss(grpc::CallbackServerContext* context,
                                         const v1::ComputeLossRequest* request,
                                         v1::ComputeLossResponse* response,
                                         Done done, DetachedGradient* detached) {
+  if (request->accumulate()) {
+    // Changes a run: a token whenever tokens are configured (server/auth.h).
+    const TokenAuthorizer* auth = options_.authorizer;
+    if (auth != nullptr && auth->enabled()) {
+      absl::Status s =
+          auth->Check(TokenAuthorizer::Access::kAccumulate, *context);
+      if (!s.ok()) return std::move(done)(s);
+    }
+  }
   const int64_t elements = ClaimedElements(*request);
   if (elements > options_.max_request_elements) {
     std::move(done)(absl::ResourceExhaustedError(absl::StrCat(

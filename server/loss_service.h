@@ -31,13 +31,14 @@
 #include "server/compute_request.h"
 #include "server/dataset_registry.h"
 #include "server/grpc_tuning.h"  // for main.cc: ApplyServerTuning
+#include "server/run_registry.h"
 
 namespace cbloss::server {
 
 struct LossServiceOptions {
   // Requests with at most this many logits run on the calling gRPC thread.
   int64_t inline_elements = 16384;
-  // ListDatasets page sizes.
+  // ListDatasets and ListRuns page sizes.
   int default_page_size = 100;
   int max_page_size = 1000;
   // Bounds (RESOURCE_EXHAUSTED beyond them), so load cannot run the server
@@ -62,7 +63,14 @@ using RawLossService = v1::LossService::WithRawCallbackMethod_PutDataset<
                     v1::LossService::WithRawCallbackMethod_GetClassWeights<
                         v1::LossService::WithRawCallbackMethod_ComputeLoss<
                             v1::LossService::WithRawCallbackMethod_StreamLoss<
-                                v1::LossService::Service>>>>>>>>;
+                                v1::LossService::WithRawCallbackMethod_CreateRun<
+                                    v1::LossService::WithRawCallbackMethod_GetRun<
+                                        v1::LossService::
+                                            WithRawCallbackMethod_ListRuns<
+                                                v1::LossService::
+                                                    WithRawCallbackMethod_DeleteRun<
+                                                        v1::LossService::
+                                                            Service>>>>>>>>>>>>;
 }  // namespace internal
 
 // Called once with a handler's final status.
@@ -70,8 +78,11 @@ using Done = absl::AnyInvocable<void(absl::Status) &&>;
 
 class LossServiceImpl final : public internal::RawLossService {
  public:
-  LossServiceImpl(DatasetRegistry* registry, ThreadPool* compute_pool,
-                  ThreadPool* io_pool, LossServiceOptions options = {});
+  // `runs` may be null (a service without runs: its RPCs are UNIMPLEMENTED
+  // and a request naming a run is NOT_FOUND).
+  LossServiceImpl(DatasetRegistry* registry, RunRegistry* runs,
+                  ThreadPool* compute_pool, ThreadPool* io_pool,
+                  LossServiceOptions options = {});
 
   // gRPC entry points: decode, call the typed handler below, encode.
   grpc::ServerUnaryReactor* PutDataset(grpc::CallbackServerContext* context,
@@ -97,6 +108,18 @@ class LossServiceImpl final : public internal::RawLossService {
                                         grpc::ByteBuffer* response) override;
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StreamLoss(
       grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* CreateRun(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* GetRun(grpc::CallbackServerContext* context,
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListRuns(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* DeleteRun(grpc::CallbackServerContext* context,
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
 
   // Typed handlers. Each calls `done` exactly once, on this thread or on a
   // pool; `request` and `response` live until then.
@@ -118,8 +141,21 @@ class LossServiceImpl final : public internal::RawLossService {
   void HandleGetClassWeights(grpc::CallbackServerContext* context,
                              const v1::GetClassWeightsRequest* request,
                              v1::ClassWeights* response, Done done);
+  void HandleCreateRun(grpc::CallbackServerContext* context,
+                       const v1::CreateRunRequest* request, v1::Run* response,
+                       Done done);
+  void HandleGetRun(grpc::CallbackServerContext* context,
+                    const v1::GetRunRequest* request, v1::Run* response,
+                    Done done);
+  void HandleListRuns(grpc::CallbackServerContext* context,
+                      const v1::ListRunsRequest* request,
+                      v1::ListRunsResponse* response, Done done);
+  void HandleDeleteRun(grpc::CallbackServerContext* context,
+                       const v1::DeleteRunRequest* request,
+                       v1::DeleteRunResponse* response, Done done);
   // ComputeLoss and each StreamLoss request: small batches inline, large
-  // ones on the compute pool.
+  // ones on the compute pool. An accumulating request is admitted again at
+  // kAccumulate, and its update applied to its run once it has succeeded.
   // With `detached`, a bytes gradient goes there instead of into
   // `response` (see DetachedGradient in server/compute_request.h).
   void HandleComputeLoss(grpc::CallbackServerContext* context,
@@ -144,6 +180,7 @@ class LossServiceImpl final : public internal::RawLossService {
                        DetachedGradient* detached);
 
   DatasetRegistry* const registry_;
+  RunRegistry* const runs_;
   ThreadPool* const compute_pool_;
   ThreadPool* const io_pool_;
   const LossServiceOptions options_;

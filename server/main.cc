@@ -50,6 +50,10 @@ ABSL_FLAG(int64_t, max_request_elements, int64_t{1} << 24,
 ABSL_FLAG(int, max_concurrent_computations, 64,
           "Computations admitted at once (ComputeLoss calls and StreamLoss "
           "requests); more get RESOURCE_EXHAUSTED instead of queueing.");
+ABSL_FLAG(int, run_flush_interval_ms, 100,
+          "How often runs' accumulated statistics are written to the store, "
+          "in [1, 500] ms: a crash loses at most about this much of "
+          "acknowledged updates (docs/RUNS.md).");
 ABSL_FLAG(double, shutdown_grace_seconds, 10.0,
           "On SIGTERM/SIGINT, how long in-flight calls may take to finish "
           "before they are cancelled.");
@@ -95,6 +99,7 @@ ServerConfig ConfigFromFlags() {
   c.max_request_elements = absl::GetFlag(FLAGS_max_request_elements);
   c.max_concurrent_computations =
       absl::GetFlag(FLAGS_max_concurrent_computations);
+  c.run_flush_interval_ms = absl::GetFlag(FLAGS_run_flush_interval_ms);
   c.shutdown_grace_seconds = absl::GetFlag(FLAGS_shutdown_grace_seconds);
   c.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key),
            absl::GetFlag(FLAGS_tls_client_ca)};

@@ -180,6 +180,8 @@ Server::~Server() {
   }
   grpc_server_.reset();
   metrics_http_.reset();
+  if (registry_ != nullptr) registry_->FollowRuns(nullptr);
+  runs_.reset();      // writes what runs have accumulated
   registry_.reset();  // closes the store
 }
 
@@ -209,7 +211,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   }
   server->service_options_.authorizer = server->authorizer_.get();
   server->service_ = std::make_unique<LossServiceImpl>(
-      server->registry_.get(), server->compute_pool_.get(),
+      server->registry_.get(), server->runs_.get(), server->compute_pool_.get(),
       server->io_pool_.get(), server->service_options_);
   CBLOSS_RETURN_IF_ERROR(server->Listen(*std::move(credentials)));
   CBLOSS_RETURN_IF_ERROR(server->ServeMetrics());
@@ -237,6 +239,29 @@ absl::Status Server::OpenDatasets() {
                                    registry.status().ToString()));
   }
   registry_ = *std::move(registry);
+  if (config_.run_flush_interval_ms < 1 ||
+      config_.run_flush_interval_ms > 500) {
+    return FlagError("--run_flush_interval_ms must be in [1, 500]");
+  }
+  RunRegistry::Options run_options;
+  run_options.flush_interval =
+      std::chrono::milliseconds(config_.run_flush_interval_ms);
+  absl::StatusOr<std::unique_ptr<RunRegistry>> runs =
+      RunRegistry::Create(registry_->store(), run_options);
+  if (!runs.ok()) {
+    return StartError(absl::StrCat("cannot load runs from ", store_location_,
+                                   ": ", runs.status().ToString()));
+  }
+  runs_ = *std::move(runs);
+  registry_->FollowRuns(runs_.get());
+  if (registry_->store()->IsShared()) {
+    // A run changed by another replica between the load and FollowRuns was
+    // notified to nobody: load again now that notifications arrive.
+    if (absl::Status s = runs_->OnResync(); !s.ok()) {
+      return StartError(absl::StrCat("cannot load runs from ", store_location_,
+                                     ": ", s.ToString()));
+    }
+  }
   if (!config_.datasets_file.empty()) {
     if (absl::Status s =
             LoadDatasetsFile(config_.datasets_file, registry_.get());
@@ -389,6 +414,9 @@ void Server::Wait() {
   spdlog::debug("server shut down; waiting for its threads");
   grpc_server_->Wait();
   spdlog::debug("server threads done");
+  // No call is left: write what runs have accumulated (LOSS.md section 11:
+  // a graceful stop loses nothing).
+  if (runs_ != nullptr) runs_->Close();
 }
 
 }  // namespace cbloss::server

@@ -59,6 +59,9 @@ struct ServerConfig {
   int max_message_mb = 64;
   int64_t max_request_elements = int64_t{1} << 24;
   int max_concurrent_computations = 64;
+  // Runs (LOSS.md section 11): how often accumulated statistics are written
+  // to the store (docs/RUNS.md).
+  int run_flush_interval_ms = 100;
   double shutdown_grace_seconds = 10.0;
   ServerTlsFiles tls;
   TokenFiles tokens;
@@ -100,6 +103,7 @@ class Server {
   const ServerConfig config_;
   std::string store_location_;  // data_dir, or the DSN without password
   std::unique_ptr<DatasetRegistry> registry_;
+  std::unique_ptr<RunRegistry> runs_;  // over registry_'s store
   std::unique_ptr<ThreadPool> compute_pool_;
   std::unique_ptr<ThreadPool> io_pool_;
   std::unique_ptr<ServerMetrics> metrics_;

@@ -3,6 +3,8 @@
 #include "server/store/dataset_records.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -119,6 +121,197 @@ absl::Status UpdateClassCounts(absl::string_view name,
   *meta = RecordMeta{meta->version + 1, meta->create_time_ns,
                      std::max(now, meta->update_time_ns)};
   StampDataset(*meta, dataset);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- Runs
+
+absl::Status RunNotFound(absl::string_view name) {
+  return absl::NotFoundError(absl::StrCat("run ", Quoted(name), " not found"));
+}
+
+absl::Status CheckRunExpectedVersion(absl::string_view name, uint64_t current,
+                                     absl::optional<uint64_t> expected) {
+  if (!expected.has_value() || *expected == current) return absl::OkStatus();
+  return absl::AbortedError(absl::StrCat("run ", Quoted(name),
+                                         " is at version ", current,
+                                         ", not expected_version ", *expected));
+}
+
+absl::Status DatasetUsedByRun(absl::string_view dataset,
+                              absl::string_view run) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("dataset ", Quoted(dataset), " is used by run ", Quoted(run),
+                   "; delete its runs first"));
+}
+
+absl::Status CheckReplacementKeepsClasses(const v1::Dataset& replacement,
+                                          int current_classes,
+                                          absl::string_view run) {
+  if (run.empty() || replacement.class_counts_size() == current_classes) {
+    return absl::OkStatus();
+  }
+  return absl::FailedPreconditionError(
+      absl::StrCat("dataset ", Quoted(replacement.name()), " has ",
+                   current_classes, " classes and is used by run ", Quoted(run),
+                   "; a replacement must keep ", current_classes, " classes"));
+}
+
+void StampRun(const RecordMeta& meta, v1::Run* run) {
+  run->set_version(meta.version);
+  SetTimestamp(meta.create_time_ns, run->mutable_create_time());
+  SetTimestamp(meta.update_time_ns, run->mutable_update_time());
+}
+
+absl::StatusOr<v1::Run> RecordForCreateRun(const v1::Run& run,
+                                           const v1::Dataset* dataset,
+                                           int64_t now, RecordMeta* meta) {
+  if (run.name().empty()) {
+    return absl::InvalidArgumentError("run.name must not be empty");
+  }
+  if (run.num_classes() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("run.num_classes = ", run.num_classes(), " is negative"));
+  }
+  int num_classes = run.num_classes();
+  if (dataset != nullptr) {
+    const int dataset_classes = dataset->class_counts_size();
+    if (num_classes != 0 && num_classes != dataset_classes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "run.num_classes = ", num_classes, " but dataset ",
+          Quoted(dataset->name()), " has ", dataset_classes, " classes"));
+    }
+    num_classes = dataset_classes;
+  } else if (num_classes == 0) {
+    return absl::InvalidArgumentError(
+        "run.num_classes = 0: give run.dataset or run.num_classes >= 1");
+  }
+  v1::Run stored = run;
+  stored.set_num_classes(num_classes);
+  v1::RunStatistics* stats = stored.mutable_statistics();
+  stats->Clear();
+  stats->mutable_seen_counts()->Resize(num_classes, 0);
+  stats->mutable_positive_gradient()->Resize(num_classes, 0.0);
+  stats->mutable_negative_gradient()->Resize(num_classes, 0.0);
+  *meta = RecordMeta{1, now, now};
+  StampRun(*meta, &stored);
+  return stored;
+}
+
+namespace {
+
+// "run 'r': " + what, as every ApplyRunUpdate message starts.
+std::string RunMessage(absl::string_view name, absl::string_view what) {
+  return absl::StrCat("run ", Quoted(name), ": ", what);
+}
+
+// INVALID_ARGUMENT unless `size` is 0 (no change) or `num_classes`.
+absl::Status CheckLength(absl::string_view name, absl::string_view field,
+                         size_t size, int num_classes) {
+  if (size == 0 || size == static_cast<size_t>(num_classes)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      RunMessage(name, absl::StrCat(field, " has ", size, " entries, not its ",
+                                    num_classes, " classes")));
+}
+
+// `*total` += `delta` (>= 0) for a count called `field`.
+absl::Status AddCount(absl::string_view name, absl::string_view field,
+                      int64_t delta, int64_t* total) {
+  if (delta < 0) {
+    return absl::InvalidArgumentError(
+        RunMessage(name, absl::StrCat(field, " += ", delta, " is negative")));
+  }
+  if (__builtin_add_overflow(*total, delta, total)) {
+    return absl::OutOfRangeError(
+        RunMessage(name, absl::StrCat(field, " would overflow int64")));
+  }
+  return absl::OkStatus();
+}
+
+// `*total` += `delta` (finite, >= 0) for a gradient sum called `field`.
+absl::Status AddGradient(absl::string_view name, absl::string_view field,
+                         double delta, double* total) {
+  if (!(delta >= 0.0) || !std::isfinite(delta)) {
+    return absl::InvalidArgumentError(RunMessage(
+        name, absl::StrCat(field, " += ", delta, " is not finite and >= 0")));
+  }
+  *total += delta;
+  if (!std::isfinite(*total)) {
+    return absl::OutOfRangeError(
+        RunMessage(name, absl::StrCat(field, " would overflow float64")));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ApplyRunUpdate(const RunUpdate& update, int64_t now,
+                            RecordMeta* meta, v1::Run* run) {
+  const absl::string_view name = run->name();
+  const int num_classes = run->num_classes();
+  if (update.requests < 1) {
+    return absl::InvalidArgumentError(RunMessage(
+        name,
+        absl::StrCat("requests = ", update.requests, " is not positive")));
+  }
+  CBLOSS_RETURN_IF_ERROR(
+      CheckLength(name, "seen_counts", update.seen_counts.size(), num_classes));
+  CBLOSS_RETURN_IF_ERROR(CheckLength(
+      name, "positive_gradient", update.positive_gradient.size(), num_classes));
+  CBLOSS_RETURN_IF_ERROR(CheckLength(
+      name, "negative_gradient", update.negative_gradient.size(), num_classes));
+
+  // Work on copies: nothing changes unless everything succeeds. A stored
+  // vector shorter than C (an older or damaged record) reads as zeros.
+  const v1::RunStatistics& stats = run->statistics();
+  const size_t c = static_cast<size_t>(num_classes);
+  std::vector<int64_t> seen(c, 0);
+  std::vector<double> positive(c, 0.0);
+  std::vector<double> negative(c, 0.0);
+  std::copy_n(stats.seen_counts().begin(),
+              std::min<size_t>(c, stats.seen_counts_size()), seen.begin());
+  std::copy_n(stats.positive_gradient().begin(),
+              std::min<size_t>(c, stats.positive_gradient_size()),
+              positive.begin());
+  std::copy_n(stats.negative_gradient().begin(),
+              std::min<size_t>(c, stats.negative_gradient_size()),
+              negative.begin());
+  for (size_t j = 0; j < update.seen_counts.size(); ++j) {
+    CBLOSS_RETURN_IF_ERROR(AddCount(name, absl::StrCat("seen_counts[", j, "]"),
+                                    update.seen_counts[j], &seen[j]));
+  }
+  for (size_t j = 0; j < update.positive_gradient.size(); ++j) {
+    CBLOSS_RETURN_IF_ERROR(
+        AddGradient(name, absl::StrCat("positive_gradient[", j, "]"),
+                    update.positive_gradient[j], &positive[j]));
+  }
+  for (size_t j = 0; j < update.negative_gradient.size(); ++j) {
+    CBLOSS_RETURN_IF_ERROR(
+        AddGradient(name, absl::StrCat("negative_gradient[", j, "]"),
+                    update.negative_gradient[j], &negative[j]));
+  }
+  int64_t background = stats.background_seen();
+  CBLOSS_RETURN_IF_ERROR(
+      AddCount(name, "background_seen", update.background_seen, &background));
+  int64_t eqlv2_updates = stats.eqlv2_updates();
+  CBLOSS_RETURN_IF_ERROR(
+      AddCount(name, "eqlv2_updates", update.eqlv2_updates, &eqlv2_updates));
+  // Versions are stored as int64 (SQLite INTEGER, PostgreSQL BIGINT).
+  int64_t version = static_cast<int64_t>(
+      std::min<uint64_t>(meta->version, std::numeric_limits<int64_t>::max()));
+  CBLOSS_RETURN_IF_ERROR(AddCount(name, "version", update.requests, &version));
+
+  v1::RunStatistics* out = run->mutable_statistics();
+  out->mutable_seen_counts()->Assign(seen.begin(), seen.end());
+  out->mutable_positive_gradient()->Assign(positive.begin(), positive.end());
+  out->mutable_negative_gradient()->Assign(negative.begin(), negative.end());
+  out->set_background_seen(background);
+  out->set_eqlv2_updates(eqlv2_updates);
+  *meta = RecordMeta{static_cast<uint64_t>(version), meta->create_time_ns,
+                     std::max(now, meta->update_time_ns)};
+  StampRun(*meta, run);
   return absl::OkStatus();
 }
 

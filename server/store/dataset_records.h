@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -28,6 +29,7 @@
 #include "absl/types/span.h"
 #include "cbloss/v1/cbloss.pb.h"
 #include "google/protobuf/timestamp.pb.h"
+#include "server/store/dataset_store.h"
 
 namespace cbloss {
 
@@ -79,6 +81,62 @@ absl::Status UpdateClassCounts(absl::string_view name,
                                absl::Span<const int64_t> deltas,
                                absl::Span<const int32_t> labels, int64_t now,
                                RecordMeta* meta, v1::Dataset* dataset);
+
+// ---------------------------------------------------------------- Runs
+//
+// Example (a backend's ApplyRunUpdates, inside a write transaction):
+//   RecordMeta meta = ...;  // read with `run` from the database
+//   absl::Status applied = ApplyRunUpdate(update, NowUnixNanos(), &meta, &run);
+//   if (applied.ok()) ...  // write run and meta back before committing
+
+// NOT_FOUND "run 'name' not found".
+absl::Status RunNotFound(absl::string_view name);
+
+// ABORTED "run 'r' is at version 7, not expected_version 3" unless
+// `expected` (nullopt: no condition) equals `current`, the stored version.
+absl::Status CheckRunExpectedVersion(absl::string_view name, uint64_t current,
+                                     absl::optional<uint64_t> expected);
+
+// FAILED_PRECONDITION "dataset 'x' is used by run 'r'; delete its runs
+// first": Delete of a dataset that `run` (the first by name) refers to.
+absl::Status DatasetUsedByRun(absl::string_view dataset, absl::string_view run);
+
+// OK unless `replacement` would replace a dataset of `current_classes`
+// classes that `run` (the first by name; empty: no run uses it) refers to
+// with another class count: FAILED_PRECONDITION "dataset 'x' has 10 classes
+// and is used by run 'r'; a replacement must keep 10 classes".
+absl::Status CheckReplacementKeepsClasses(const v1::Dataset& replacement,
+                                          int current_classes,
+                                          absl::string_view run);
+
+// Sets `run`'s version and times from `meta`.
+void StampRun(const RecordMeta& meta, v1::Run* run);
+
+// The record CreateRun writes for `run`, given its dataset (null: run has
+// no dataset; otherwise the stored dataset called run.dataset()): C is the
+// dataset's class count or run.num_classes(); statistics all zero with C
+// entries; version 1 and both times `now`, also into `*meta`. Input
+// statistics, version and times are ignored. INVALID_ARGUMENT for an empty
+// name, "run.num_classes = -1 is negative", "run.num_classes = 0: give
+// run.dataset or run.num_classes >= 1", "run.num_classes = 5 but dataset 'x'
+// has 10 classes". Does not check that the name is free.
+absl::StatusOr<v1::Run> RecordForCreateRun(const v1::Run& run,
+                                           const v1::Dataset* dataset,
+                                           int64_t now, RecordMeta* meta);
+
+// Applies one RunUpdate to `run`, stored at `*meta`: adds each statistic's
+// delta, version += update.requests, update_time = now (never backwards).
+// All or nothing; on error neither `run` nor `*meta` changes:
+//   INVALID_ARGUMENT "run 'r': requests = 0 is not positive"
+//                    "run 'r': seen_counts has 3 entries, not its 5 classes"
+//                    (also positive_gradient, negative_gradient)
+//                    "run 'r': seen_counts[2] += -1 is negative" (every
+//                    delta must be >= 0; gradients finite and >= 0)
+//   OUT_OF_RANGE     "run 'r': seen_counts[2] would overflow int64" (also
+//                    background_seen, eqlv2_updates, version; a gradient
+//                    sum that would become infinite)
+absl::Status ApplyRunUpdate(const RunUpdate& update, int64_t now,
+                            RecordMeta* meta, v1::Run* run);
 
 }  // namespace cbloss
 

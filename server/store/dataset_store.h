@@ -124,40 +124,37 @@ class DatasetStore {
   // (else INVALID_ARGUMENT "run.num_classes = 5 but dataset 'x' has 10
   // classes"). Without a dataset, run.num_classes >= 1 is C. ALREADY_EXISTS
   // "run 'r' already exists". Returns the run as stored (num_classes set).
-  virtual absl::StatusOr<v1::Run> CreateRun(const v1::Run& /*run*/) {
-    return Unimplemented();
-  }
+  // INVALID_ARGUMENT for an empty name or num_classes < 0, or 0 without a
+  // dataset (dataset_records.h has the texts). Checks in this order:
+  // arguments, the dataset, then the name.
+  virtual absl::StatusOr<v1::Run> CreateRun(const v1::Run& run) = 0;
 
   // NOT_FOUND "run 'r' not found".
-  virtual absl::StatusOr<v1::Run> GetRun(absl::string_view /*name*/) {
-    return Unimplemented();
-  }
+  virtual absl::StatusOr<v1::Run> GetRun(absl::string_view name) = 0;
 
   // As List, for runs; a non-empty `dataset` keeps only that dataset's runs.
   virtual absl::StatusOr<std::vector<v1::Run>> ListRuns(
-      absl::string_view /*start_after*/, int /*limit*/,
-      absl::string_view /*dataset*/) {
-    return Unimplemented();
-  }
+      absl::string_view start_after, int limit, absl::string_view dataset) = 0;
 
-  // NOT_FOUND if absent; ABORTED "run 'r' is at version 7, not
-  // expected_version 3" on a mismatch.
-  virtual absl::Status DeleteRun(
-      absl::string_view /*name*/,
-      absl::optional<uint64_t> /*expected_version*/) {
-    return Unimplemented();
-  }
+  // NOT_FOUND if absent (whatever `expected_version` says); ABORTED "run
+  // 'r' is at version 7, not expected_version 3" on a mismatch (including
+  // 0).
+  virtual absl::Status DeleteRun(absl::string_view name,
+                                 absl::optional<uint64_t> expected_version) = 0;
 
   // Applies `updates` in one transaction, in order (one run may appear more
   // than once). Returns, per update, the run as stored after it, or
   // NOT_FOUND (the run was deleted), INVALID_ARGUMENT (a vector without C
-  // entries) or OUT_OF_RANGE (a count would overflow int64) for an update
-  // that was skipped; the others are applied. update_time is now. The outer
-  // status fails only when storage does, and then nothing is applied.
+  // entries, requests < 1, a negative delta, a gradient delta that is not
+  // finite), OUT_OF_RANGE (a count would overflow int64, a gradient sum
+  // float64) or DATA_LOSS (the run's stored record is corrupt) for an
+  // update that was skipped, leaving its run as it was; the others are
+  // applied (a later update of the same run applies to the result of the
+  // earlier ones). Messages: dataset_records.h, ApplyRunUpdate. update_time
+  // is now. The outer status fails only when storage does, and then nothing
+  // is applied.
   virtual absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>> ApplyRunUpdates(
-      absl::Span<const RunUpdate> /*updates*/) {
-    return Unimplemented();
-  }
+      absl::Span<const RunUpdate> updates) = 0;
 
   // ------------------------------------------------------------------------
   // Following changes made by other processes (shared stores only).
@@ -198,12 +195,6 @@ class DatasetStore {
 
   // Ends a Watch: no callback runs after it returns. A no-op without one.
   virtual void StopWatching() {}
-
- private:
-  // TEMPORARY until both backends implement runs.
-  static absl::Status Unimplemented() {
-    return absl::UnimplementedError("this dataset store has no runs");
-  }
 };
 
 }  // namespace cbloss

@@ -10,6 +10,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -65,6 +67,37 @@ constexpr const char* kMigrations[] = {
       CREATE TRIGGER cbloss_datasets_changed
         AFTER INSERT OR UPDATE OR DELETE ON cbloss_datasets
         FOR EACH ROW EXECUTE FUNCTION cbloss_datasets_notify();
+    )sql",
+    // 1 -> 2: one row per run (LOSS.md section 11): the serialized v1::Run
+    // (with its statistics) plus authoritative copies of its dataset ('' =
+    // none), version and times; the index serves ListRuns' dataset filter
+    // and the "is this dataset used by a run" checks. Committed changes
+    // notify channel cbloss_runs with the run's name, as for datasets.
+    R"sql(
+      CREATE TABLE cbloss_runs (
+        name TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+        dataset TEXT COLLATE "C" NOT NULL,
+        version BIGINT NOT NULL CHECK (version >= 1),
+        create_time_ns BIGINT NOT NULL,
+        update_time_ns BIGINT NOT NULL,
+        run BYTEA NOT NULL
+      );
+      CREATE INDEX cbloss_runs_by_dataset ON cbloss_runs (dataset, name);
+      CREATE FUNCTION cbloss_runs_notify() RETURNS trigger
+      LANGUAGE plpgsql AS $$
+      DECLARE
+        changed TEXT := COALESCE(NEW.name, OLD.name);
+      BEGIN
+        IF octet_length(changed) > 7000 THEN
+          changed := '';
+        END IF;
+        PERFORM pg_notify('cbloss_runs', changed);
+        RETURN NULL;
+      END
+      $$;
+      CREATE TRIGGER cbloss_runs_changed
+        AFTER INSERT OR UPDATE OR DELETE ON cbloss_runs
+        FOR EACH ROW EXECUTE FUNCTION cbloss_runs_notify();
     )sql",
 };
 constexpr int kSchemaVersion =
@@ -239,6 +272,16 @@ class PostgresDatasetStore final : public DatasetStore {
       absl::string_view name, absl::Span<const int64_t> deltas,
       absl::Span<const int32_t> labels) override;
 
+  absl::StatusOr<v1::Run> CreateRun(const v1::Run& run) override;
+  absl::StatusOr<v1::Run> GetRun(absl::string_view name) override;
+  absl::StatusOr<std::vector<v1::Run>> ListRuns(
+      absl::string_view start_after, int limit,
+      absl::string_view dataset) override;
+  absl::Status DeleteRun(absl::string_view name,
+                         absl::optional<uint64_t> expected_version) override;
+  absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>> ApplyRunUpdates(
+      absl::Span<const RunUpdate> updates) override;
+
   bool IsShared() const override { return true; }
   absl::Status Watch(ChangeListener* listener) override;
   void StopWatching() override;
@@ -287,10 +330,19 @@ class PostgresDatasetStore final : public DatasetStore {
   absl::StatusOr<Result> Exec(const char* sql, const std::vector<Param>& params,
                               absl::string_view action);  // requires mu_
   absl::Status MigrateLocked();                           // requires mu_
+  // `lock` is appended to the query: "", " FOR UPDATE" or " FOR SHARE".
   absl::StatusOr<absl::optional<Meta>> ReadMetaLocked(
+      absl::string_view name, const char* lock = "");  // requires mu_
+  absl::StatusOr<v1::Dataset> ReadLocked(
+      absl::string_view name, Meta* meta,
+      const char* lock = "");  // requires mu_
+  // The first run (by name) that refers to dataset `name`; "" if none.
+  absl::StatusOr<std::string> FirstRunOfDatasetLocked(
       absl::string_view name);  // requires mu_
-  absl::StatusOr<v1::Dataset> ReadLocked(absl::string_view name,
-                                         Meta* meta);  // requires mu_
+  // After a dataset write's row lock: FAILED_PRECONDITION if the change
+  // would break a run (dataset_store.h). `replacement` null: a Delete.
+  absl::Status CheckRunsAllowLocked(absl::string_view name,
+                                    const v1::Dataset* replacement);
   absl::Status WriteLocked(const v1::Dataset& dataset,
                            const Meta& meta);  // requires mu_
 
@@ -414,11 +466,14 @@ absl::Status PostgresDatasetStore::Init() {
 }
 
 absl::StatusOr<absl::optional<PostgresDatasetStore::Meta>>
-PostgresDatasetStore::ReadMetaLocked(absl::string_view name) {
-  absl::StatusOr<Result> r = Exec(
+PostgresDatasetStore::ReadMetaLocked(absl::string_view name, const char* lock) {
+  const std::string sql = absl::StrCat(
       "SELECT version, create_time_ns, update_time_ns FROM "
       "cbloss_datasets WHERE name = $1",
-      {TextParam(name)}, absl::StrCat("reading dataset ", Quoted(name)));
+      lock);
+  absl::StatusOr<Result> r =
+      Exec(sql.c_str(), {TextParam(name)},
+           absl::StrCat("reading dataset ", Quoted(name)));
   if (!r.ok()) return r.status();
   if (PQntuples(r->get()) == 0) return absl::optional<Meta>();
   Meta meta;
@@ -460,8 +515,8 @@ constexpr char kSelectColumns[] =
     "cbloss_datasets ";
 
 absl::StatusOr<v1::Dataset> PostgresDatasetStore::ReadLocked(
-    absl::string_view name, Meta* meta) {
-  const std::string sql = absl::StrCat(kSelectColumns, "WHERE name = $1");
+    absl::string_view name, Meta* meta, const char* lock) {
+  const std::string sql = absl::StrCat(kSelectColumns, "WHERE name = $1", lock);
   absl::StatusOr<Result> r =
       Exec(sql.c_str(), {TextParam(name)},
            absl::StrCat("reading dataset ", Quoted(name)));
@@ -509,12 +564,18 @@ absl::StatusOr<v1::Dataset> PostgresDatasetStore::Put(
   Transaction txn(this);
   CBLOSS_RETURN_IF_ERROR(txn.Begin());
   CBLOSS_RETURN_IF_ERROR(txn.LockName(dataset.name()));
-  absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(dataset.name());
+  // The row lock waits for CreateRuns that hold it FOR SHARE, so the runs
+  // check below sees every run committed against this dataset.
+  absl::StatusOr<absl::optional<Meta>> current =
+      ReadMetaLocked(dataset.name(), " FOR UPDATE");
   if (!current.ok()) return current.status();
   Meta meta;
   absl::StatusOr<v1::Dataset> stored =
       RecordForPut(dataset, *current, expected_version, NowUnixNanos(), &meta);
   if (!stored.ok()) return stored.status();
+  if (current->has_value()) {
+    CBLOSS_RETURN_IF_ERROR(CheckRunsAllowLocked(dataset.name(), &dataset));
+  }
   CBLOSS_RETURN_IF_ERROR(WriteLocked(*stored, meta));
   CBLOSS_RETURN_IF_ERROR(txn.Commit());
   return stored;
@@ -558,11 +619,13 @@ absl::Status PostgresDatasetStore::Delete(
   Transaction txn(this);
   CBLOSS_RETURN_IF_ERROR(txn.Begin());
   CBLOSS_RETURN_IF_ERROR(txn.LockName(name));
-  absl::StatusOr<absl::optional<Meta>> current = ReadMetaLocked(name);
+  absl::StatusOr<absl::optional<Meta>> current =
+      ReadMetaLocked(name, " FOR UPDATE");
   if (!current.ok()) return current.status();
   if (!current->has_value()) return NotFound(name);
   CBLOSS_RETURN_IF_ERROR(
       CheckExpectedVersion(name, (*current)->version, expected_version));
+  CBLOSS_RETURN_IF_ERROR(CheckRunsAllowLocked(name, /*replacement=*/nullptr));
   CBLOSS_RETURN_IF_ERROR(Exec("DELETE FROM cbloss_datasets WHERE name = $1",
                               {TextParam(name)},
                               absl::StrCat("deleting dataset ", Quoted(name)))
@@ -589,13 +652,287 @@ absl::StatusOr<v1::Dataset> PostgresDatasetStore::AddClassCounts(
   return *std::move(dataset);
 }
 
+// ------------------------------------------------------------------- Runs
+
+absl::StatusOr<std::string> PostgresDatasetStore::FirstRunOfDatasetLocked(
+    absl::string_view name) {
+  absl::StatusOr<Result> r = Exec(
+      "SELECT name FROM cbloss_runs WHERE dataset = $1 ORDER BY name LIMIT 1",
+      {TextParam(name)},
+      absl::StrCat("reading the runs of dataset ", Quoted(name)));
+  if (!r.ok()) return r.status();
+  if (PQntuples(r->get()) == 0) return std::string();
+  return std::string(PQgetvalue(r->get(), 0, 0),
+                     static_cast<size_t>(PQgetlength(r->get(), 0, 0)));
+}
+
+absl::Status PostgresDatasetStore::CheckRunsAllowLocked(
+    absl::string_view name, const v1::Dataset* replacement) {
+  absl::StatusOr<std::string> run = FirstRunOfDatasetLocked(name);
+  if (!run.ok()) return run.status();
+  if (run->empty()) return absl::OkStatus();
+  if (replacement == nullptr) return DatasetUsedByRun(name, *run);
+  absl::StatusOr<v1::Dataset> current = ReadLocked(name, /*meta=*/nullptr);
+  if (!current.ok()) return current.status();
+  return CheckReplacementKeepsClasses(*replacement,
+                                      current->class_counts_size(), *run);
+}
+
+constexpr char kSelectRunColumns[] =
+    "SELECT version, create_time_ns, update_time_ns, run, name, dataset FROM "
+    "cbloss_runs ";
+
+// Decodes row `row` of a kSelectRunColumns result into `*meta` (always,
+// even if the record is corrupt) and the run.
+absl::StatusOr<v1::Run> DecodeRunRow(const PGresult* r, int row,
+                                     RecordMeta* meta) {
+  meta->version = static_cast<uint64_t>(GetInt64(r, row, 0));
+  meta->create_time_ns = GetInt64(r, row, 1);
+  meta->update_time_ns = GetInt64(r, row, 2);
+  const absl::string_view name(PQgetvalue(r, row, 4),
+                               static_cast<size_t>(PQgetlength(r, row, 4)));
+  v1::Run run;
+  const int size = PQgetlength(r, row, 3);
+  if (!run.ParseFromArray(PQgetvalue(r, row, 3), size)) {
+    return absl::DataLossError(
+        absl::StrCat("stored record of run ", Quoted(name), " (", size,
+                     " bytes) is corrupt and cannot be parsed"));
+  }
+  run.set_name(std::string(name));
+  run.set_dataset(std::string(PQgetvalue(r, row, 5),
+                              static_cast<size_t>(PQgetlength(r, row, 5))));
+  StampRun(*meta, &run);
+  return run;
+}
+
+// A text-format PostgreSQL array literal of `items` (each already in the
+// element type's text form).
+std::string ArrayLiteral(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char ch : items[i]) {
+      if (ch == '"' || ch == '\\') out += '\\';
+      out += ch;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+// `bytes` in bytea's hex text form, \x0a1b...
+std::string ByteaHex(absl::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out = "\\x";
+  out.reserve(2 + 2 * bytes.size());
+  for (unsigned char b : bytes) {
+    out += kDigits[b >> 4];
+    out += kDigits[b & 15];
+  }
+  return out;
+}
+
+absl::StatusOr<v1::Run> PostgresDatasetStore::CreateRun(const v1::Run& run) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Transaction txn(this);
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
+  absl::optional<v1::Dataset> dataset;
+  if (!run.dataset().empty()) {
+    // FOR SHARE: a concurrent Delete or class-changing Put of the dataset
+    // (which lock its row FOR UPDATE first) waits for this transaction and
+    // then sees the run, or this waits for it and sees its outcome.
+    absl::StatusOr<v1::Dataset> read =
+        ReadLocked(run.dataset(), /*meta=*/nullptr, " FOR SHARE");
+    if (!read.ok()) return read.status();
+    dataset = *std::move(read);
+  }
+  Meta meta;
+  absl::StatusOr<v1::Run> stored = RecordForCreateRun(
+      run, dataset.has_value() ? &*dataset : nullptr, NowUnixNanos(), &meta);
+  if (!stored.ok()) return stored.status();
+  std::string blob;
+  if (!stored->SerializeToString(&blob)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("run ", Quoted(run.name()), " cannot be serialized (",
+                     stored->ByteSizeLong(), " bytes)"));
+  }
+  absl::StatusOr<Result> inserted = Exec(
+      "INSERT INTO cbloss_runs (name, dataset, version, create_time_ns, "
+      "update_time_ns, run) VALUES ($1, $2, $3::bigint, $4::bigint, "
+      "$5::bigint, $6::bytea) ON CONFLICT (name) DO NOTHING",
+      {TextParam(stored->name()), TextParam(stored->dataset()),
+       Int64Param(static_cast<int64_t>(meta.version)),
+       Int64Param(meta.create_time_ns), Int64Param(meta.update_time_ns),
+       Param{std::move(blob), true}},
+      absl::StrCat("writing run ", Quoted(run.name())));
+  if (!inserted.ok()) return inserted.status();
+  if (std::strcmp(PQcmdTuples(inserted->get()), "1") != 0) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("run ", Quoted(run.name()), " already exists"));
+  }
+  CBLOSS_RETURN_IF_ERROR(txn.Commit());
+  return stored;
+}
+
+absl::StatusOr<v1::Run> PostgresDatasetStore::GetRun(absl::string_view name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string sql = absl::StrCat(kSelectRunColumns, "WHERE name = $1");
+  absl::StatusOr<Result> r = Exec(sql.c_str(), {TextParam(name)},
+                                  absl::StrCat("reading run ", Quoted(name)));
+  if (!r.ok()) return r.status();
+  if (PQntuples(r->get()) == 0) return RunNotFound(name);
+  Meta meta;
+  return DecodeRunRow(r->get(), 0, &meta);
+}
+
+absl::StatusOr<std::vector<v1::Run>> PostgresDatasetStore::ListRuns(
+    absl::string_view start_after, int limit, absl::string_view dataset) {
+  if (limit <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit must be positive, got ", limit));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Param> params = {TextParam(start_after), Int64Param(limit)};
+  std::string sql = absl::StrCat(kSelectRunColumns, "WHERE name > $1 ");
+  if (!dataset.empty()) {
+    absl::StrAppend(&sql, "AND dataset = $3 ");
+    params.push_back(TextParam(dataset));
+  }
+  absl::StrAppend(&sql, "ORDER BY name LIMIT $2::integer");
+  absl::StatusOr<Result> r = Exec(sql.c_str(), params, "listing runs");
+  if (!r.ok()) return r.status();
+  std::vector<v1::Run> runs;
+  const int rows = PQntuples(r->get());
+  runs.reserve(static_cast<size_t>(rows));
+  for (int i = 0; i < rows; ++i) {
+    Meta meta;
+    absl::StatusOr<v1::Run> run = DecodeRunRow(r->get(), i, &meta);
+    if (!run.ok()) return run.status();
+    runs.push_back(*std::move(run));
+  }
+  return runs;
+}
+
+absl::Status PostgresDatasetStore::DeleteRun(
+    absl::string_view name, absl::optional<uint64_t> expected_version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Transaction txn(this);
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
+  absl::StatusOr<Result> r =
+      Exec("SELECT version FROM cbloss_runs WHERE name = $1 FOR UPDATE",
+           {TextParam(name)}, absl::StrCat("reading run ", Quoted(name)));
+  if (!r.ok()) return r.status();
+  if (PQntuples(r->get()) == 0) return RunNotFound(name);
+  CBLOSS_RETURN_IF_ERROR(CheckRunExpectedVersion(
+      name, static_cast<uint64_t>(GetInt64(r->get(), 0, 0)), expected_version));
+  CBLOSS_RETURN_IF_ERROR(Exec("DELETE FROM cbloss_runs WHERE name = $1",
+                              {TextParam(name)},
+                              absl::StrCat("deleting run ", Quoted(name)))
+                             .status());
+  return txn.Commit();
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>>
+PostgresDatasetStore::ApplyRunUpdates(absl::Span<const RunUpdate> updates) {
+  std::vector<absl::StatusOr<v1::Run>> results;
+  results.reserve(updates.size());
+  if (updates.empty()) return results;
+  // Each run is read once and written once, however often it appears.
+  struct Working {
+    absl::StatusOr<v1::Run> run;
+    Meta meta;
+    bool changed = false;
+  };
+  std::map<std::string, Working, std::less<>> working;
+  for (const RunUpdate& update : updates) {
+    working.emplace(update.name, Working{RunNotFound(update.name), Meta{}});
+  }
+  std::vector<std::string> names;
+  names.reserve(working.size());
+  for (const auto& entry : working) names.push_back(entry.first);
+
+  std::lock_guard<std::mutex> lock(mu_);
+  Transaction txn(this);
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
+  // One query locks every run, in name order: two replicas flushing the
+  // same runs queue up instead of deadlocking. A run deleted meanwhile is
+  // not returned (NOT_FOUND below).
+  const std::string select =
+      absl::StrCat(kSelectRunColumns,
+                   "WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE");
+  absl::StatusOr<Result> r =
+      Exec(select.c_str(), {TextParam(ArrayLiteral(names))},
+           "reading runs to update");
+  if (!r.ok()) return r.status();
+  for (int i = 0; i < PQntuples(r->get()); ++i) {
+    const std::string name(PQgetvalue(r->get(), i, 4),
+                           static_cast<size_t>(PQgetlength(r->get(), i, 4)));
+    auto it = working.find(name);
+    if (it == working.end()) continue;
+    it->second.run = DecodeRunRow(r->get(), i, &it->second.meta);
+  }
+
+  const int64_t now = NowUnixNanos();
+  for (const RunUpdate& update : updates) {
+    Working& w = working.find(update.name)->second;
+    if (!w.run.ok()) {
+      results.push_back(w.run.status());
+      continue;
+    }
+    absl::Status applied = ApplyRunUpdate(update, now, &w.meta, &*w.run);
+    if (!applied.ok()) {
+      results.push_back(applied);
+      continue;
+    }
+    w.changed = true;
+    results.push_back(*w.run);
+  }
+
+  // One statement writes every changed run.
+  std::vector<std::string> changed_names;
+  std::vector<std::string> versions;
+  std::vector<std::string> updated;
+  std::vector<std::string> records;
+  for (const auto& [name, w] : working) {
+    if (!w.changed) continue;
+    std::string blob;
+    if (!w.run->SerializeToString(&blob)) {
+      return absl::InternalError(
+          absl::StrCat("run ", Quoted(name), " cannot be serialized (",
+                       w.run->ByteSizeLong(), " bytes)"));
+    }
+    changed_names.push_back(name);
+    versions.push_back(std::to_string(w.meta.version));
+    updated.push_back(std::to_string(w.meta.update_time_ns));
+    records.push_back(ByteaHex(blob));
+  }
+  if (!changed_names.empty()) {
+    CBLOSS_RETURN_IF_ERROR(
+        Exec("UPDATE cbloss_runs AS r SET version = u.version, "
+             "update_time_ns = u.update_time_ns, run = u.run FROM "
+             "unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) "
+             "AS u(name, version, update_time_ns, run) WHERE r.name = u.name",
+             {TextParam(ArrayLiteral(changed_names)),
+              TextParam(ArrayLiteral(versions)),
+              TextParam(ArrayLiteral(updated)),
+              TextParam(ArrayLiteral(records))},
+             "writing runs")
+            .status());
+  }
+  CBLOSS_RETURN_IF_ERROR(txn.Commit());
+  return results;
+}
+
 // ------------------------------------------------------------------ Watch
 
 absl::StatusOr<PGconn*> PostgresDatasetStore::ConnectListener() {
   absl::StatusOr<PGconn*> conn = Connect(dsn_);
   if (!conn.ok()) return conn.status();
   absl::Status listen =
-      RunScript(*conn, "LISTEN cbloss_datasets", "subscribing to changes");
+      RunScript(*conn, "LISTEN cbloss_datasets; LISTEN cbloss_runs",
+                "subscribing to changes");
   if (!listen.ok()) {
     PQfinish(*conn);
     return listen;
@@ -680,10 +1017,16 @@ void PostgresDatasetStore::ListenLoop(PGconn* conn) {
     absl::Status handled = absl::OkStatus();
     while (PGnotify* n = PQnotifies(conn)) {
       const std::string name = n->extra != nullptr ? n->extra : "";
+      const bool run =
+          n->relname != nullptr && std::strcmp(n->relname, "cbloss_runs") == 0;
       PQfreemem(n);
       if (!handled.ok()) continue;  // Drain; a resync follows.
-      handled = name.empty() ? listener_->OnResync()
-                             : listener_->OnDatasetChanged(name);
+      if (name.empty()) {
+        handled = listener_->OnResync();
+      } else {
+        handled = run ? listener_->OnRunChanged(name)
+                      : listener_->OnDatasetChanged(name);
+      }
     }
     if (!handled.ok()) {
       lose(handled);

@@ -8,7 +8,9 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -44,6 +46,21 @@ constexpr const char* kMigrations[] = {
         update_time_ns INTEGER NOT NULL,
         dataset BLOB NOT NULL
       ) WITHOUT ROWID
+    )sql",
+    // 1 -> 2: one row per run (LOSS.md section 11): the serialized v1::Run
+    // (with its statistics) plus authoritative copies of its dataset ('' =
+    // none), version and times. The index serves the dataset filter of
+    // ListRuns and the "is this dataset used by a run" checks.
+    R"sql(
+      CREATE TABLE runs (
+        name TEXT NOT NULL PRIMARY KEY,
+        dataset TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version >= 1),
+        create_time_ns INTEGER NOT NULL,
+        update_time_ns INTEGER NOT NULL,
+        run BLOB NOT NULL
+      ) WITHOUT ROWID;
+      CREATE INDEX runs_by_dataset ON runs (dataset, name);
     )sql",
 };
 constexpr int kSchemaVersion =
@@ -133,6 +150,13 @@ class SqliteDatasetStore final : public DatasetStore {
     select_page_.reset();
     upsert_.reset();
     delete_.reset();
+    first_run_of_dataset_.reset();
+    select_run_.reset();
+    select_run_page_.reset();
+    select_run_page_of_dataset_.reset();
+    insert_run_.reset();
+    update_run_.reset();
+    delete_run_.reset();
     sqlite3_close_v2(db_);
   }
 
@@ -150,6 +174,16 @@ class SqliteDatasetStore final : public DatasetStore {
   absl::StatusOr<v1::Dataset> AddClassCounts(
       absl::string_view name, absl::Span<const int64_t> deltas,
       absl::Span<const int32_t> labels) override;
+
+  absl::StatusOr<v1::Run> CreateRun(const v1::Run& run) override;
+  absl::StatusOr<v1::Run> GetRun(absl::string_view name) override;
+  absl::StatusOr<std::vector<v1::Run>> ListRuns(
+      absl::string_view start_after, int limit,
+      absl::string_view dataset) override;
+  absl::Status DeleteRun(absl::string_view name,
+                         absl::optional<uint64_t> expected_version) override;
+  absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>> ApplyRunUpdates(
+      absl::Span<const RunUpdate> updates) override;
 
  private:
   using Meta = RecordMeta;
@@ -215,6 +249,23 @@ class SqliteDatasetStore final : public DatasetStore {
   absl::Status WriteLocked(const v1::Dataset& dataset,
                            const Meta& meta);  // requires mu_
 
+  // The first run (by name) that refers to dataset `name`; "" if none.
+  absl::StatusOr<std::string> FirstRunOfDatasetLocked(
+      absl::string_view name);  // requires mu_
+  // The run `name` (and its Meta into `meta` unless null); NOT_FOUND if
+  // absent, DATA_LOSS if its record is corrupt.
+  absl::StatusOr<v1::Run> ReadRunLocked(absl::string_view name,
+                                        Meta* meta);  // requires mu_
+  // Decodes the current row of a (version, create_time_ns, update_time_ns,
+  // run, name, dataset) result for run `name`.
+  absl::StatusOr<v1::Run> DecodeRunRow(sqlite3_stmt* stmt,
+                                       absl::string_view name,
+                                       Meta* meta);  // requires mu_
+  // Inserts a new run (`insert`) or rewrites an existing one's record,
+  // version and update time.
+  absl::Status WriteRunLocked(const v1::Run& run, const Meta& meta,
+                              bool insert);  // requires mu_
+
   // std::mutex: ThreadSanitizer sees it (core/thread_pool.h says why).
   std::mutex mu_;
   sqlite3* const db_;                       // Owned; used only with mu_ held.
@@ -226,6 +277,13 @@ class SqliteDatasetStore final : public DatasetStore {
   std::unique_ptr<Statement> select_page_;  // guarded by mu_
   std::unique_ptr<Statement> upsert_;       // guarded by mu_
   std::unique_ptr<Statement> delete_;       // guarded by mu_
+  std::unique_ptr<Statement> first_run_of_dataset_;        // guarded by mu_
+  std::unique_ptr<Statement> select_run_;                  // guarded by mu_
+  std::unique_ptr<Statement> select_run_page_;             // guarded by mu_
+  std::unique_ptr<Statement> select_run_page_of_dataset_;  // guarded by mu_
+  std::unique_ptr<Statement> insert_run_;                  // guarded by mu_
+  std::unique_ptr<Statement> update_run_;                  // guarded by mu_
+  std::unique_ptr<Statement> delete_run_;                  // guarded by mu_
 };
 
 absl::Status SqliteDatasetStore::Exec(absl::string_view sql,
@@ -353,6 +411,31 @@ absl::Status SqliteDatasetStore::Init(const std::string& path) {
       "update_time_ns = excluded.update_time_ns, dataset = excluded.dataset"));
   CBLOSS_RETURN_IF_ERROR(
       Prepare(delete_, "DELETE FROM datasets WHERE name = ?1"));
+  CBLOSS_RETURN_IF_ERROR(Prepare(
+      first_run_of_dataset_,
+      "SELECT name FROM runs WHERE dataset = ?1 ORDER BY name LIMIT 1"));
+  constexpr char kRunColumns[] =
+      "SELECT version, create_time_ns, update_time_ns, run, name, dataset "
+      "FROM runs ";
+  CBLOSS_RETURN_IF_ERROR(
+      Prepare(select_run_, absl::StrCat(kRunColumns, "WHERE name = ?1")));
+  CBLOSS_RETURN_IF_ERROR(Prepare(
+      select_run_page_,
+      absl::StrCat(kRunColumns, "WHERE name > ?1 ORDER BY name LIMIT ?2")));
+  CBLOSS_RETURN_IF_ERROR(Prepare(
+      select_run_page_of_dataset_,
+      absl::StrCat(kRunColumns,
+                   "WHERE dataset = ?3 AND name > ?1 ORDER BY name LIMIT ?2")));
+  CBLOSS_RETURN_IF_ERROR(
+      Prepare(insert_run_,
+              "INSERT INTO runs (name, dataset, version, create_time_ns, "
+              "update_time_ns, run) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"));
+  CBLOSS_RETURN_IF_ERROR(
+      Prepare(update_run_,
+              "UPDATE runs SET version = ?3, update_time_ns = ?5, run = ?6 "
+              "WHERE name = ?1"));
+  CBLOSS_RETURN_IF_ERROR(
+      Prepare(delete_run_, "DELETE FROM runs WHERE name = ?1"));
   return absl::OkStatus();
 }
 
@@ -445,6 +528,16 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::Put(
   absl::StatusOr<v1::Dataset> stored =
       RecordForPut(dataset, *current, expected_version, NowUnixNanos(), &meta);
   if (!stored.ok()) return stored.status();
+  if (current->has_value()) {
+    absl::StatusOr<std::string> run = FirstRunOfDatasetLocked(dataset.name());
+    if (!run.ok()) return run.status();
+    if (!run->empty()) {
+      absl::StatusOr<v1::Dataset> old = ReadLocked(dataset.name(), nullptr);
+      if (!old.ok()) return old.status();
+      CBLOSS_RETURN_IF_ERROR(CheckReplacementKeepsClasses(
+          dataset, old->class_counts_size(), *run));
+    }
+  }
   CBLOSS_RETURN_IF_ERROR(WriteLocked(*stored, meta));
   CBLOSS_RETURN_IF_ERROR(txn.Commit());
   return stored;
@@ -491,6 +584,9 @@ absl::Status SqliteDatasetStore::Delete(
   if (!current->has_value()) return NotFound(name);
   CBLOSS_RETURN_IF_ERROR(
       CheckExpectedVersion(name, (*current)->version, expected_version));
+  absl::StatusOr<std::string> run = FirstRunOfDatasetLocked(name);
+  if (!run.ok()) return run.status();
+  if (!run->empty()) return DatasetUsedByRun(name, *run);
   {
     Statement::InUse stmt = delete_->Use();
     BindText(stmt.get(), 1, name);
@@ -515,6 +611,217 @@ absl::StatusOr<v1::Dataset> SqliteDatasetStore::AddClassCounts(
   CBLOSS_RETURN_IF_ERROR(WriteLocked(*dataset, meta));
   CBLOSS_RETURN_IF_ERROR(txn.Commit());
   return *std::move(dataset);
+}
+
+// ---------------------------------------------------------------------- Runs
+
+absl::StatusOr<std::string> SqliteDatasetStore::FirstRunOfDatasetLocked(
+    absl::string_view name) {
+  Statement::InUse stmt = first_run_of_dataset_->Use();
+  BindText(stmt.get(), 1, name);
+  int rc = sqlite3_step(stmt.get());
+  if (rc == SQLITE_DONE) return std::string();
+  if (rc != SQLITE_ROW) {
+    return SqliteError(
+        rc, db_, absl::StrCat("reading the runs of dataset ", Quoted(name)));
+  }
+  return std::string(
+      reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0)),
+      static_cast<size_t>(sqlite3_column_bytes(stmt.get(), 0)));
+}
+
+absl::StatusOr<v1::Run> SqliteDatasetStore::DecodeRunRow(sqlite3_stmt* stmt,
+                                                         absl::string_view name,
+                                                         Meta* meta) {
+  // The columns are authoritative, and readable (DeleteRun checks the
+  // version) even if the record is not.
+  Meta columns;
+  columns.version = static_cast<uint64_t>(sqlite3_column_int64(stmt, 0));
+  columns.create_time_ns = sqlite3_column_int64(stmt, 1);
+  columns.update_time_ns = sqlite3_column_int64(stmt, 2);
+  if (meta != nullptr) *meta = columns;
+  if (sqlite3_column_type(stmt, 3) != SQLITE_BLOB) {
+    return absl::DataLossError(
+        absl::StrCat("stored record of run ", Quoted(name), " is not a blob"));
+  }
+  const void* blob = sqlite3_column_blob(stmt, 3);
+  int size = sqlite3_column_bytes(stmt, 3);
+  if (size > 0 && blob == nullptr) {
+    return SqliteError(sqlite3_errcode(db_), db_,
+                       absl::StrCat("reading run ", Quoted(name)));
+  }
+  v1::Run run;
+  if (!run.ParseFromArray(blob, size)) {
+    return absl::DataLossError(
+        absl::StrCat("stored record of run ", Quoted(name), " (", size,
+                     " bytes) is corrupt and cannot be parsed"));
+  }
+  run.set_name(std::string(name));
+  run.set_dataset(
+      std::string(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 5)),
+                  static_cast<size_t>(sqlite3_column_bytes(stmt, 5))));
+  StampRun(columns, &run);
+  return run;
+}
+
+absl::StatusOr<v1::Run> SqliteDatasetStore::ReadRunLocked(
+    absl::string_view name, Meta* meta) {
+  Statement::InUse stmt = select_run_->Use();
+  BindText(stmt.get(), 1, name);
+  int rc = sqlite3_step(stmt.get());
+  if (rc == SQLITE_DONE) return RunNotFound(name);
+  if (rc != SQLITE_ROW) {
+    return SqliteError(rc, db_, absl::StrCat("reading run ", Quoted(name)));
+  }
+  return DecodeRunRow(stmt.get(), name, meta);
+}
+
+absl::Status SqliteDatasetStore::WriteRunLocked(const v1::Run& run,
+                                                const Meta& meta, bool insert) {
+  std::string blob;
+  if (!run.SerializeToString(&blob)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("run ", Quoted(run.name()), " cannot be serialized (",
+                     run.ByteSizeLong(), " bytes)"));
+  }
+  Statement::InUse stmt = (insert ? insert_run_ : update_run_)->Use();
+  BindText(stmt.get(), 1, run.name());
+  if (insert) {
+    BindText(stmt.get(), 2, run.dataset());
+    sqlite3_bind_int64(stmt.get(), 4, meta.create_time_ns);
+  }
+  sqlite3_bind_int64(stmt.get(), 3, static_cast<sqlite3_int64>(meta.version));
+  sqlite3_bind_int64(stmt.get(), 5, meta.update_time_ns);
+  sqlite3_bind_blob64(stmt.get(), 6, blob.data(), blob.size(), SQLITE_STATIC);
+  return StepDone(stmt, absl::StrCat("writing run ", Quoted(run.name())));
+}
+
+absl::StatusOr<v1::Run> SqliteDatasetStore::CreateRun(const v1::Run& run) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Transaction txn(this);
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
+  absl::optional<v1::Dataset> dataset;
+  if (!run.dataset().empty()) {
+    absl::StatusOr<v1::Dataset> read = ReadLocked(run.dataset(), nullptr);
+    if (!read.ok()) return read.status();
+    dataset = *std::move(read);
+  }
+  Meta meta;
+  absl::StatusOr<v1::Run> stored = RecordForCreateRun(
+      run, dataset.has_value() ? &*dataset : nullptr, NowUnixNanos(), &meta);
+  if (!stored.ok()) return stored.status();
+  absl::StatusOr<v1::Run> existing = ReadRunLocked(run.name(), nullptr);
+  if (existing.ok() || !absl::IsNotFound(existing.status())) {
+    if (!existing.ok() && !absl::IsDataLoss(existing.status())) {
+      return existing.status();
+    }
+    return absl::AlreadyExistsError(
+        absl::StrCat("run ", Quoted(run.name()), " already exists"));
+  }
+  CBLOSS_RETURN_IF_ERROR(WriteRunLocked(*stored, meta, /*insert=*/true));
+  CBLOSS_RETURN_IF_ERROR(txn.Commit());
+  return stored;
+}
+
+absl::StatusOr<v1::Run> SqliteDatasetStore::GetRun(absl::string_view name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ReadRunLocked(name, /*meta=*/nullptr);
+}
+
+absl::StatusOr<std::vector<v1::Run>> SqliteDatasetStore::ListRuns(
+    absl::string_view start_after, int limit, absl::string_view dataset) {
+  if (limit <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit must be positive, got ", limit));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  Statement::InUse stmt =
+      (dataset.empty() ? select_run_page_ : select_run_page_of_dataset_)->Use();
+  BindText(stmt.get(), 1, start_after);
+  sqlite3_bind_int(stmt.get(), 2, limit);
+  if (!dataset.empty()) BindText(stmt.get(), 3, dataset);
+  std::vector<v1::Run> runs;
+  for (;;) {
+    int rc = sqlite3_step(stmt.get());
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return SqliteError(rc, db_, "listing runs");
+    absl::string_view name(
+        reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 4)),
+        static_cast<size_t>(sqlite3_column_bytes(stmt.get(), 4)));
+    absl::StatusOr<v1::Run> run = DecodeRunRow(stmt.get(), name, nullptr);
+    if (!run.ok()) return run.status();
+    runs.push_back(*std::move(run));
+  }
+  return runs;
+}
+
+absl::Status SqliteDatasetStore::DeleteRun(
+    absl::string_view name, absl::optional<uint64_t> expected_version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Transaction txn(this);
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
+  Meta meta;
+  absl::StatusOr<v1::Run> run = ReadRunLocked(name, &meta);
+  // A corrupt record can still be deleted (its version column is intact).
+  if (!run.ok() && !absl::IsDataLoss(run.status())) return run.status();
+  CBLOSS_RETURN_IF_ERROR(
+      CheckRunExpectedVersion(name, meta.version, expected_version));
+  {
+    Statement::InUse stmt = delete_run_->Use();
+    BindText(stmt.get(), 1, name);
+    CBLOSS_RETURN_IF_ERROR(
+        StepDone(stmt, absl::StrCat("deleting run ", Quoted(name))));
+  }
+  return txn.Commit();
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>>
+SqliteDatasetStore::ApplyRunUpdates(absl::Span<const RunUpdate> updates) {
+  std::vector<absl::StatusOr<v1::Run>> results;
+  results.reserve(updates.size());
+  if (updates.empty()) return results;
+  std::lock_guard<std::mutex> lock(mu_);
+  Transaction txn(this);
+  CBLOSS_RETURN_IF_ERROR(txn.Begin());
+  // Each run is read once and written once, however often it appears.
+  struct Working {
+    absl::StatusOr<v1::Run> run;
+    Meta meta;
+    bool changed = false;
+  };
+  std::map<std::string, Working, std::less<>> working;
+  const int64_t now = NowUnixNanos();
+  for (const RunUpdate& update : updates) {
+    auto it = working.find(update.name);
+    if (it == working.end()) {
+      Working w{RunNotFound(update.name), Meta{}, false};
+      w.run = ReadRunLocked(update.name, &w.meta);
+      if (!w.run.ok() && !absl::IsNotFound(w.run.status()) &&
+          !absl::IsDataLoss(w.run.status())) {
+        return w.run.status();  // Storage failed: nothing is applied.
+      }
+      it = working.emplace(update.name, std::move(w)).first;
+    }
+    Working& w = it->second;
+    if (!w.run.ok()) {
+      results.push_back(w.run.status());
+      continue;
+    }
+    absl::Status applied = ApplyRunUpdate(update, now, &w.meta, &*w.run);
+    if (!applied.ok()) {
+      results.push_back(applied);
+      continue;
+    }
+    w.changed = true;
+    results.push_back(*w.run);
+  }
+  for (const auto& [name, w] : working) {
+    if (w.changed) {
+      CBLOSS_RETURN_IF_ERROR(WriteRunLocked(*w.run, w.meta, /*insert=*/false));
+    }
+  }
+  CBLOSS_RETURN_IF_ERROR(txn.Commit());
+  return results;
 }
 
 // Makes sure `data_dir` is an existing, writable directory.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Smoke test of cbloss-bench (docs/PERFORMANCE.md): both benchmarks run with
+"""Smoke test of cbloss-bench (docs/PERFORMANCE.md): the benchmarks run with
 --quick and print the JSON records the performance issue specifies. Checks
 keys, record sets and that every number is finite and positive; never speed.
 
@@ -15,6 +15,9 @@ KERNEL_KEYS = {"loss", "batch", "classes", "threads", "ns_per_element",
                "memcpy_ns_per_element"}
 SERVICE_KEYS = {"batch", "classes", "dtype", "rpc_p50_us", "rpc_p99_us",
                 "echo_p50_us", "throughput_rps_8_callers"}
+RUNS_KEYS = {"batch", "classes", "loss", "plain_p50_us", "accumulate_p50_us",
+             "p50_ratio", "plain_rps_8_callers",
+             "accumulate_rps_8_callers_one_run", "throughput_ratio"}
 
 
 def run(bench, what):
@@ -55,7 +58,14 @@ def main():
     for b, c in ((32, 10), (256, 1000), (4096, 1000)):
         for dtype in ("f32", "bf16"):
             assert (b, c, dtype) in sizes, (b, c, dtype)
-    print(f"ok: {len(kernels)} kernel records, {len(service)} service records")
+
+    runs = run(bench, "runs")
+    for r in runs:
+        assert RUNS_KEYS <= r.keys(), r
+        positive(r, RUNS_KEYS - {"loss"})
+    assert {(r["batch"], r["classes"]) for r in runs} == {(32, 10), (256, 1000)}, runs
+    print(f"ok: {len(kernels)} kernel records, {len(service)} service records, "
+          f"{len(runs)} runs records")
 
 
 if __name__ == "__main__":
