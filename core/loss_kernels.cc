@@ -759,24 +759,57 @@ double LossRowsImpl(const RowsArgs& a, int64_t begin, int64_t end) {
   return total;
 }
 
+// out[0, N) += v: v's float lanes added to float64 sums in memory.
+HWY_INLINE void AddIntoF64(VF v, double* out) {
+  const DD dd;
+#if HWY_TARGET == HWY_SCALAR
+  hn::StoreU(hn::Add(hn::LoadU(dd, out), hn::PromoteTo(dd, v)), dd, out);
+#else
+  const DH dh;
+  const size_t H = hn::Lanes(dd);
+  hn::StoreU(
+      hn::Add(hn::LoadU(dd, out), hn::PromoteTo(dd, hn::LowerHalf(dh, v))), dd,
+      out);
+  hn::StoreU(
+      hn::Add(hn::LoadU(dd, out + H), hn::PromoteTo(dd, hn::UpperHalf(dh, v))),
+      dd, out + H);
+#endif
+}
+
 // EQL_V2 statistics (loss_kernels.h): g = sigma(z) where t = 0 and
-// sigma(-z) where t = 1, in float64 (one exp per element; only accumulating
-// requests pay for it).
+// sigma(-z) where t = 1. The t = 0 terms (all but one per row) are float32
+// vectors (s q_j sigma(z), one exp each) summed in float64; the label's
+// term is float64. Only accumulating requests pay for this pass.
 void EqlV2StatisticsRowsImpl(const RowsArgs& a, int64_t begin, int64_t end,
                              double* positive, double* negative) {
+  const DF d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const VF zero = hn::Zero(d), one = hn::Set(d, 1.0f);
   const int64_t C = a.cols;
+  const float* nf = a.terms->negative_factors.data();
   for (int64_t i = begin; i < end; ++i) {
     const int32_t y = a.labels[i];
     if (y == a.params->ignore_index) continue;
     const double s = a.sample_weights != nullptr ? a.sample_weights[i] : 1.0;
     const float* z = a.logits + i * C;
-    for (int64_t j = 0; j < C; ++j) {
-      const scalar::Softplus sp = scalar::SoftplusPair(z[j]);
-      if (j == y) {
-        positive[j] += s * a.terms->positive_factors[j] * sp.sigma_neg;
-      } else {
-        negative[j] += s * double{a.terms->negative_factors[j]} * sp.sigma;
+    const VF vs = hn::Set(d, static_cast<float>(s));
+    ForColumnsExcept(C, y, [&](int64_t j0, int64_t j1) {
+      int64_t k = j0;
+      for (; k + N <= j1; k += N) {
+        const VF x = hn::LoadU(d, z + k);
+        const VF e = hn::Exp(d, hn::Neg(hn::Abs(x)));
+        const VF inv = hn::Div(one, hn::Add(one, e));
+        const VF sigma = hn::IfThenElse(hn::Ge(x, zero), inv, hn::Mul(e, inv));
+        AddIntoF64(hn::Mul(hn::Mul(vs, hn::LoadU(d, nf + k)), sigma),
+                   negative + k);
       }
+      for (; k < j1; ++k) {
+        negative[k] += s * double{nf[k]} * scalar::SoftplusPair(z[k]).sigma;
+      }
+    });
+    if (y >= 0 && y < C) {  // y == C: a background row, every t = 0
+      positive[y] += s * a.terms->positive_factors[y] *
+                     scalar::SoftplusPair(z[y]).sigma_neg;
     }
   }
 }

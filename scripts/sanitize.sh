@@ -101,15 +101,15 @@ run_tsan() {
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCBLOSS_SANITIZE=thread || return
   # Only the tests whose threads synchronise through cbloss's own code (see
   # the note at the top): the pool and the engine on it, the store, the
-  # registry and the in-flight counter.
+  # registry, the runs' registry (group commit) and the in-flight counter.
   step "tsan build" cmake --build build-tsan -j "$JOBS" --target \
     cbloss_core_test sqlite_dataset_store_test cbloss_concurrency_test \
     sqlite_store_conformance_test postgres_store_conformance_test \
-    postgres_dataset_store_test ||
+    postgres_dataset_store_test cbloss_service_test ||
     return
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$logs/tsan:suppressions=$ROOT/scripts/tsan.supp" \
     step "tsan tests" ctest --test-dir build-tsan --output-on-failure \
-    -j "$JOBS" -R "^(ThreadPool|ThreadCountInvariance|Cancellation|store|concurrency)\."
+    -j "$JOBS" -R "^(ThreadPool|ThreadCountInvariance|Cancellation|store|concurrency|server\.RunRegistryTest)\."
   step "tsan reports" check_reports "$logs"
 }
 

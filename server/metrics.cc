@@ -114,6 +114,15 @@ std::string ServerMetrics::Render(const Gauges& gauges) const {
       "# TYPE cbloss_datasets gauge\n"
       "cbloss_datasets ",
       gauges.datasets, "\n",
+      "# HELP cbloss_runs Runs this replica knows (LOSS.md section 11).\n"
+      "# TYPE cbloss_runs gauge\n"
+      "cbloss_runs ",
+      gauges.runs, "\n",
+      "# HELP cbloss_run_updates_unflushed Accumulated run updates "
+      "acknowledged and not yet written to the store.\n"
+      "# TYPE cbloss_run_updates_unflushed gauge\n"
+      "cbloss_run_updates_unflushed ",
+      gauges.run_updates_unflushed, "\n",
       "# HELP cbloss_elements_computed_total Logits elements (rows * "
       "classes) of successful ComputeLoss and StreamLoss requests.\n"
       "# TYPE cbloss_elements_computed_total counter\n"

@@ -12,6 +12,8 @@
 //                                                 requests
 //   cbloss_in_flight_calls                        gauge (InFlightCalls)
 //   cbloss_datasets                               gauge
+//   cbloss_runs                                   gauge
+//   cbloss_run_updates_unflushed                  gauge
 //   cbloss_build_info{version}                    gauge, always 1
 //
 // Calls are counted by a server interceptor when their status is sent (so a
@@ -59,6 +61,9 @@ class ServerMetrics {
   struct Gauges {
     int64_t in_flight_calls = 0;
     int64_t datasets = 0;
+    int64_t runs = 0;
+    // Accumulated run updates acknowledged and not yet written (docs/RUNS.md).
+    int64_t run_updates_unflushed = 0;
   };
 
   explicit ServerMetrics(std::string version) : version_(std::move(version)) {}

@@ -347,6 +347,8 @@ absl::Status Server::ServeMetrics() {
         ServerMetrics::Gauges gauges;
         gauges.in_flight_calls = in_flight_.count();
         gauges.datasets = static_cast<int64_t>(registry_->size());
+        gauges.runs = static_cast<int64_t>(runs_->size());
+        gauges.run_updates_unflushed = runs_->unflushed_updates();
         return metrics_->Render(gauges);
       });
   if (!started.ok()) return StartError(started.status().ToString());
