@@ -11,11 +11,17 @@ cbloss.Client and cbloss.torch.
   first EQL_V2 update). Tolerances of LOSS.md section 7.
 - Exact versions and seen counts, the exact errors, and cbloss.torch's
   training / eval behaviour, on a real cbloss-server.
+- Access with token files (API.md section 5.2): CreateRun / DeleteRun need
+  the admin token, an accumulating request a token even when computations
+  are open.
 - Accumulating calls are never retried: against an in-process grpc server
   that answers every ComputeLoss with UNAVAILABLE.
 """
 
 from concurrent import futures
+import os
+import shutil
+import tempfile
 import threading
 import unittest
 
@@ -473,6 +479,85 @@ class RunsTest(ServerTestCase):
         criterion(torch.zeros(2, 4, requires_grad=True), torch.tensor([0, 1])).backward()
         self.assertEqual(criterion.last_result.run_version, 0)
         self.assertIsNone(criterion.run)
+
+
+ADMIN_TOKEN = "adm-runs-7d1e0c2b9a8f4e36b5c4d3e2f1a0b9c8"
+COMPUTE_TOKEN = "cmp-runs-1a2b3c4d5e6f708192a3b4c5d6e7f809"
+
+
+class _TokenServerTestCase(ServerTestCase):
+    """A server with token files (`tokens`: the flags' names)."""
+
+    tokens = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.token_dir = tempfile.mkdtemp(prefix="cbloss-runs-tokens-")
+        flags = []
+        for flag, token in (("admin", ADMIN_TOKEN), ("compute", COMPUTE_TOKEN)):
+            if flag in cls.tokens:
+                path = os.path.join(cls.token_dir, flag)
+                with open(path, "w") as f:
+                    f.write(token + "\n")
+                flags.append("--%s_token_file=%s" % (flag, path))
+        cls.server_flags = tuple(flags)
+        try:
+            super().setUpClass()
+        except BaseException:
+            shutil.rmtree(cls.token_dir, ignore_errors=True)
+            raise
+        cls.admin = cbloss.Client(cls.server.target, timeout=10, token=ADMIN_TOKEN)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.admin.close()
+        super().tearDownClass()
+        shutil.rmtree(cls.token_dir, ignore_errors=True)
+
+    def assert_code(self, code, call, *args, **kwargs):
+        with self.assertRaises(cbloss.CblossError) as caught:
+            call(*args, **kwargs)
+        self.assertEqual(caught.exception.code, code, caught.exception.details)
+
+
+class AdminAndComputeTokensTest(_TokenServerTestCase):
+    """API.md section 5.2: CreateRun and DeleteRun need the admin token; an
+    accumulating request the compute or admin token."""
+
+    tokens = ("admin", "compute")
+
+    def test_compute_token_accumulates_but_cannot_create_or_delete(self):
+        self.admin.create_run("tok-run", num_classes=3, loss_type="seesaw")
+        with cbloss.Client(self.server.target, timeout=10, token=COMPUTE_TOKEN) as compute:
+            self.assert_code(grpc.StatusCode.PERMISSION_DENIED, compute.create_run, "tok-b",
+                             num_classes=3)
+            self.assert_code(grpc.StatusCode.PERMISSION_DENIED, compute.delete_run, "tok-run")
+            r = compute.compute_loss(np.zeros((2, 3), dtype=np.float32), [0, 3],
+                                     run="tok-run", accumulate=True)
+            self.assertEqual(r.run_version, 2)
+        self.assertEqual(self.admin.get_run("tok-run").statistics.background_seen, 1)
+        self.admin.delete_run("tok-run", expected_version=2)
+
+
+class AdminTokenOnlyTest(_TokenServerTestCase):
+    """--admin_token_file only: computations are open, but an accumulating
+    request changes state and needs a token."""
+
+    tokens = ("admin",)
+
+    def test_accumulating_needs_a_token(self):
+        self.admin.create_run("open-run", num_classes=2, loss_type="seesaw")
+        self.assert_code(grpc.StatusCode.UNAUTHENTICATED, self.client.create_run, "x",
+                         num_classes=2)
+        logits = np.zeros((1, 2), dtype=np.float32)
+        r = self.client.compute_loss(logits, [1], run="open-run")  # reads stay open
+        self.assertEqual(r.run_version, 1)
+        self.assertEqual(self.client.get_run("open-run").version, 1)
+        self.assert_code(grpc.StatusCode.UNAUTHENTICATED, self.client.compute_loss, logits,
+                         [1], run="open-run", accumulate=True)
+        self.assertEqual(self.admin.get_run("open-run").version, 1)
+        r = self.admin.compute_loss(logits, [1], run="open-run", accumulate=True)
+        self.assertEqual(r.run_version, 2)
 
 
 class _UnavailableLossService:
