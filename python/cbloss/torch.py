@@ -117,10 +117,12 @@ class ClassBalancedLoss(nn.Module):
       target: "HOST:PORT" of the service to open one for (default
         $CBLOSS_TARGET, else 127.0.0.1:50051).
       dataset / class_counts: exactly one: a stored dataset's name (its
-        counts and defaults are used), or the C class counts inline.
-      loss_type: "softmax", "sigmoid", "focal", "softmax_bce", or a loss of
+        counts and defaults are used), or the C class counts inline; with
+        run=, at most one.
+      loss_type: "softmax", "sigmoid", "focal", "softmax_bce", a loss of
         LOSS.md section 9 ("balanced_softmax", "logit_adjusted", "ldam",
-        "softmax_focal"); None = the dataset's default.
+        "softmax_focal") or section 10 ("seesaw", "eql", "eql_v2", "vs");
+        None = the run's, then the dataset's default.
       beta, gamma, weighting, ignore_index: as in LOSS.md; None = the
         dataset's default, then LOSS.md's.
       tau (logit_adjusted, >= 0), max_margin (ldam, > 0), scale (ldam, > 0):
