@@ -40,11 +40,22 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeCredentials(
   return grpc::SslCredentials(ssl);
 }
 
-grpc::ChannelArguments MakeChannelArguments(const ClientOptions& options) {
+// The channel's arguments; with `retries` false, those of the channel of
+// accumulating calls: no retry policy, and gRPC's retries (transparent ones
+// included) off.
+grpc::ChannelArguments MakeChannelArguments(const ClientOptions& options,
+                                            bool retries) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_mb * 1024 * 1024);
   args.SetMaxSendMessageSize(options.max_message_mb * 1024 * 1024);
-  args.SetServiceConfigJSON(ServiceConfigJson(options));
+  if (retries) {
+    args.SetServiceConfigJSON(ServiceConfigJson(options));
+  } else {
+    ClientOptions no_retry = options;
+    no_retry.retry_unavailable = false;
+    args.SetServiceConfigJSON(ServiceConfigJson(no_retry));
+    args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  }
   // Larger TCP reads: a 16 MiB tensor arrives in fewer, larger slices
   // (docs/PERFORMANCE.md, "gRPC and allocator tuning").
   args.SetInt(GRPC_ARG_TCP_READ_CHUNK_SIZE, 1 << 20);
@@ -96,16 +107,38 @@ void SetSource(const LossSource& source, v1::GetClassWeightsRequest* request) {
 
 class Client::Impl {
  public:
-  Impl(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
+  // `no_retry_args`: the arguments of the channel of accumulating calls,
+  // made from `target` and `credentials` on first use.
+  Impl(std::shared_ptr<grpc::Channel> channel, ClientOptions options,
+       std::string target,
+       std::shared_ptr<grpc::ChannelCredentials> credentials,
+       grpc::ChannelArguments no_retry_args)
       : options_(std::move(options)),
         channel_(std::move(channel)),
-        stub_(v1::LossService::NewStub(channel_)) {}
+        stub_(v1::LossService::NewStub(channel_)),
+        target_(std::move(target)),
+        credentials_(std::move(credentials)),
+        no_retry_args_(std::move(no_retry_args)) {}
 
   const ClientOptions& options() const { return options_; }
   const std::shared_ptr<grpc::Channel>& shared_channel() const {
     return channel_;
   }
   v1::LossService::Stub* stub() const { return stub_.get(); }
+
+  // The channel of calls that must not be retried, and its stub.
+  const std::shared_ptr<grpc::Channel>& no_retry_channel() const {
+    std::call_once(no_retry_once_, [this] {
+      no_retry_channel_ =
+          grpc::CreateCustomChannel(target_, credentials_, no_retry_args_);
+      no_retry_stub_ = v1::LossService::NewStub(no_retry_channel_);
+    });
+    return no_retry_channel_;
+  }
+  v1::LossService::Stub* no_retry_stub() const {
+    (void)no_retry_channel();
+    return no_retry_stub_.get();
+  }
 
   // A unary call's context: its deadline and the call metadata.
   void PrepareContext(grpc::ClientContext* context,
@@ -141,6 +174,14 @@ class Client::Impl {
   const ClientOptions options_;
   const std::shared_ptr<grpc::Channel> channel_;
   const std::unique_ptr<v1::LossService::Stub> stub_;
+
+  const std::string target_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  const grpc::ChannelArguments no_retry_args_;
+  // Set once, by no_retry_channel().
+  mutable std::once_flag no_retry_once_;
+  mutable std::shared_ptr<grpc::Channel> no_retry_channel_;
+  mutable std::unique_ptr<v1::LossService::Stub> no_retry_stub_;
 };
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(
@@ -151,10 +192,12 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
   if (options.max_message_mb < 1 || options.max_message_mb > 2047) {
     return absl::InvalidArgumentError("max_message_mb must be in [1, 2047]");
   }
-  grpc::ChannelArguments args = MakeChannelArguments(options);
+  grpc::ChannelArguments args = MakeChannelArguments(options, true);
+  grpc::ChannelArguments no_retry_args = MakeChannelArguments(options, false);
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
       MakeCredentials(options, &args);
   if (!credentials.ok()) return credentials.status();
+  (void)MakeCredentials(options, &no_retry_args);  // the name override
   if (absl::Status s = CheckToken(options.token); !s.ok()) return s;
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(target, *credentials, args);
@@ -162,8 +205,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("cannot create a channel to '", target, "'"));
   }
-  return std::unique_ptr<Client>(new Client(
-      std::make_unique<Impl>(std::move(channel), std::move(options))));
+  return std::unique_ptr<Client>(new Client(std::make_unique<Impl>(
+      std::move(channel), std::move(options), target, *std::move(credentials),
+      std::move(no_retry_args))));
 }
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -236,10 +280,50 @@ absl::StatusOr<LossResult> Client::ComputeLoss(const LossSource& source,
   grpc::ClientContext context;
   impl_->PrepareContext(&context, options.deadline);
   v1::ComputeLossResponse response;
-  absl::Status s =
-      FromGrpc(impl_->stub()->ComputeLoss(&context, *request, &response));
+  v1::LossService::Stub* stub =
+      options.accumulate ? impl_->no_retry_stub() : impl_->stub();
+  absl::Status s = FromGrpc(stub->ComputeLoss(&context, *request, &response));
   if (!s.ok()) return s;
   return ReadComputeLossResponse(response, options);
+}
+
+absl::StatusOr<v1::Run> Client::CreateRun(const v1::Run& run) {
+  v1::CreateRunRequest request;
+  *request.mutable_run() = run;
+  return impl_->Call(&v1::LossService::Stub::CreateRun, request);
+}
+
+absl::StatusOr<v1::Run> Client::GetRun(const std::string& name) {
+  v1::GetRunRequest request;
+  request.set_name(name);
+  return impl_->Call(&v1::LossService::Stub::GetRun, request);
+}
+
+absl::StatusOr<std::vector<v1::Run>> Client::ListRuns(
+    const std::string& dataset) {
+  std::vector<v1::Run> all;
+  v1::ListRunsRequest request;
+  request.set_dataset(dataset);
+  do {
+    absl::StatusOr<v1::ListRunsResponse> page = ListRunsPage(request);
+    if (!page.ok()) return page.status();
+    for (v1::Run& r : *page->mutable_runs()) all.push_back(std::move(r));
+    request.set_page_token(page->next_page_token());
+  } while (!request.page_token().empty());
+  return all;
+}
+
+absl::StatusOr<v1::ListRunsResponse> Client::ListRunsPage(
+    const v1::ListRunsRequest& request) {
+  return impl_->Call(&v1::LossService::Stub::ListRuns, request);
+}
+
+absl::Status Client::DeleteRun(const std::string& name,
+                               absl::optional<uint64_t> expected_version) {
+  v1::DeleteRunRequest request;
+  request.set_name(name);
+  if (expected_version) request.set_expected_version(*expected_version);
+  return impl_->Call(&v1::LossService::Stub::DeleteRun, request).status();
 }
 
 absl::Status Client::CheckHealth() {
@@ -265,12 +349,13 @@ absl::Status Client::CheckHealth() {
 class LossStream::Impl {
  public:
   // The call lives as long as the training job: no deadline of its own; each
-  // Compute is watched instead.
+  // Compute is watched instead. It goes on the no-retry channel: any of its
+  // requests may accumulate.
   explicit Impl(const Client::Impl& client)
       : default_deadline_(client.options().default_deadline),
-        channel_(client.shared_channel()) {
+        channel_(client.no_retry_channel()) {
     client.AddCallMetadata(&context_);
-    stream_ = client.stub()->StreamLoss(&context_);
+    stream_ = client.no_retry_stub()->StreamLoss(&context_);
     watchdog_ = std::thread([this] { Watch(); });
   }
 

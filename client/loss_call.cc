@@ -10,13 +10,14 @@
 namespace cbloss::client {
 namespace {
 
-void SetSource(const LossSource& source, v1::ComputeLossRequest* request) {
+void SetSource(const LossSource& source, bool has_run,
+               v1::ComputeLossRequest* request) {
   if (!source.dataset.empty()) {
     request->set_dataset(source.dataset);
-  } else {
+  } else if (!source.counts.empty() || !has_run) {
     request->mutable_class_counts()->mutable_counts()->Assign(
         source.counts.begin(), source.counts.end());
-  }
+  }  // else neither: the run's dataset
 }
 
 // A [rows, cols] tensor of raw little-endian bytes: one memcpy, no
@@ -69,7 +70,7 @@ absl::StatusOr<v1::ComputeLossRequest> MakeComputeLossRequest(
                      logits.rows, ", ", logits.cols, "]"));
   }
   v1::ComputeLossRequest request;
-  SetSource(source, &request);
+  SetSource(source, !options.run.empty(), &request);
   *request.mutable_config() = options.config;
   if (f32) {
     SetTensor(logits.dtype, logits.f32, logits.rows, logits.cols,
@@ -94,6 +95,8 @@ absl::StatusOr<v1::ComputeLossRequest> MakeComputeLossRequest(
     request.set_expected_dataset_version(*options.expected_dataset_version);
   }
   if (options.epoch) request.set_epoch(*options.epoch);
+  request.set_run(options.run);
+  request.set_accumulate(options.accumulate);
   return request;
 }
 
@@ -107,6 +110,7 @@ absl::StatusOr<LossResult> ReadComputeLossResponse(
   r.loss = response.loss();
   r.num_samples = response.num_samples();
   r.dataset_version = response.dataset_version();
+  r.run_version = response.run_version();
   r.per_sample_losses.assign(response.per_sample_losses().begin(),
                              response.per_sample_losses().end());
   r.class_weights.assign(response.class_weights().begin(),

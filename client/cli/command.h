@@ -6,8 +6,8 @@
 // a table) and the exit codes (the gRPC status code + 1).
 //
 // Each subcommand lives in a file of its own (health.cc, datasets.cc,
-// weights.cc, loss.cc, bench.cc) with one Add...Command function that adds
-// its flags to the app and, from its CLI11 callback (run once the command
+// runs.cc, weights.cc, loss.cc, bench.cc) with one Add...Command function that
+// adds its flags to the app and, from its CLI11 callback (run once the command
 // line has parsed), chooses its handler. main.cc connects and runs it.
 //
 // Example (a command "ping"):
@@ -75,6 +75,7 @@ using Handler = std::function<int(const Context&)>;
 // its callback sets `*chosen`.
 void AddHealthCommand(CLI::App* app, Handler* chosen);
 void AddDatasetsCommand(CLI::App* app, Handler* chosen);
+void AddRunsCommand(CLI::App* app, Handler* chosen);
 void AddWeightsCommand(CLI::App* app, Handler* chosen);
 void AddLossCommand(CLI::App* app, Handler* chosen);
 void AddBenchCommand(CLI::App* app, Handler* chosen);

@@ -1,6 +1,8 @@
 // Copyright 2026 The cbloss Authors.
 //
 // `cbloss loss`: one batch's loss (and gradient), from .npy / .csv files.
+// With --run (and --accumulate) it reads (and updates) a run of LOSS.md
+// section 11.
 
 #include <iostream>
 #include <memory>
@@ -25,6 +27,8 @@ struct LossFlags {
       gradient_dtype;
   bool per_sample = false;
   int epoch = 0;
+  std::string run;
+  bool accumulate = false;
   CLI::Option* labels_option = nullptr;
   CLI::Option* epoch_option = nullptr;
 };
@@ -82,6 +86,7 @@ void PrintResult(const LossFlags& f, const client::LossResult& r,
            {"class_weights", r.class_weights},
            {"resolved_config", ProtoJson(r.resolved_config)}};
     if (r.dataset_version) j["dataset_version"] = r.dataset_version;
+    if (!f.run.empty()) j["run_version"] = r.run_version;
     if (!r.per_sample_losses.empty()) {
       j["per_sample_losses"] = r.per_sample_losses;
     }
@@ -92,6 +97,10 @@ void PrintResult(const LossFlags& f, const client::LossResult& r,
   std::cout << absl::StrFormat("loss         %.9g\n", r.loss) << "num_samples  "
             << r.num_samples << "\n"
             << "config       " << LossConfigText(r.resolved_config) << "\n";
+  if (!f.run.empty()) {
+    std::cout << "run_version  " << r.run_version
+              << (f.accumulate ? " (accumulated)" : "") << "\n";
+  }
   if (!r.per_sample_losses.empty()) {
     std::cout << "per_sample   " << absl::StrJoin(r.per_sample_losses, " ")
               << "\n";
@@ -101,10 +110,21 @@ void PrintResult(const LossFlags& f, const client::LossResult& r,
   }
 }
 
+// The counts' source; with --run, neither --dataset nor --counts is needed
+// (the run's dataset is used).
+absl::StatusOr<client::LossSource> SourceOf(const LossFlags& f) {
+  if (!f.run.empty() && f.source.dataset.empty() && f.source.counts.empty()) {
+    return client::LossSource();
+  }
+  return f.source.Source();
+}
+
 int RunLoss(const LossFlags& f, const Context& context) {
-  absl::StatusOr<client::LossSource> source = f.source.Source();
+  absl::StatusOr<client::LossSource> source = SourceOf(f);
   if (!source.ok()) return Fail(source.status());
   client::LossOptions lo;
+  lo.run = f.run;
+  lo.accumulate = f.accumulate;
   absl::StatusOr<v1::LossConfig> config = f.config.Config();
   if (!config.ok()) return Fail(config.status());
   lo.config = *std::move(config);
@@ -164,6 +184,11 @@ void AddLossCommand(CLI::App* app, Handler* chosen) {
   loss->add_flag("--per-sample", f->per_sample, "also print per-sample losses");
   f->epoch_option = loss->add_option(
       "--epoch", f->epoch, "training epoch, for deferred re-weighting");
+  loss->add_option(
+      "--run", f->run,
+      "a run whose statistics the loss reads (LOSS.md section 11)");
+  loss->add_flag("--accumulate", f->accumulate,
+                 "also add this batch to the run's statistics (never retried)");
   loss->callback([f, targets, chosen] {
     if (!*f->labels_option && !*targets) {
       throw CLI::ValidationError("give --labels or --targets");

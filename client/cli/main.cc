@@ -4,8 +4,8 @@
 // readable table, or one JSON document on stdout with --json. Errors go to
 // stderr as one line; the exit code is the gRPC status code + 1 (usage
 // errors: CLI11's codes, also non-zero). The commands are in health.cc,
-// datasets.cc, weights.cc, loss.cc and bench.cc; command.h says what they
-// share.
+// datasets.cc, runs.cc, weights.cc, loss.cc and bench.cc; command.h says
+// what they share.
 
 #include <memory>
 
@@ -22,6 +22,7 @@ int Main(int argc, char** argv) {
   Handler chosen;
   AddHealthCommand(&app, &chosen);
   AddDatasetsCommand(&app, &chosen);
+  AddRunsCommand(&app, &chosen);
   AddWeightsCommand(&app, &chosen);
   AddLossCommand(&app, &chosen);
   AddBenchCommand(&app, &chosen);

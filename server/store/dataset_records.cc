@@ -216,31 +216,41 @@ absl::Status CheckLength(absl::string_view name, absl::string_view field,
                                     num_classes, " classes")));
 }
 
-// `*total` += `delta` (>= 0) for a count called `field`.
+// `field`, or `field[index]` for index >= 0; built only for a message (the
+// flusher applies hundreds of runs of many classes at a time).
+std::string FieldName(absl::string_view field, int64_t index) {
+  if (index < 0) return std::string(field);
+  return absl::StrCat(field, "[", index, "]");
+}
+
+// `*total` += `delta` (>= 0) for the count FieldName(field, index).
 absl::Status AddCount(absl::string_view name, absl::string_view field,
-                      int64_t delta, int64_t* total) {
+                      int64_t index, int64_t delta, int64_t* total) {
   if (delta < 0) {
-    return absl::InvalidArgumentError(
-        RunMessage(name, absl::StrCat(field, " += ", delta, " is negative")));
+    return absl::InvalidArgumentError(RunMessage(
+        name,
+        absl::StrCat(FieldName(field, index), " += ", delta, " is negative")));
   }
   if (__builtin_add_overflow(*total, delta, total)) {
-    return absl::OutOfRangeError(
-        RunMessage(name, absl::StrCat(field, " would overflow int64")));
+    return absl::OutOfRangeError(RunMessage(
+        name, absl::StrCat(FieldName(field, index), " would overflow int64")));
   }
   return absl::OkStatus();
 }
 
-// `*total` += `delta` (finite, >= 0) for a gradient sum called `field`.
+// `*total` += `delta` (finite, >= 0) for the gradient sum field[index].
 absl::Status AddGradient(absl::string_view name, absl::string_view field,
-                         double delta, double* total) {
+                         int64_t index, double delta, double* total) {
   if (!(delta >= 0.0) || !std::isfinite(delta)) {
-    return absl::InvalidArgumentError(RunMessage(
-        name, absl::StrCat(field, " += ", delta, " is not finite and >= 0")));
+    return absl::InvalidArgumentError(
+        RunMessage(name, absl::StrCat(FieldName(field, index), " += ", delta,
+                                      " is not finite and >= 0")));
   }
   *total += delta;
   if (!std::isfinite(*total)) {
-    return absl::OutOfRangeError(
-        RunMessage(name, absl::StrCat(field, " would overflow float64")));
+    return absl::OutOfRangeError(RunMessage(
+        name,
+        absl::StrCat(FieldName(field, index), " would overflow float64")));
   }
   return absl::OkStatus();
 }
@@ -279,29 +289,31 @@ absl::Status ApplyRunUpdate(const RunUpdate& update, int64_t now,
               std::min<size_t>(c, stats.negative_gradient_size()),
               negative.begin());
   for (size_t j = 0; j < update.seen_counts.size(); ++j) {
-    CBLOSS_RETURN_IF_ERROR(AddCount(name, absl::StrCat("seen_counts[", j, "]"),
+    CBLOSS_RETURN_IF_ERROR(AddCount(name, "seen_counts",
+                                    static_cast<int64_t>(j),
                                     update.seen_counts[j], &seen[j]));
   }
   for (size_t j = 0; j < update.positive_gradient.size(); ++j) {
     CBLOSS_RETURN_IF_ERROR(
-        AddGradient(name, absl::StrCat("positive_gradient[", j, "]"),
+        AddGradient(name, "positive_gradient", static_cast<int64_t>(j),
                     update.positive_gradient[j], &positive[j]));
   }
   for (size_t j = 0; j < update.negative_gradient.size(); ++j) {
     CBLOSS_RETURN_IF_ERROR(
-        AddGradient(name, absl::StrCat("negative_gradient[", j, "]"),
+        AddGradient(name, "negative_gradient", static_cast<int64_t>(j),
                     update.negative_gradient[j], &negative[j]));
   }
   int64_t background = stats.background_seen();
-  CBLOSS_RETURN_IF_ERROR(
-      AddCount(name, "background_seen", update.background_seen, &background));
+  CBLOSS_RETURN_IF_ERROR(AddCount(name, "background_seen", -1,
+                                  update.background_seen, &background));
   int64_t eqlv2_updates = stats.eqlv2_updates();
-  CBLOSS_RETURN_IF_ERROR(
-      AddCount(name, "eqlv2_updates", update.eqlv2_updates, &eqlv2_updates));
+  CBLOSS_RETURN_IF_ERROR(AddCount(name, "eqlv2_updates", -1,
+                                  update.eqlv2_updates, &eqlv2_updates));
   // Versions are stored as int64 (SQLite INTEGER, PostgreSQL BIGINT).
   int64_t version = static_cast<int64_t>(
       std::min<uint64_t>(meta->version, std::numeric_limits<int64_t>::max()));
-  CBLOSS_RETURN_IF_ERROR(AddCount(name, "version", update.requests, &version));
+  CBLOSS_RETURN_IF_ERROR(
+      AddCount(name, "version", -1, update.requests, &version));
 
   v1::RunStatistics* out = run->mutable_statistics();
   out->mutable_seen_counts()->Assign(seen.begin(), seen.end());

@@ -1,11 +1,12 @@
 // Copyright 2026 The cbloss Authors.
 //
-// The rules every DatasetStore backend applies to a dataset record, apart
-// from the database that holds it: versions and times of a write, the
-// expected_version check, AddClassCounts' arithmetic, and the messages of
-// their errors. The SQLite and PostgreSQL stores call these inside their
-// own transactions, so both give the same answers (one conformance suite,
-// tests/store/, runs against both). Pure functions; thread-safe.
+// The rules every DatasetStore backend applies to a dataset or run record,
+// apart from the database that holds it: versions and times of a write, the
+// expected_version checks, AddClassCounts' and ApplyRunUpdates' arithmetic,
+// the dataset/run integrity rules, and the messages of their errors. The SQLite
+// and PostgreSQL stores call these inside their own transactions, so both give
+// the same answers (one conformance suite, tests/store/, runs against both).
+// Pure functions; thread-safe.
 //
 // Example (a backend's Put, inside a write transaction):
 //   absl::optional<RecordMeta> current = ...;  // read from the database

@@ -705,32 +705,38 @@ absl::StatusOr<v1::Run> DecodeRunRow(const PGresult* r, int row,
   return run;
 }
 
-// A text-format PostgreSQL array literal of `items` (each already in the
-// element type's text form).
-std::string ArrayLiteral(const std::vector<std::string>& items) {
-  std::string out = "{";
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ',';
-    out += '"';
-    for (char ch : items[i]) {
-      if (ch == '"' || ch == '\\') out += '\\';
-      out += ch;
-    }
-    out += '"';
+// Type OIDs of the array elements ApplyRunUpdates sends (pg_type.dat).
+constexpr uint32_t kInt8Oid = 20;
+constexpr uint32_t kTextOid = 25;
+constexpr uint32_t kByteaOid = 17;
+
+void AppendBigEndian(uint64_t v, int bytes, std::string* out) {
+  for (int i = bytes - 1; i >= 0; --i) {
+    out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
   }
-  out += '}';
-  return out;
 }
 
-// `bytes` in bytea's hex text form, \x0a1b...
-std::string ByteaHex(absl::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out = "\\x";
-  out.reserve(2 + 2 * bytes.size());
-  for (unsigned char b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
+// A one-dimensional array in PostgreSQL's binary format (array_recv) of
+// `elements`, each already in its type's binary form: no text escaping or
+// hex, so hundreds of run records go in one parameter cheaply.
+Param BinaryArray(uint32_t element_oid,
+                  const std::vector<std::string>& elements) {
+  std::string out;
+  AppendBigEndian(1, 4, &out);  // Dimensions.
+  AppendBigEndian(0, 4, &out);  // Flags: no NULLs.
+  AppendBigEndian(element_oid, 4, &out);
+  AppendBigEndian(elements.size(), 4, &out);
+  AppendBigEndian(1, 4, &out);  // Lower bound.
+  for (const std::string& e : elements) {
+    AppendBigEndian(e.size(), 4, &out);
+    out += e;
   }
+  return Param{std::move(out), true};
+}
+
+std::string Int8Binary(int64_t v) {
+  std::string out;
+  AppendBigEndian(static_cast<uint64_t>(v), 8, &out);
   return out;
 }
 
@@ -862,9 +868,8 @@ PostgresDatasetStore::ApplyRunUpdates(absl::Span<const RunUpdate> updates) {
   const std::string select =
       absl::StrCat(kSelectRunColumns,
                    "WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE");
-  absl::StatusOr<Result> r =
-      Exec(select.c_str(), {TextParam(ArrayLiteral(names))},
-           "reading runs to update");
+  absl::StatusOr<Result> r = Exec(
+      select.c_str(), {BinaryArray(kTextOid, names)}, "reading runs to update");
   if (!r.ok()) return r.status();
   for (int i = 0; i < PQntuples(r->get()); ++i) {
     const std::string name(PQgetvalue(r->get(), i, 4),
@@ -904,9 +909,9 @@ PostgresDatasetStore::ApplyRunUpdates(absl::Span<const RunUpdate> updates) {
                        w.run->ByteSizeLong(), " bytes)"));
     }
     changed_names.push_back(name);
-    versions.push_back(std::to_string(w.meta.version));
-    updated.push_back(std::to_string(w.meta.update_time_ns));
-    records.push_back(ByteaHex(blob));
+    versions.push_back(Int8Binary(static_cast<int64_t>(w.meta.version)));
+    updated.push_back(Int8Binary(w.meta.update_time_ns));
+    records.push_back(std::move(blob));
   }
   if (!changed_names.empty()) {
     CBLOSS_RETURN_IF_ERROR(
@@ -914,10 +919,9 @@ PostgresDatasetStore::ApplyRunUpdates(absl::Span<const RunUpdate> updates) {
              "update_time_ns = u.update_time_ns, run = u.run FROM "
              "unnest($1::text[], $2::bigint[], $3::bigint[], $4::bytea[]) "
              "AS u(name, version, update_time_ns, run) WHERE r.name = u.name",
-             {TextParam(ArrayLiteral(changed_names)),
-              TextParam(ArrayLiteral(versions)),
-              TextParam(ArrayLiteral(updated)),
-              TextParam(ArrayLiteral(records))},
+             {BinaryArray(kTextOid, changed_names),
+              BinaryArray(kInt8Oid, versions), BinaryArray(kInt8Oid, updated),
+              BinaryArray(kByteaOid, records)},
              "writing runs")
             .status());
   }

@@ -6,12 +6,18 @@
 // (calls are serialised per process, as with SQLite), and, once Watch is
 // called, a second connection owned by a listener thread.
 //
-// Consistency between processes: every read-check-write runs in one
-// transaction that first takes a transaction-scoped advisory lock on the
-// dataset's name, so expected_version checks and count increments from
-// different replicas serialise and never lose an update. A trigger on the
-// datasets table NOTIFYs channel `cbloss_datasets` with the dataset's name
-// on every committed change; Watch LISTENs to it.
+// Consistency between processes: every read-check-write of a dataset runs
+// in one transaction that first takes a transaction-scoped advisory lock on
+// the dataset's name, so expected_version checks and count increments from
+// different replicas serialise and never lose an update. Runs use row
+// locks: ApplyRunUpdates locks all its runs (SELECT ... FOR UPDATE, in name
+// order, so two replicas' flushes queue instead of deadlocking), DeleteRun
+// its run; CreateRun holds its dataset's row FOR SHARE while a dataset
+// Delete or Put locks it FOR UPDATE before looking for runs, so the
+// dataset/run rules of dataset_store.h hold between replicas too. Triggers
+// NOTIFY channel `cbloss_datasets` (datasets) and `cbloss_runs` (runs) with
+// the name on every committed change; Watch LISTENs to both and calls
+// OnDatasetChanged / OnRunChanged.
 //
 // Outages: when the database goes away (restart, network), calls fail with
 // UNAVAILABLE and the store reconnects on a later call, at most once per

@@ -244,7 +244,9 @@ TEST(ServiceConfig, RetriesIdempotentCallsOnUnavailableRoundRobin) {
         {"service": "cbloss.v1.LossService", "method": "GetDataset"},
         {"service": "cbloss.v1.LossService", "method": "ListDatasets"},
         {"service": "cbloss.v1.LossService", "method": "GetClassWeights"},
-        {"service": "cbloss.v1.LossService", "method": "ComputeLoss"}],
+        {"service": "cbloss.v1.LossService", "method": "ComputeLoss"},
+        {"service": "cbloss.v1.LossService", "method": "GetRun"},
+        {"service": "cbloss.v1.LossService", "method": "ListRuns"}],
       "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s",
                       "maxBackoff": "1s", "backoffMultiplier": 2,
                       "retryableStatusCodes": ["UNAVAILABLE"]}}]})");

@@ -137,7 +137,9 @@ class CliDocTest(unittest.TestCase):
         sections = command_sections(read_doc())
         for command in ([], ["health"], ["datasets", "put"], ["datasets", "get"],
                         ["datasets", "list"], ["datasets", "delete"],
-                        ["datasets", "add-counts"], ["weights"], ["loss"], ["bench"]):
+                        ["datasets", "add-counts"], ["runs", "create"], ["runs", "get"],
+                        ["runs", "list"], ["runs", "delete"], ["weights"], ["loss"],
+                        ["bench"]):
             name = " ".join(command)
             with self.subTest(command=name):
                 self.assertIn(name, sections, "no '### `cbloss %s`' section" % name)

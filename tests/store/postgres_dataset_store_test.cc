@@ -53,6 +53,12 @@ class RecordingListener : public DatasetStore::ChangeListener {
     cv_.notify_all();
     return absl::OkStatus();
   }
+  absl::Status OnRunChanged(absl::string_view name) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    runs_changed_.emplace_back(name);
+    cv_.notify_all();
+    return absl::OkStatus();
+  }
   absl::Status OnResync() override {
     std::lock_guard<std::mutex> lock(mu_);
     ++resyncs_;
@@ -72,9 +78,10 @@ class RecordingListener : public DatasetStore::ChangeListener {
   }
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::string> changed_;  // guarded by mu_
-  int resyncs_ = 0;                   // guarded by mu_
-  int lost_ = 0;                      // guarded by mu_
+  std::vector<std::string> changed_;       // guarded by mu_
+  std::vector<std::string> runs_changed_;  // guarded by mu_
+  int resyncs_ = 0;                        // guarded by mu_
+  int lost_ = 0;                           // guarded by mu_
 };
 
 class PostgresDatasetStoreTest : public ::testing::Test {
@@ -116,7 +123,7 @@ TEST_F(PostgresDatasetStoreTest, OpenWritesSchemaVersionTable) {
   EXPECT_TRUE(store->IsShared());
   absl::Status s = PgExec(
       backend_->location(),
-      "DO $$ BEGIN IF (SELECT version FROM cbloss_schema_version) <> 1 OR "
+      "DO $$ BEGIN IF (SELECT version FROM cbloss_schema_version) <> 2 OR "
       "(SELECT count(*) FROM cbloss_schema_version) <> 1 THEN RAISE "
       "EXCEPTION 'wrong schema version'; END IF; END $$");
   EXPECT_TRUE(s.ok()) << s;
@@ -321,6 +328,188 @@ TEST(RedactDsnTest, HidesPasswords) {
   EXPECT_TRUE(IsPostgresDsn("postgresql://h/db"));
   EXPECT_TRUE(IsPostgresDsn("postgres://h/db"));
   EXPECT_FALSE(IsPostgresDsn("/var/lib/cbloss"));
+}
+
+// ------------------------------------------------------------------- Runs
+
+TEST_F(PostgresDatasetStoreTest, WatchDeliversOtherStoresRunChanges) {
+  std::unique_ptr<DatasetStore> watched = MustOpen();
+  std::unique_ptr<DatasetStore> writer = MustOpen();
+  ASSERT_NE(watched, nullptr);
+  ASSERT_NE(writer, nullptr);
+  RecordingListener listener;
+  ASSERT_TRUE(watched->Watch(&listener).ok());
+
+  ASSERT_TRUE(writer->Put(MakeDataset("d", {1, 2}), absl::nullopt).ok());
+  v1::Run run;
+  run.set_name("r");
+  run.set_dataset("d");
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(writer->CreateRun(run).ok());
+  ASSERT_TRUE(
+      listener.WaitFor([&] { return !listener.runs_changed_.empty(); }));
+  std::printf("notification latency (CreateRun to OnRunChanged): %.2f ms\n",
+              std::chrono::duration<double, std::milli>(
+                  std::chrono::steady_clock::now() - start)
+                  .count());
+  run.set_name("s");
+  run.set_dataset("");
+  run.set_num_classes(3);
+  ASSERT_TRUE(writer->CreateRun(run).ok());
+  RunUpdate update;
+  update.name = "r";
+  update.requests = 1;
+  RunUpdate other = update;
+  other.name = "s";
+  absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>> applied =
+      writer->ApplyRunUpdates({update, other, update});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_TRUE(writer->DeleteRun("r", absl::nullopt).ok());
+  // A failed change notifies nothing.
+  EXPECT_FALSE(writer->DeleteRun("ghost", absl::nullopt).ok());
+  ASSERT_TRUE(listener.WaitFor([&] {
+    return listener.runs_changed_.size() >= 5;  // r, s, (r, s), r
+  }));
+  // One more dataset change after everything: once it arrives, every run
+  // notification before it has too (one connection, commit order).
+  ASSERT_TRUE(writer->Delete("d", absl::nullopt).ok());
+  ASSERT_TRUE(listener.WaitFor([&] { return listener.changed_.size() >= 2; }));
+  {
+    std::lock_guard<std::mutex> lock(listener.mu_);
+    // One notification per run and transaction (PostgreSQL folds
+    // duplicates within a transaction); the update's order is the rows'.
+    ASSERT_EQ(listener.runs_changed_.size(), 5u);
+    EXPECT_EQ(listener.runs_changed_[0], "r");
+    EXPECT_EQ(listener.runs_changed_[1], "s");
+    EXPECT_THAT(std::vector<std::string>(listener.runs_changed_.begin() + 2,
+                                         listener.runs_changed_.begin() + 4),
+                ::testing::UnorderedElementsAre("r", "s"));
+    EXPECT_EQ(listener.runs_changed_[4], "r");
+    // Dataset notifications are unchanged: only the two dataset writes.
+    EXPECT_THAT(listener.changed_, ::testing::ElementsAre("d", "d"));
+    EXPECT_EQ(listener.lost_, 0);
+    EXPECT_EQ(listener.resyncs_, 0);
+  }
+  watched->StopWatching();
+}
+
+// Schema 1 exactly as cbloss wrote it before runs (the first migration of
+// postgres_dataset_store.cc and its version table, copied: the test must
+// not follow later edits).
+constexpr char kSchema1Sql[] = R"sql(
+  CREATE TABLE cbloss_schema_version (
+    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    version INTEGER NOT NULL);
+  INSERT INTO cbloss_schema_version (version) VALUES (1);
+  CREATE TABLE cbloss_datasets (
+    name TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    version BIGINT NOT NULL CHECK (version >= 1),
+    create_time_ns BIGINT NOT NULL,
+    update_time_ns BIGINT NOT NULL,
+    dataset BYTEA NOT NULL
+  );
+  CREATE FUNCTION cbloss_datasets_notify() RETURNS trigger
+  LANGUAGE plpgsql AS $$
+  DECLARE
+    changed TEXT := COALESCE(NEW.name, OLD.name);
+  BEGIN
+    IF octet_length(changed) > 7000 THEN
+      changed := '';
+    END IF;
+    PERFORM pg_notify('cbloss_datasets', changed);
+    RETURN NULL;
+  END
+  $$;
+  CREATE TRIGGER cbloss_datasets_changed
+    AFTER INSERT OR UPDATE OR DELETE ON cbloss_datasets
+    FOR EACH ROW EXECUTE FUNCTION cbloss_datasets_notify();
+)sql";
+
+std::string HexBytea(const std::string& bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out = "'\\x";
+  for (unsigned char b : bytes) {
+    out += kDigits[b >> 4];
+    out += kDigits[b & 15];
+  }
+  return out + "'::bytea";
+}
+
+TEST_F(PostgresDatasetStoreTest, Schema1DatabaseOpensUnchangedAndGainsRuns) {
+  const std::string db = backend_->location();
+  ASSERT_TRUE(PgExec(db, kSchema1Sql).ok());
+  v1::Dataset cifar = MakeDataset("cifar", {500, 50, 5});
+  cifar.add_class_names("cat");
+  cifar.add_class_names("dog");
+  cifar.add_class_names("eel");
+  absl::Status s =
+      PgExec(db, absl::StrCat("INSERT INTO cbloss_datasets VALUES ('cifar', 3, "
+                              "1700000000123456789, 1700000100987654321, ",
+                              HexBytea(cifar.SerializeAsString()), ")"));
+  ASSERT_TRUE(s.ok()) << s;
+
+  std::unique_ptr<DatasetStore> store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  s = PgExec(db,
+             "DO $$ BEGIN IF (SELECT version FROM cbloss_schema_version) <> 2 "
+             "THEN RAISE EXCEPTION 'not migrated'; END IF; END $$");
+  EXPECT_TRUE(s.ok()) << s;
+  absl::StatusOr<v1::Dataset> got = store->Get("cifar");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->version(), 3u);
+  EXPECT_THAT(got->class_counts(), ::testing::ElementsAre(500, 50, 5));
+  EXPECT_THAT(got->class_names(), ::testing::ElementsAre("cat", "dog", "eel"));
+  EXPECT_EQ(got->create_time().seconds(), 1700000000);
+  EXPECT_EQ(got->create_time().nanos(), 123456789);
+  EXPECT_EQ(got->update_time().seconds(), 1700000100);
+  EXPECT_EQ(got->update_time().nanos(), 987654321);
+
+  v1::Run run;
+  run.set_name("r");
+  run.set_dataset("cifar");
+  absl::StatusOr<v1::Run> created = store->CreateRun(run);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->num_classes(), 3);
+  ExpectError(store->Delete("cifar", absl::nullopt),
+              absl::StatusCode::kFailedPrecondition,
+              "dataset 'cifar' is used by run 'r'; delete its runs first");
+  // A second replica opening the migrated database migrates nothing.
+  std::unique_ptr<DatasetStore> again = MustOpen();
+  ASSERT_NE(again, nullptr);
+  absl::StatusOr<v1::Run> seen = again->GetRun("r");
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->version(), 1u);
+}
+
+TEST_F(PostgresDatasetStoreTest, CorruptRunRecordIsDataLossNotACrash) {
+  std::unique_ptr<DatasetStore> store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  v1::Run run;
+  run.set_num_classes(2);
+  run.set_name("good");
+  ASSERT_TRUE(store->CreateRun(run).ok());
+  run.set_name("bad");
+  ASSERT_TRUE(store->CreateRun(run).ok());
+  ASSERT_TRUE(PgExec(backend_->location(),
+                     "UPDATE cbloss_runs SET run = '\\xffffffffffff'::bytea "
+                     "WHERE name = 'bad'")
+                  .ok());
+  ExpectError(store->GetRun("bad").status(), absl::StatusCode::kDataLoss,
+              "run 'bad'");
+  ExpectError(store->ListRuns("", 10, "").status(), absl::StatusCode::kDataLoss,
+              "run 'bad'");
+  RunUpdate bad;
+  bad.name = "bad";
+  bad.requests = 1;
+  RunUpdate good = bad;
+  good.name = "good";
+  absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>> applied =
+      store->ApplyRunUpdates({bad, good});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ExpectError((*applied)[0].status(), absl::StatusCode::kDataLoss, "run 'bad'");
+  ASSERT_TRUE((*applied)[1].ok()) << (*applied)[1].status();
+  EXPECT_EQ((*applied)[1]->version(), 2u);
+  EXPECT_TRUE(store->DeleteRun("bad", 1).ok());
 }
 
 }  // namespace

@@ -247,7 +247,7 @@ TEST_F(SqliteDatasetStoreTest, OpenWritesSchemaVersionAndUsesWal) {
   ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr),
             SQLITE_OK);
   ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(stmt, 0), 1);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 2);
   sqlite3_finalize(stmt);
   ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &stmt, nullptr),
             SQLITE_OK);
@@ -294,6 +294,161 @@ TEST_F(SqliteDatasetStoreTest, CorruptRecordIsDataLossNotACrash) {
   EXPECT_EQ(repaired.version(), 2u);
   EXPECT_THAT(Counts(MustGet("bad")), ElementsAre(4));
   EXPECT_TRUE(store_->Delete("good", absl::nullopt).ok());
+}
+
+// ------------------------------------------------------------ Schema 1 -> 2
+
+// Schema 1 exactly as cbloss wrote it before runs (the first migration of
+// sqlite_dataset_store.cc, copied: the test must not follow later edits).
+constexpr char kSchema1Sql[] = R"sql(
+  CREATE TABLE datasets (
+    name TEXT NOT NULL PRIMARY KEY,
+    version INTEGER NOT NULL CHECK (version >= 1),
+    create_time_ns INTEGER NOT NULL,
+    update_time_ns INTEGER NOT NULL,
+    dataset BLOB NOT NULL
+  ) WITHOUT ROWID;
+  PRAGMA user_version = 1;
+)sql";
+
+// Inserts a dataset row as schema 1 stores it.
+void InsertSchema1Dataset(const std::string& db_path,
+                          const v1::Dataset& dataset, int64_t version,
+                          int64_t create_ns, int64_t update_ns) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "INSERT INTO datasets VALUES (?1, ?2, ?3, ?4, "
+                               "?5)",
+                               -1, &stmt, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  const std::string blob = dataset.SerializeAsString();
+  sqlite3_bind_text(stmt, 1, dataset.name().c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(stmt, 2, version);
+  sqlite3_bind_int64(stmt, 3, create_ns);
+  sqlite3_bind_int64(stmt, 4, update_ns);
+  sqlite3_bind_blob(stmt, 5, blob.data(), static_cast<int>(blob.size()),
+                    SQLITE_TRANSIENT);
+  EXPECT_EQ(sqlite3_step(stmt), SQLITE_DONE) << sqlite3_errmsg(db);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+}
+
+int UserVersion(const std::string& db_path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open(db_path.c_str(), &db) != SQLITE_OK) return -1;
+  sqlite3_stmt* stmt = nullptr;
+  int version = -1;
+  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &stmt, nullptr) ==
+          SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW) {
+    version = sqlite3_column_int(stmt, 0);
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  return version;
+}
+
+TEST_F(SqliteDatasetStoreTest, Schema1DatabaseOpensUnchangedAndGainsRuns) {
+  std::filesystem::create_directories(data_dir_);
+  RawExec(DbPath(), kSchema1Sql);
+  v1::Dataset cifar = MakeDataset("cifar", {500, 50, 5});
+  cifar.add_class_names("cat");
+  cifar.add_class_names("dog");
+  cifar.add_class_names("eel");
+  cifar.mutable_defaults()->set_beta(0.999);
+  InsertSchema1Dataset(DbPath(), cifar, 3, 1700000000123456789,
+                       1700000100987654321);
+  InsertSchema1Dataset(DbPath(), MakeDataset("tiny", {1}), 1,
+                       1600000000000000000, 1600000000000000000);
+  ASSERT_EQ(UserVersion(DbPath()), 1);
+
+  Open();
+  EXPECT_EQ(UserVersion(DbPath()), 2);
+  v1::Dataset got = MustGet("cifar");
+  EXPECT_EQ(got.version(), 3u);
+  EXPECT_THAT(Counts(got), ElementsAre(500, 50, 5));
+  EXPECT_THAT(got.class_names(), ElementsAre("cat", "dog", "eel"));
+  EXPECT_TRUE(got.defaults().has_beta());
+  EXPECT_EQ(got.defaults().beta(), 0.999);
+  EXPECT_EQ(got.create_time().seconds(), 1700000000);
+  EXPECT_EQ(got.create_time().nanos(), 123456789);
+  EXPECT_EQ(got.update_time().seconds(), 1700000100);
+  EXPECT_EQ(got.update_time().nanos(), 987654321);
+  EXPECT_THAT(ListNames("", 10), ElementsAre("cifar", "tiny"));
+
+  // Runs work on the migrated database, with the integrity rules.
+  v1::Run run;
+  run.set_name("r");
+  run.set_dataset("cifar");
+  absl::StatusOr<v1::Run> created = store_->CreateRun(run);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->num_classes(), 3);
+  RunUpdate update;
+  update.name = "r";
+  update.requests = 1;
+  update.seen_counts = {1, 0, 2};
+  absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>> applied =
+      store_->ApplyRunUpdates({update});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ASSERT_TRUE((*applied)[0].ok()) << (*applied)[0].status();
+  EXPECT_EQ((*applied)[0]->version(), 2u);
+  ExpectError(store_->Delete("cifar", absl::nullopt),
+              absl::StatusCode::kFailedPrecondition,
+              "dataset 'cifar' is used by run 'r'; delete its runs first");
+  // The datasets still work as before.
+  const int32_t labels[] = {0};
+  absl::StatusOr<v1::Dataset> added =
+      store_->AddClassCounts("tiny", {}, labels);
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(added->version(), 2u);
+  EXPECT_THAT(Counts(*added), ElementsAre(2));
+
+  // Reopening migrates nothing more.
+  Open();
+  EXPECT_EQ(UserVersion(DbPath()), 2);
+  absl::StatusOr<v1::Run> again = store_->GetRun("r");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->version(), 2u);
+  EXPECT_EQ(MustGet("cifar").version(), 3u);
+}
+
+TEST_F(SqliteDatasetStoreTest, CorruptRunRecordIsDataLossNotACrash) {
+  Open();
+  v1::Run run;
+  run.set_num_classes(2);
+  run.set_name("good");
+  ASSERT_TRUE(store_->CreateRun(run).ok());
+  run.set_name("bad");
+  ASSERT_TRUE(store_->CreateRun(run).ok());
+  Close();
+  RawExec(DbPath(), "UPDATE runs SET run = x'ffffffffffff' WHERE name = 'bad'");
+  Open();
+  ExpectError(store_->GetRun("bad").status(), absl::StatusCode::kDataLoss,
+              "run 'bad'");
+  ExpectError(store_->ListRuns("", 10, "").status(),
+              absl::StatusCode::kDataLoss, "run 'bad'");
+  ExpectError(store_->CreateRun(run).status(), absl::StatusCode::kAlreadyExists,
+              "run 'bad' already exists");
+  // A corrupt run skips its own update only.
+  RunUpdate bad;
+  bad.name = "bad";
+  bad.requests = 1;
+  RunUpdate good = bad;
+  good.name = "good";
+  absl::StatusOr<std::vector<absl::StatusOr<v1::Run>>> applied =
+      store_->ApplyRunUpdates({bad, good});
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  ExpectError((*applied)[0].status(), absl::StatusCode::kDataLoss, "run 'bad'");
+  ASSERT_TRUE((*applied)[1].ok()) << (*applied)[1].status();
+  EXPECT_EQ((*applied)[1]->version(), 2u);
+  // DeleteRun still checks the version column, then removes it.
+  ExpectError(store_->DeleteRun("bad", 5), absl::StatusCode::kAborted,
+              "run 'bad' is at version 1, not expected_version 5");
+  EXPECT_TRUE(store_->DeleteRun("bad", 1).ok());
+  EXPECT_TRUE(store_->CreateRun(run).ok());
 }
 
 }  // namespace

@@ -6,11 +6,19 @@
 // gRPC code and message; nothing throws.
 //
 // A Client owns one gRPC channel, reused for every call. Idempotent calls
-// (GetDataset, ListDatasets, GetClassWeights, ComputeLoss) are retried on
-// UNAVAILABLE through gRPC's service config, and calls are spread round-robin
-// over every address a target resolves to, so
+// (GetDataset, ListDatasets, GetClassWeights, ComputeLoss, GetRun, ListRuns)
+// are retried on UNAVAILABLE through gRPC's service config, and calls are
+// spread round-robin over every address a target resolves to, so
 // `ipv4:10.0.0.1:50051,10.0.0.2:50051` or `dns:///cbloss-headless:50051` reach
 // every replica.
+//
+// Calls that accumulate into a run (LossOptions::accumulate) are not
+// idempotent and are never retried (LOSS.md section 11): they go on a second
+// channel, created on first use with the same target and credentials but
+// without the retry policy (`grpc.enable_retries` 0). LossStreams use that
+// channel too, since any of their requests may accumulate. A failed
+// accumulating call may or may not have been applied: the run's version
+// (GetRun) tells which.
 //
 // Thread-safety: a Client is safe for concurrent use from any number of
 // threads. A LossStream is not: give each training loop its own.
@@ -76,10 +84,28 @@ class Client {
   absl::StatusOr<v1::ClassWeights> GetClassWeights(
       const LossSource& source, const v1::LossConfig& config = {});
 
+  // With options.accumulate, sent once on the no-retry channel.
   absl::StatusOr<LossResult> ComputeLoss(const LossSource& source,
                                          const Logits& logits,
                                          const Target& target,
                                          const LossOptions& options = {});
+
+  // Runs (LOSS.md section 11): statistics a training run accumulates.
+  // `run` gives name, dataset and/or num_classes, and defaults; the stored
+  // Run (statistics zero, version 1) comes back. Not retried.
+  absl::StatusOr<v1::Run> CreateRun(const v1::Run& run);
+  absl::StatusOr<v1::Run> GetRun(const std::string& name);
+  // Every run (only those of `dataset` if not empty), following pages.
+  absl::StatusOr<std::vector<v1::Run>> ListRuns(
+      const std::string& dataset = "");
+  // One page, as the server returns it (request.page_token from the
+  // previous page's next_page_token).
+  absl::StatusOr<v1::ListRunsResponse> ListRunsPage(
+      const v1::ListRunsRequest& request);
+  // Not retried.
+  absl::Status DeleteRun(
+      const std::string& name,
+      absl::optional<uint64_t> expected_version = absl::nullopt);
 
   // OK if the server's overall health is SERVING.
   absl::Status CheckHealth();

@@ -35,6 +35,8 @@
 namespace cbloss::client {
 
 // Where the class counts come from: a stored dataset, or counts given inline.
+// With LossOptions::run set, a LossSource{} (neither) means the run's
+// dataset (or no static counts for a run without one).
 struct LossSource {
   static LossSource Dataset(std::string name) {
     LossSource s;
@@ -101,14 +103,21 @@ struct LossOptions {
   absl::optional<uint64_t> expected_dataset_version;
   absl::optional<int32_t> epoch;
   absl::optional<absl::Duration> deadline;
+  // A run (LOSS.md section 11) whose statistics the call reads (SEESAW's
+  // seen counts, EQL_V2's P and Q); empty: none.
+  std::string run;
+  // Also add this call to the run's statistics. Not idempotent: such a call
+  // is never retried (cbloss/client.h).
+  bool accumulate = false;
 };
 
 // What one ComputeLoss call returned.
 struct LossResult {
   double loss = 0.0;
   int64_t num_samples = 0;
-  uint64_t dataset_version = 0;         // 0 for inline counts
-  std::vector<float> gradient;          // float32, unless gradient_out given
+  uint64_t dataset_version = 0;  // 0 for inline counts
+  uint64_t run_version = 0;      // with a run: its version after this call
+  std::vector<float> gradient;   // float32, unless gradient_out given
   std::vector<uint16_t> gradient_half;  // FLOAT16 / BFLOAT16 gradient bits
   std::vector<float> per_sample_losses;
   std::vector<double> class_weights;
