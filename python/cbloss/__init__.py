@@ -29,7 +29,7 @@ from cbloss._proto import v1  # noqa: E402,F401
 
 from cbloss.client import Client, LossStream, read_token_file, tls_credentials  # noqa: E402
 from cbloss.errors import CblossError  # noqa: E402
-from cbloss.messages import Dataset, LossConfig, LossResult  # noqa: E402
+from cbloss.messages import Dataset, LossConfig, LossResult, Run, RunStatistics  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,8 @@ __all__ = [
     "LossConfig",
     "LossResult",
     "LossStream",
+    "Run",
+    "RunStatistics",
 ]
 
 

@@ -12,6 +12,10 @@ Example::
         for logits, labels in batches:
             r = stream.compute_loss(logits, labels, dataset="cifar10-lt")
 
+    client.create_run("lvis-seesaw-1", num_classes=1203, loss_type="seesaw")
+    r = client.compute_loss(logits, labels, run="lvis-seesaw-1", accumulate=True)
+    r.run_version                                            # the run's version after it
+
 A Client is safe to use from several threads at once; a LossStream
 serialises its requests (one outstanding request at a time).
 Every failed call raises CblossError (code + details).
@@ -31,7 +35,7 @@ from cbloss import _health, enums, messages, tensors
 from cbloss._proto import cbloss_pb2 as pb
 from cbloss._proto import cbloss_pb2_grpc as pb_grpc
 from cbloss.errors import CblossError, status_code_from_number
-from cbloss.messages import Dataset, LossConfig, LossResult
+from cbloss.messages import Dataset, LossConfig, LossResult, Run
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -63,6 +67,12 @@ def _load_retry_policy(path=_SERVICE_CONFIG_FILE):
 _RETRY_POLICY = _load_retry_policy()
 
 
+# Options of the channel of accumulating calls (LOSS.md section 11: they are
+# not idempotent, so a client never retries them): no service config at all,
+# retries off; the load balancing policy is given as a channel argument.
+_NO_RETRY_DROPPED_OPTIONS = ("grpc.service_config", "grpc.enable_retries")
+
+
 def _service_config(load_balancing, retry_unavailable):
     # Round robin (by default) over every address the target resolves to: all
     # replicas behind a headless Service, or ipv4:a,b,c.
@@ -72,8 +82,12 @@ def _service_config(load_balancing, retry_unavailable):
     return json.dumps(config)
 
 
-def _set_source(request, dataset, class_counts):
+def _set_source(request, dataset, class_counts, run=None):
+    if run is not None and dataset is None and class_counts is None:
+        return  # the run's dataset (or no static counts at all)
     if (dataset is None) == (class_counts is None):
+        if run is not None:
+            raise ValueError("give at most one of dataset= and class_counts= with run=")
         raise ValueError("give exactly one of dataset= and class_counts=")
     if dataset is not None:
         request.dataset = dataset
@@ -84,7 +98,8 @@ def _set_source(request, dataset, class_counts):
 def build_loss_request(logits, labels=None, targets=None, *, dataset=None, class_counts=None,
                        config=None, sample_weights=None, upstream=None, want_gradient=True,
                        want_per_sample_losses=False, gradient_dtype=None,
-                       expected_dataset_version=None, epoch=None, **loss_params):
+                       expected_dataset_version=None, epoch=None, run=None, accumulate=False,
+                       **loss_params):
     """The ComputeLossRequest of Client.compute_loss (same arguments);
     `loss_params` are LossConfig fields (cbloss.messages.LOSS_PARAMETERS)."""
     messages.check_loss_keywords("build_loss_request", loss_params)
@@ -94,7 +109,12 @@ def build_loss_request(logits, labels=None, targets=None, *, dataset=None, class
         want_gradient=bool(want_gradient),
         want_per_sample_losses=bool(want_per_sample_losses),
         gradient_dtype=enums.dtype_number(gradient_dtype))
-    _set_source(request, dataset, class_counts)
+    _set_source(request, dataset, class_counts, run)
+    if run is not None:
+        request.run = run
+    # Sent as asked: the service answers `accumulate` without `run` with
+    # INVALID_ARGUMENT.
+    request.accumulate = bool(accumulate)
     request.config.CopyFrom(messages.merged_config(config, loss_params).to_proto())
     request.logits.CopyFrom(tensors.encode_logits(logits))
     if labels is not None:
@@ -146,7 +166,8 @@ def loss_result(response):
         resolved_config=LossConfig.from_proto(response.resolved_config),
         dataset_version=int(response.dataset_version),
         gradient_dtype=gradient_dtype,
-        gradient_tensor=tensor)
+        gradient_tensor=tensor,
+        run_version=int(response.run_version))
 
 
 def tls_credentials(root_ca=None, cert=None, key=None):
@@ -200,9 +221,17 @@ class Client:
         None means $CBLOSS_TOKEN if set. Use it with TLS credentials.
       load_balancing: gRPC policy over the target's addresses ("round_robin",
         or "pick_first").
-      retry_unavailable: retry GetDataset, ListDatasets, GetClassWeights and
-        ComputeLoss on UNAVAILABLE (up to 5 attempts), so a replica that dies
-        mid-call costs a retry on another one.
+      retry_unavailable: retry GetDataset, ListDatasets, GetClassWeights,
+        GetRun, ListRuns and ComputeLoss on UNAVAILABLE (up to 5 attempts), so
+        a replica that dies mid-call costs a retry on another one.
+
+    Accumulating calls (compute_loss(..., accumulate=True)) are never
+    retried, whatever retry_unavailable says: they change a run's statistics
+    and are not idempotent (LOSS.md section 11). They go over a second
+    channel to the same target without the retry policy (grpc.enable_retries
+    0), opened by the first such call. With channel= the client cannot open
+    one, and accumulating calls use the given channel: give it no retry
+    policy.
 
     TLS: ``credentials=cbloss.tls_credentials(root_ca="ca.pem")``, plus
     ``cert=`` and ``key=`` for mutual TLS.
@@ -223,24 +252,53 @@ class Client:
             metadata.append(("authorization", "Bearer " + token))
         self._metadata = tuple(metadata) if metadata else None
         self._owns_channel = channel is None
+        self._credentials = credentials
+        self._options = list(options or ())
+        self._load_balancing = load_balancing
         if channel is None:
-            opts = list(_DEFAULT_OPTIONS) + [
+            channel = self._open_channel([
                 ("grpc.service_config", _service_config(load_balancing, retry_unavailable))
-            ] + list(options or ())
-            if credentials is not None:
-                channel = grpc.secure_channel(self.target, credentials, options=opts)
-            else:
-                channel = grpc.insecure_channel(self.target, options=opts)
+            ] + self._options)
         self._channel = channel
         self._stub = pb_grpc.LossServiceStub(channel)
+        # The channel of accumulating calls (no retries), opened on first use.
+        self._no_retry_lock = threading.Lock()
+        self._no_retry_channel = None
+        self._no_retry_stub = None if self._owns_channel else self._stub
 
     # -- plumbing --------------------------------------------------------------
 
+    def _open_channel(self, options):
+        opts = list(_DEFAULT_OPTIONS) + list(options)
+        if self._credentials is not None:
+            return grpc.secure_channel(self.target, self._credentials, options=opts)
+        return grpc.insecure_channel(self.target, options=opts)
+
+    def _stub_for(self, request):
+        """The stub that sends ComputeLossRequest `request`: an accumulating
+        one goes over the channel without retries (opened here on first use),
+        any other over the main channel."""
+        if not request.accumulate or self._channel is None:
+            return self._stub  # (after close(): fails as a closed channel does)
+        with self._no_retry_lock:
+            if self._no_retry_stub is None:
+                self._no_retry_channel = self._open_channel(
+                    [("grpc.enable_retries", 0), ("grpc.lb_policy_name", self._load_balancing)]
+                    + [option for option in self._options
+                       if option[0] not in _NO_RETRY_DROPPED_OPTIONS])
+                self._no_retry_stub = pb_grpc.LossServiceStub(self._no_retry_channel)
+            return self._no_retry_stub
+
     def close(self):
-        """Closes the channel (if this client opened it)."""
+        """Closes the channels (if this client opened them)."""
         if self._owns_channel and self._channel is not None:
             self._channel.close()
         self._channel = None
+        with self._no_retry_lock:
+            if self._no_retry_channel is not None:
+                self._no_retry_channel.close()
+                self._no_retry_channel = None
+                self._no_retry_stub = None
 
     def __enter__(self):
         return self
@@ -357,6 +415,58 @@ class Client:
         response = self._call(self._stub.GetClassWeights, request, timeout)
         return np.asarray(response.weights, dtype=np.float64)
 
+    # -- runs (LOSS.md section 11) ----------------------------------------------
+
+    def create_run(self, name, dataset=None, num_classes=0, *, timeout=None, **loss_defaults):
+        """Creates run `name`: statistics all zero, version 1. Returns the Run.
+
+        Args:
+          dataset: the dataset whose counts and defaults its requests use
+            (None: no dataset; then num_classes >= 1 is needed).
+          num_classes: C; 0 with a dataset means the dataset's C, otherwise
+            it must equal it.
+          loss_defaults: LossConfig fields (loss_type="seesaw", seesaw_p=...;
+            None = unset), over the dataset's defaults.
+
+        CblossError ALREADY_EXISTS if the name is taken, NOT_FOUND if the
+        dataset is absent. Needs the admin token on servers with token files.
+        """
+        messages.check_loss_keywords("Client.create_run", loss_defaults)
+        run = pb.Run(name=name, num_classes=num_classes)
+        if dataset is not None:
+            run.dataset = dataset
+        run.defaults.CopyFrom(messages.merged_config(None, loss_defaults).to_proto())
+        return Run.from_proto(
+            self._call(self._stub.CreateRun, pb.CreateRunRequest(run=run), timeout))
+
+    def get_run(self, name, *, timeout=None):
+        """The Run `name` with its statistics (CblossError NOT_FOUND if absent)."""
+        return Run.from_proto(self._call(self._stub.GetRun, pb.GetRunRequest(name=name), timeout))
+
+    def list_runs(self, dataset=None, *, page_size=0, timeout=None):
+        """A list of every run (those of `dataset` if given), ordered by name,
+        read in pages of `page_size` (0 = server default); `timeout` bounds
+        each page's call."""
+        runs = []
+        token = ""
+        while True:
+            request = pb.ListRunsRequest(page_size=page_size, page_token=token)
+            if dataset is not None:
+                request.dataset = dataset
+            page = self._call(self._stub.ListRuns, request, timeout)
+            runs.extend(Run.from_proto(run) for run in page.runs)
+            token = page.next_page_token
+            if not token:
+                return runs
+
+    def delete_run(self, name, expected_version=None, *, timeout=None):
+        """Deletes run `name` (NOT_FOUND if absent; ABORTED if not at
+        expected_version)."""
+        request = pb.DeleteRunRequest(name=name)
+        if expected_version is not None:
+            request.expected_version = expected_version
+        self._call(self._stub.DeleteRun, request, timeout)
+
     # -- losses ----------------------------------------------------------------
 
     def compute_loss(self, logits, labels=None, targets=None, *, timeout=None, **kwargs):
@@ -368,7 +478,8 @@ class Client:
           labels: B class indices (labels mode), or
           targets: [B, C] values in [0, 1] (targets mode; sigmoid and focal).
           dataset / class_counts: exactly one: a stored dataset's name, or C
-            counts given inline.
+            counts given inline; with run=, at most one (none: the run's
+            dataset).
           loss_type, reduction, weighting, beta, gamma, ignore_index, tau,
           max_margin, scale, drw_start_epoch (every LossConfig field):
             overrides of the dataset's defaults (None = unset); enum names as
@@ -383,14 +494,23 @@ class Client:
             drw_start_epoch = E (in the request or the dataset's defaults),
             epoch < E uses class weights 1, epoch >= E the configured ones;
             None (no epoch sent) = the configured ones.
+          run: name of a run (LOSS.md section 11) whose statistics the
+            request reads (SEESAW's seen counts, EQL_V2's P and Q).
+          accumulate: also add this request to the run's statistics (needs
+            run=). Such a call is sent once, never retried: if it fails, it
+            may or may not have been applied, and the run's version
+            (get_run) tells which.
+
+        The result's run_version is the run's version after this request.
         """
         return self.send(build_loss_request(logits, labels, targets, **kwargs), timeout=timeout)
 
     def send(self, request, *, timeout=None):
         """Sends one ComputeLossRequest (e.g. from build_loss_request) and
         returns its LossResult: compute_loss for a request built beforehand,
-        the unary twin of LossStream.send. CblossError if the call fails."""
-        return loss_result(self._call(self._stub.ComputeLoss, request, timeout))
+        the unary twin of LossStream.send. CblossError if the call fails.
+        An accumulating request is sent once (see compute_loss)."""
+        return loss_result(self._call(self._stub_for(request).ComputeLoss, request, timeout))
 
     def stream_loss(self, *, timeout=None):
         """Opens a StreamLoss call: a LossStream with compute_loss(...) taking

@@ -1,4 +1,4 @@
-"""Python views of the wire messages: LossConfig, Dataset, LossResult."""
+"""Python views of the wire messages: LossConfig, Dataset, Run, LossResult."""
 
 import dataclasses
 import datetime
@@ -128,6 +128,62 @@ class Dataset:
 
 
 @dataclasses.dataclass
+class RunStatistics:
+    """What a run has accumulated (LOSS.md section 11).
+
+    Attributes:
+      seen_counts: foreground labels of each class (not ignored) in the
+        accumulating requests applied so far; C ints.
+      background_seen: background labels (label C of SEESAW, EQL, EQL_V2).
+      positive_gradient, negative_gradient: EQL_V2's P_j and Q_j (LOSS.md
+        section 10), float64 numpy arrays [C].
+      eqlv2_updates: how many accumulating EQL_V2 requests changed P and Q.
+    """
+
+    seen_counts: List[int]
+    background_seen: int
+    positive_gradient: np.ndarray
+    negative_gradient: np.ndarray
+    eqlv2_updates: int
+
+    @classmethod
+    def from_proto(cls, statistics):
+        return cls(seen_counts=list(statistics.seen_counts),
+                   background_seen=int(statistics.background_seen),
+                   positive_gradient=np.asarray(statistics.positive_gradient, dtype=np.float64),
+                   negative_gradient=np.asarray(statistics.negative_gradient, dtype=np.float64),
+                   eqlv2_updates=int(statistics.eqlv2_updates))
+
+
+@dataclasses.dataclass
+class Run:
+    """A training run's online statistics (LOSS.md section 11), shared by
+    every worker that names it: its dataset (None if it has none), its class
+    count C, its loss defaults (over the dataset's), the statistics, and its
+    version (1 on creation, +1 per accumulating request applied)."""
+
+    name: str
+    dataset: Optional[str]
+    num_classes: int
+    defaults: LossConfig
+    statistics: RunStatistics
+    version: int
+    create_time: Optional[datetime.datetime] = None
+    update_time: Optional[datetime.datetime] = None
+
+    @classmethod
+    def from_proto(cls, run):
+        return cls(name=run.name,
+                   dataset=run.dataset or None,
+                   num_classes=run.num_classes,
+                   defaults=LossConfig.from_proto(run.defaults),
+                   statistics=RunStatistics.from_proto(run.statistics),
+                   version=run.version,
+                   create_time=_time(run.create_time),
+                   update_time=_time(run.update_time))
+
+
+@dataclasses.dataclass
 class LossResult:
     """What ComputeLoss returned for one batch.
 
@@ -144,6 +200,8 @@ class LossResult:
       resolved_config: the LossConfig actually used, every field set.
       dataset_version: version of the dataset used; 0 for inline counts.
       gradient_tensor: the wire Tensor of the gradient (raw bytes), or None.
+      run_version: with a run, the run's version after this request
+        (including its own update when it accumulated); 0 without a run.
     """
 
     loss: float
@@ -155,3 +213,4 @@ class LossResult:
     dataset_version: int
     gradient_dtype: Optional[str] = None
     gradient_tensor: Optional[object] = dataclasses.field(default=None, repr=False)
+    run_version: int = 0

@@ -32,6 +32,22 @@ are sent as float32 (what the service computes on). CUDA tensors are copied
 to the CPU and the gradient is moved back to the logits' device and dtype.
 The returned loss is float32 for 16-bit logits (the logits' dtype otherwise),
 on the logits' device.
+
+Runs (LOSS.md section 11). With ``run="name"`` every forward names the run:
+SEESAW reads its seen counts, EQL_V2 its P and Q. The module updates the run
+the way BatchNorm updates its running statistics: in training mode
+(``criterion.train()``, the state an nn.Module starts in) each forward is an
+accumulating request (its labels, and EQL_V2's P and Q, are added; the run's
+version grows by 1); in eval mode (``criterion.eval()``) it only reads the
+run. As with BatchNorm, torch.no_grad() does not change this: only the mode
+does. An accumulating forward is sent once and never retried (it is not
+idempotent); if it fails, the run's version tells whether it was applied.
+Without ``run`` the mode changes nothing::
+
+    client.create_run("lvis-seesaw-1", num_classes=1203, loss_type="seesaw")
+    criterion = ClassBalancedLoss(client, run="lvis-seesaw-1", loss_type=None)
+    criterion.train()     # forward accumulates
+    criterion.eval()      # forward reads the run only
 """
 
 import threading
@@ -101,10 +117,12 @@ class ClassBalancedLoss(nn.Module):
       target: "HOST:PORT" of the service to open one for (default
         $CBLOSS_TARGET, else 127.0.0.1:50051).
       dataset / class_counts: exactly one: a stored dataset's name (its
-        counts and defaults are used), or the C class counts inline.
-      loss_type: "softmax", "sigmoid", "focal", "softmax_bce", or a loss of
+        counts and defaults are used), or the C class counts inline; with
+        run=, at most one.
+      loss_type: "softmax", "sigmoid", "focal", "softmax_bce", a loss of
         LOSS.md section 9 ("balanced_softmax", "logit_adjusted", "ldam",
-        "softmax_focal"); None = the dataset's default.
+        "softmax_focal") or section 10 ("seesaw", "eql", "eql_v2", "vs");
+        None = the run's, then the dataset's default.
       beta, gamma, weighting, ignore_index: as in LOSS.md; None = the
         dataset's default, then LOSS.md's.
       tau (logit_adjusted, >= 0), max_margin (ldam, > 0), scale (ldam, > 0):
@@ -115,6 +133,11 @@ class ClassBalancedLoss(nn.Module):
         deferral if it has none).
       reduction: "mean" (default), "sum", "element_mean", "weighted_mean",
         "none" (per-sample losses, shape [B]); None = the dataset's default.
+      run: name of a run (LOSS.md section 11); with it, dataset= and
+        class_counts= may both be left out (the run's dataset is used, and
+        the run's defaults apply over the dataset's). In training mode each
+        forward accumulates into the run, in eval mode it only reads it (see
+        the module docstring). None: no run, the mode changes nothing.
       timeout: deadline of each call, seconds.
       Any other LossConfig field is a keyword too (cbloss.LossConfig; None =
       the dataset's default).
@@ -129,19 +152,29 @@ class ClassBalancedLoss(nn.Module):
     epoch, and then the configured weights apply.
 
     `last_result` holds the LossResult of the latest forward (class weights,
-    resolved config, num_samples...).
+    resolved config, num_samples, run_version...).
+
+    Training and eval mode: with a run, a forward in training mode
+    (self.training, True after construction and after .train()) adds the
+    batch to the run's statistics; after .eval() it does not, as BatchNorm's
+    running statistics. Without a run both modes compute the same.
     """
 
     def __init__(self, client=None, target=None, dataset=None, class_counts=None,
                  loss_type="softmax", beta=None, gamma=None, reduction="mean",
-                 weighting=None, ignore_index=None, *, timeout=None, **loss_params):
+                 weighting=None, ignore_index=None, *, run=None, timeout=None,
+                 **loss_params):
         super().__init__()
         messages.check_loss_keywords("ClassBalancedLoss.__init__", loss_params)
-        if (dataset is None) == (class_counts is None):
+        if run is not None:
+            if dataset is not None and class_counts is not None:
+                raise ValueError("give at most one of dataset= and class_counts= with run=")
+        elif (dataset is None) == (class_counts is None):
             raise ValueError("give exactly one of dataset= and class_counts=")
         if client is not None and target is not None:
             raise ValueError("give client= or target=, not both")
         self.client = client if client is not None else Client(target)
+        self.run = run
         self.dataset = dataset
         self.class_counts = None if class_counts is None else \
             [int(n) for n in np.asarray(
@@ -160,8 +193,14 @@ class ClassBalancedLoss(nn.Module):
         self.last_result = None
 
     def extra_repr(self):
-        source = "dataset=%r" % self.dataset if self.dataset is not None else \
-            "class_counts=%s" % self.class_counts
+        sources = []
+        if self.run is not None:
+            sources.append("run=%r" % self.run)
+        if self.dataset is not None:
+            sources.append("dataset=%r" % self.dataset)
+        if self.class_counts is not None:
+            sources.append("class_counts=%s" % self.class_counts)
+        source = ", ".join(sources)
         options = ", ".join("%s=%r" % (k, v) for k, v in self.config.items() if v is not None)
         return "%s, %s, target=%r" % (source, options, self.client.target)
 
@@ -194,7 +233,8 @@ class ClassBalancedLoss(nn.Module):
             logits, labels, targets, dataset=self.dataset, class_counts=self.class_counts,
             sample_weights=sample_weights, want_gradient=want_gradient,
             want_per_sample_losses=per_sample, gradient_dtype=gradient_dtype,
-            epoch=self.epoch, **self.config)
+            epoch=self.epoch, run=self.run, accumulate=self.run is not None and self.training,
+            **self.config)
 
     def _send(self, request):
         """LossResult of one ComputeLossRequest."""

@@ -6,9 +6,14 @@ The expected numbers are those of tests/golden/golden_cases_section10.json
 tests/golden/README.md, "Section 10"), compared with the tolerances of
 LOSS.md section 7. Rules this version follows:
 
-- EQL_V2 needs a run (LOSS.md section 11), which this server does not hold
-  yet: every EQL_V2 request that passes validation is INVALID_ARGUMENT
-  naming `run`. Its valid golden cases are covered by the C++ engine tests.
+- EQL_V2 needs a run (LOSS.md section 11): without one, every EQL_V2
+  request that passes validation is INVALID_ARGUMENT naming `run`. The
+  golden cases of a fresh run (no EQL_V2 update yet) go through a new run;
+  the others need statistics no API call can set, and are covered by the C++
+  engine tests.
+- The golden sequences (`sequence` in the file: eql_v2_sequence,
+  seesaw_sequence) are sent step by step with `accumulate` on a fresh run;
+  the run's statistics after each step are checked too.
 - SEESAW, EQL and EQL_V2 accept weighting unset or NONE, ignore a dataset's
   default weighting, and take label C as a background row.
 """
@@ -186,7 +191,9 @@ class GoldenCasesTest(ServerTestCase):
                     with self.assertRaises(cbloss.CblossError) as caught:
                         self.compute(case, weighting_unset=unset)
                     self.assertEqual(caught.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
-                    self.assertIn("run", caught.exception.details)
+                    self.assertEqual(caught.exception.details,
+                                     "config.loss_type = eql_v2 needs a run (LOSS.md section "
+                                     "11): name one in run")
             count += 1
         self.assertGreaterEqual(count, 30)
 
@@ -199,6 +206,79 @@ class GoldenCasesTest(ServerTestCase):
                 self.assertEqual(caught.exception.code.name, case["expected_status"],
                                  caught.exception.details)
                 self.assertIn(case["field"], caught.exception.details)
+
+
+class GoldenRunsTest(ServerTestCase):
+    """The golden cases that a run can reproduce, through runs."""
+
+    def compute(self, case, run, accumulate):
+        inputs = case_inputs(case)
+        return self.client.compute_loss(
+            case_logits(case), inputs.pop("labels"), run=run, accumulate=accumulate,
+            want_per_sample_losses=True, **inputs, **case_params(case))
+
+    check_result = GoldenCasesTest.check_result
+
+    def test_eql_v2_fresh_run_cases(self):
+        count = 0
+        for case in CASES.values():
+            if case["loss_type"] != "EQL_V2" or case["eqlv2_updates"] != 0 or \
+                    "sequence" in case:
+                continue
+            with self.subTest(case=case["name"]):
+                run = case["name"].replace("_", "-")
+                self.client.create_run(run, num_classes=case["cols"])
+                r = self.compute(case, run, accumulate=False)
+                self.check_result(case, r)
+                self.assertEqual(r.run_version, 1)
+                # Accumulating: the same numbers (weights from before the
+                # request), then P and Q hold this request's deltas.
+                r = self.compute(case, run, accumulate=True)
+                self.check_result(case, r)
+                self.assertEqual(r.run_version, 2)
+                stats = self.client.get_run(run).statistics
+                assert_loss_close(self, stats.positive_gradient,
+                                  case["expected"]["positive_gradient_delta"], "P")
+                assert_loss_close(self, stats.negative_gradient,
+                                  case["expected"]["negative_gradient_delta"], "Q")
+                count += 1
+        self.assertEqual(count, 7)
+
+    def test_golden_sequences_step_by_step(self):
+        sequences = {}
+        for case in CASES.values():
+            if "sequence" in case:
+                sequences.setdefault(case["sequence"]["run"], []).append(case)
+        self.assertEqual(sorted(sequences), ["eql_v2_sequence", "seesaw_sequence"])
+        for name, steps in sorted(sequences.items()):
+            steps.sort(key=lambda case: case["sequence"]["step"])
+            run = name.replace("_", "-")
+            C = steps[0]["cols"]
+            self.client.create_run(run, num_classes=C)
+            P, Q = np.zeros(C), np.zeros(C)
+            for step, case in enumerate(steps):
+                with self.subTest(case=case["name"]):
+                    self.assertEqual(case["sequence"]["step"], step)
+                    if case["loss_type"] == "EQL_V2":
+                        # The file's statistics before this step are the sums
+                        # of the earlier steps' deltas.
+                        assert_loss_close(self, case["eqlv2_positive"], P, "file's P")
+                        assert_loss_close(self, case["eqlv2_negative"], Q, "file's Q")
+                        self.assertEqual(case["eqlv2_updates"], step)
+                    r = self.compute(case, run, accumulate=True)
+                    self.check_result(case, r)
+                    self.assertEqual(r.run_version, 2 + step)
+                    stats = self.client.get_run(run).statistics
+                    if case["loss_type"] == "SEESAW":
+                        # class_counts: the seen counts, this step's included.
+                        self.assertEqual(stats.seen_counts, case["class_counts"])
+                    else:
+                        P = P + case["expected"]["positive_gradient_delta"]
+                        Q = Q + case["expected"]["negative_gradient_delta"]
+                        assert_loss_close(self, stats.positive_gradient, P, "P")
+                        assert_loss_close(self, stats.negative_gradient, Q, "Q")
+                        self.assertEqual(stats.eqlv2_updates, step + 1)
+            self.assertEqual(step, len(steps) - 1)
 
 
 class SeesawModuleTest(ServerTestCase):

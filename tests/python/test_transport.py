@@ -29,6 +29,11 @@ class RecordingService(pb_grpc.LossServiceServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, "dataset 'missing' not found")
         return pb.Dataset(name=request.name, class_counts=[3, 1], version=4)
 
+    def ComputeLoss(self, request, context):
+        # Answers with the run's version after the request, as a server would.
+        self.metadata.append(dict(context.invocation_metadata()))
+        return pb.ComputeLossResponse(loss=0.5, run_version=7 if request.accumulate else 6)
+
     def StreamLoss(self, request_iterator, context):
         self.metadata.append(dict(context.invocation_metadata()))
         for _ in request_iterator:
@@ -73,8 +78,11 @@ class TransportTest(unittest.TestCase):
                     stream.compute_loss([[0.0, 1.0]], [0], class_counts=[0, 0])
                 self.assertEqual(caught.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
                 self.assertFalse(stream.broken)
+            # An accumulating call (its own channel, without retries) too.
+            r = client.compute_loss([[0.0, 1.0]], [0], run="r", accumulate=True)
+            self.assertEqual(r.run_version, 7)
         self.assertEqual([m.get("authorization") for m in self.service.metadata],
-                         ["Bearer s3cret"] * 3)
+                         ["Bearer s3cret"] * 4)
 
     def test_tls_channel_credentials(self):
         tmp = tempfile.mkdtemp(prefix="cbloss-tls-")
@@ -97,6 +105,9 @@ class TransportTest(unittest.TestCase):
         with cbloss.Client(target, timeout=5,
                            credentials=grpc.ssl_channel_credentials(cert_pem)) as client:
             self.assertEqual(client.get_dataset("tls").name, "tls")
+            # The channel of accumulating calls uses the same credentials.
+            r = client.compute_loss([[0.0, 1.0]], [0], run="r", accumulate=True)
+            self.assertEqual(r.run_version, 7)
         with cbloss.Client(target, timeout=5) as plaintext:  # no TLS: refused
             with self.assertRaises(cbloss.CblossError):
                 plaintext.get_dataset("tls")
