@@ -60,6 +60,14 @@ CONTAINER_TEST_PACKAGES=(
   podman runc debootstrap sudo nodejs npm
 )
 
+# Only for tests and examples that need large data or a browser
+# (scripts/test.sh installs them; scripts/run.sh and the image do not): the
+# Fashion-MNIST files of examples/long_tail_fashion.py, and the headless
+# Chromium of the dashboard's test.
+TEST_EXTRA_PACKAGES=(
+  dataset-fashion-mnist chromium
+)
+
 packages=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}")
 print_only=false
 for arg in "$@"; do
@@ -67,9 +75,10 @@ for arg in "$@"; do
     --build) packages=("${BUILD_PACKAGES[@]}") ;;
     --runtime) packages=("${RUNTIME_PACKAGES[@]}") ;;
     --container-tests) packages=("${CONTAINER_TEST_PACKAGES[@]}") ;;
+    --test-extras) packages=("${TEST_EXTRA_PACKAGES[@]}") ;;
     --print) print_only=true ;;
     *)
-      echo "install-deps: unknown argument '$arg' (use --build, --runtime, --container-tests, --print)" >&2
+      echo "install-deps: unknown argument '$arg' (use --build, --runtime, --container-tests, --test-extras, --print)" >&2
       exit 2
       ;;
   esac

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+scripts/install-deps.sh --test-extras
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DCBLOSS_WERROR=ON
 cmake --build build
 ctest --test-dir build --output-on-failure -j "$(nproc)"
