@@ -348,25 +348,36 @@ bool RunAccumulate(const BenchOptions& options, const Size& size,
   return true;
 }
 
-}  // namespace
-
-int RunRuns(const BenchOptions& options) {
-  v1::LossType loss_type = v1::LOSS_TYPE_UNSPECIFIED;
-  if (!options.loss.empty() && !ParseLossType(options.loss, &loss_type)) {
+// Parses --loss and starts cbloss-server; 0, or the exit code (2: a bad
+// loss type, 1: the server did not start).
+int StartServer(const BenchOptions& options, v1::LossType* loss_type,
+                std::unique_ptr<testing::ServerProcess>* server) {
+  if (!options.loss.empty() && !ParseLossType(options.loss, loss_type)) {
     std::fprintf(stderr, "unknown loss type '%s'\n", options.loss.c_str());
     return 2;
   }
   testing::ServerProcessOptions server_options;
   server_options.binary = ServerPath(options);
   server_options.flags = {"--log_level=error"};
-  testing::ServerProcess server(server_options);
-  if (absl::Status s = server.Start(); !s.ok()) {
+  *server = std::make_unique<testing::ServerProcess>(server_options);
+  if (absl::Status s = (*server)->Start(); !s.ok()) {
     std::fprintf(stderr, "cannot start %s: %s\n", server_options.binary.c_str(),
                  std::string(s.message()).c_str());
     return 1;
   }
+  return 0;
+}
+
+}  // namespace
+
+int RunRuns(const BenchOptions& options) {
+  v1::LossType loss_type = v1::LOSS_TYPE_UNSPECIFIED;
+  std::unique_ptr<testing::ServerProcess> server;
+  if (int code = StartServer(options, &loss_type, &server); code != 0) {
+    return code;
+  }
   std::unique_ptr<v1::LossService::Stub> stub = v1::LossService::NewStub(
-      Connect(server.port(), ParseArgs(options.grpc_args)));
+      Connect(server->port(), ParseArgs(options.grpc_args)));
   const std::vector<Size> sizes = {{32, 10, 2000}, {256, 1000, 300}};
   std::string json = "[";
   if (!options.json) {
@@ -384,18 +395,9 @@ int RunRuns(const BenchOptions& options) {
 
 int RunService(const BenchOptions& options) {
   v1::LossType loss_type = v1::LOSS_TYPE_UNSPECIFIED;
-  if (!options.loss.empty() && !ParseLossType(options.loss, &loss_type)) {
-    std::fprintf(stderr, "unknown loss type '%s'\n", options.loss.c_str());
-    return 2;
-  }
-  testing::ServerProcessOptions server_options;
-  server_options.binary = ServerPath(options);
-  server_options.flags = {"--log_level=error"};
-  testing::ServerProcess server(server_options);
-  if (absl::Status s = server.Start(); !s.ok()) {
-    std::fprintf(stderr, "cannot start %s: %s\n", server_options.binary.c_str(),
-                 std::string(s.message()).c_str());
-    return 1;
+  std::unique_ptr<testing::ServerProcess> server;
+  if (int code = StartServer(options, &loss_type, &server); code != 0) {
+    return code;
   }
   EchoService echo;
   const auto extra = ParseArgs(options.grpc_args);
@@ -407,7 +409,7 @@ int RunService(const BenchOptions& options) {
     return 1;
   }
   Stubs stubs;
-  stubs.rpc = v1::LossService::NewStub(Connect(server.port(), extra));
+  stubs.rpc = v1::LossService::NewStub(Connect(server->port(), extra));
   stubs.echo = v1::LossService::NewStub(Connect(echo_port, extra));
 
   const std::vector<Size> sizes = {

@@ -210,6 +210,15 @@ void RunRegistry::Install(v1::Run stored) {
   runs_.emplace(std::move(name), std::move(e));
 }
 
+void RunRegistry::Forget(absl::string_view name) {
+  std::lock_guard<std::shared_mutex> lock(mu_);
+  auto it = runs_.find(name);
+  if (it == runs_.end()) return;
+  std::lock_guard<std::mutex> entry_lock(it->second->mu);
+  it->second->deleted = true;  // holders of the entry see it is gone
+  runs_.erase(it);
+}
+
 absl::StatusOr<v1::Run> RunRegistry::Create(const v1::Run& run) {
   CBLOSS_RETURN_IF_ERROR(ValidateRun(run));
   std::lock_guard<std::mutex> lock(flush_mu_);
@@ -218,13 +227,7 @@ absl::StatusOr<v1::Run> RunRegistry::Create(const v1::Run& run) {
   {
     // A deleted run of the same name may linger in the map (deleted by
     // another replica, not yet notified): the new record replaces it.
-    std::lock_guard<std::shared_mutex> map_lock(mu_);
-    auto it = runs_.find(stored->name());
-    if (it != runs_.end()) {
-      std::lock_guard<std::mutex> entry_lock(it->second->mu);
-      it->second->deleted = true;
-      runs_.erase(it);
-    }
+    Forget(stored->name());
   }
   Install(*stored);
   return stored;
@@ -263,13 +266,7 @@ absl::Status RunRegistry::Delete(absl::string_view name,
   // The store's version must be the one callers have seen.
   CBLOSS_RETURN_IF_ERROR(FlushLocked());
   CBLOSS_RETURN_IF_ERROR(store_->DeleteRun(name, expected_version));
-  std::lock_guard<std::shared_mutex> map_lock(mu_);
-  auto it = runs_.find(name);
-  if (it != runs_.end()) {
-    std::lock_guard<std::mutex> entry_lock(it->second->mu);
-    it->second->deleted = true;
-    runs_.erase(it);
-  }
+  Forget(name);
   return absl::OkStatus();
 }
 
@@ -501,13 +498,7 @@ absl::Status RunRegistry::OnRunChanged(absl::string_view name) {
   if (stored.status().code() != absl::StatusCode::kNotFound) {
     return stored.status();
   }
-  std::lock_guard<std::shared_mutex> map_lock(mu_);
-  auto it = runs_.find(name);
-  if (it != runs_.end()) {
-    std::lock_guard<std::mutex> entry_lock(it->second->mu);
-    it->second->deleted = true;
-    runs_.erase(it);
-  }
+  Forget(name);
   return absl::OkStatus();
 }
 

@@ -133,7 +133,9 @@ class RunRegistry {
   // Find, else read from the store (a run another replica created).
   absl::StatusOr<std::shared_ptr<Entry>> FindOrLoad(absl::string_view name);
   void Install(v1::Run stored);  // requires flush_mu_ or a fresh record
-  absl::Status FlushLocked();    // requires flush_mu_
+  // Drops the run from the map and marks its entry deleted.
+  void Forget(absl::string_view name);
+  absl::Status FlushLocked();  // requires flush_mu_
   void FlusherLoop();
 
   DatasetStore* const store_;
