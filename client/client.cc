@@ -112,13 +112,13 @@ class Client::Impl {
   Impl(std::shared_ptr<grpc::Channel> channel, ClientOptions options,
        std::string target,
        std::shared_ptr<grpc::ChannelCredentials> credentials,
-       grpc::ChannelArguments no_retry_args)
+       const grpc::ChannelArguments& no_retry_args)
       : options_(std::move(options)),
         channel_(std::move(channel)),
         stub_(v1::LossService::NewStub(channel_)),
         target_(std::move(target)),
         credentials_(std::move(credentials)),
-        no_retry_args_(std::move(no_retry_args)) {}
+        no_retry_args_(no_retry_args) {}
 
   const ClientOptions& options() const { return options_; }
   const std::shared_ptr<grpc::Channel>& shared_channel() const {

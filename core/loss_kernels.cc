@@ -766,13 +766,13 @@ HWY_INLINE void AddIntoF64(VF v, double* out) {
   hn::StoreU(hn::Add(hn::LoadU(dd, out), hn::PromoteTo(dd, v)), dd, out);
 #else
   const DH dh;
-  const size_t H = hn::Lanes(dd);
+  const size_t half_lanes = hn::Lanes(dd);
   hn::StoreU(
       hn::Add(hn::LoadU(dd, out), hn::PromoteTo(dd, hn::LowerHalf(dh, v))), dd,
       out);
-  hn::StoreU(
-      hn::Add(hn::LoadU(dd, out + H), hn::PromoteTo(dd, hn::UpperHalf(dh, v))),
-      dd, out + H);
+  hn::StoreU(hn::Add(hn::LoadU(dd, out + half_lanes),
+                     hn::PromoteTo(dd, hn::UpperHalf(dh, v))),
+             dd, out + half_lanes);
 #endif
 }
 

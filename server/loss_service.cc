@@ -352,7 +352,7 @@ void LossServiceImpl::HandleCreateRun(grpc::CallbackServerContext* /*context*/,
   io_pool_->Schedule(
       [this, request, response, done = std::move(done)]() mutable {
         absl::StatusOr<v1::Run> stored = runs_->Create(request->run());
-        if (stored.ok()) *response = *std::move(stored);
+        if (stored.ok()) *response = std::move(*stored);
         std::move(done)(stored.status());
       });
 }
@@ -362,7 +362,7 @@ void LossServiceImpl::HandleGetRun(grpc::CallbackServerContext* /*context*/,
                                    v1::Run* response, Done done) {
   if (runs_ == nullptr) return std::move(done)(NoRuns());
   absl::StatusOr<v1::Run> run = runs_->Get(request->name(), "name");
-  if (run.ok()) *response = *std::move(run);
+  if (run.ok()) *response = std::move(*run);
   std::move(done)(run.status());
 }
 
@@ -438,7 +438,7 @@ absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
   if (!s.ok() || !computation->accumulate) return s;
   // LOSS.md section 11: only a computation that succeeded changes the run.
   absl::StatusOr<uint64_t> version =
-      runs_->Accumulate(std::move(update), context->deadline());
+      runs_->Accumulate(update, context->deadline());
   if (!version.ok()) return version.status();
   response->set_run_version(*version);
   return absl::OkStatus();

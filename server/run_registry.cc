@@ -314,7 +314,7 @@ absl::StatusOr<RunView> RunRegistry::View(absl::string_view name,
 }
 
 absl::StatusOr<uint64_t> RunRegistry::Accumulate(
-    RunUpdate update, std::chrono::system_clock::time_point deadline) {
+    const RunUpdate& update, std::chrono::system_clock::time_point deadline) {
   absl::StatusOr<std::shared_ptr<Entry>> found = FindOrLoad(update.name);
   if (!found.ok()) return found.status();
   Entry& e = **found;

@@ -106,7 +106,7 @@ class RunRegistry {
   // finish within max_flush_wait (the update is applied and will be
   // written). `deadline` bounds the wait for a late commit.
   absl::StatusOr<uint64_t> Accumulate(
-      RunUpdate update, std::chrono::system_clock::time_point deadline);
+      const RunUpdate& update, std::chrono::system_clock::time_point deadline);
 
   // Writes every pending update now (one transaction).
   absl::Status Flush();
