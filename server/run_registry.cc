@@ -148,9 +148,10 @@ absl::Status RunRegistry::LoadAll() {
   std::lock_guard<std::shared_mutex> lock(mu_);
   for (auto it = runs_.begin(); it != runs_.end();) {
     if (stored.count(it->first) == 0) {
-      std::lock_guard<std::mutex> entry_lock(it->second->mu);
-      it->second->deleted = true;
+      const std::shared_ptr<Entry> gone = it->second;  // outlives the erase
       it = runs_.erase(it);
+      std::lock_guard<std::mutex> entry_lock(gone->mu);
+      gone->deleted = true;
     } else {
       ++it;
     }
@@ -214,9 +215,12 @@ void RunRegistry::Forget(absl::string_view name) {
   std::lock_guard<std::shared_mutex> lock(mu_);
   auto it = runs_.find(name);
   if (it == runs_.end()) return;
-  std::lock_guard<std::mutex> entry_lock(it->second->mu);
-  it->second->deleted = true;  // holders of the entry see it is gone
+  // The map may hold the last reference: keep the entry alive past the
+  // erase, then tell the requests that hold it that it is gone.
+  const std::shared_ptr<Entry> gone = it->second;
   runs_.erase(it);
+  std::lock_guard<std::mutex> entry_lock(gone->mu);
+  gone->deleted = true;
 }
 
 absl::StatusOr<v1::Run> RunRegistry::Create(const v1::Run& run) {
@@ -393,7 +397,7 @@ absl::Status RunRegistry::FlushLocked() {
       }
       return results.status();
     }
-    std::vector<std::string> gone;
+    std::vector<size_t> gone;  // indexes of runs deleted meanwhile
     for (size_t i = 0; i < entries.size(); ++i) {
       Entry& e = *entries[i];
       absl::StatusOr<v1::Run>& r = (*results)[i];
@@ -402,7 +406,7 @@ absl::Status RunRegistry::FlushLocked() {
         e.base = *std::move(r);
       } else if (r.status().code() == absl::StatusCode::kNotFound) {
         e.deleted = true;  // deleted by another replica meanwhile
-        gone.push_back(updates[i].name);
+        gone.push_back(i);
       } else {
         spdlog::error(
             "run '{}': {} accumulated updates could not be written "
@@ -413,9 +417,10 @@ absl::Status RunRegistry::FlushLocked() {
     }
     if (!gone.empty()) {
       std::lock_guard<std::shared_mutex> map_lock(mu_);
-      for (const std::string& name : gone) {
-        auto it = runs_.find(name);
-        if (it != runs_.end() && it->second->deleted) runs_.erase(it);
+      for (size_t i : gone) {
+        // Unless a new run of the same name has replaced it meanwhile.
+        auto it = runs_.find(updates[i].name);
+        if (it != runs_.end() && it->second == entries[i]) runs_.erase(it);
       }
     }
   }
