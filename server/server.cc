@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -163,6 +164,60 @@ absl::StatusOr<Tokens> ReadTokens(const TokenFiles& files) {
   return tokens;
 }
 
+// One access-log line per LossService call (docs/spec/API.md section 5.5),
+// written when its status is sent: method, peer, code, duration. The
+// request is not decoded here, so dataset, run and elements are left
+// empty for gRPC calls (the HTTP gateway fills them in).
+class AccessLogInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  AccessLogInterceptor(AccessLog* log, std::string method, std::string peer)
+      : log_(log),
+        method_(std::move(method)),
+        peer_(std::move(peer)),
+        start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      AccessRecord record;
+      record.protocol = "grpc";
+      record.method = method_;
+      record.peer = peer_;
+      record.code = static_cast<int>(methods->GetSendStatus().error_code());
+      record.duration_ms = std::chrono::duration<double, std::milli>(
+                               std::chrono::steady_clock::now() - start_)
+                               .count();
+      log_->Write(record);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  AccessLog* const log_;
+  const std::string method_;
+  const std::string peer_;
+  const std::chrono::steady_clock::time_point start_;
+};
+
+class AccessLogInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit AccessLogInterceptorFactory(AccessLog* log) : log_(log) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    constexpr absl::string_view kPrefix = "/cbloss.v1.LossService/";
+    const absl::string_view method = info->method();
+    if (!absl::StartsWith(method, kPrefix)) return nullptr;
+    return new AccessLogInterceptor(log_,
+                                    std::string(method.substr(kPrefix.size())),
+                                    info->server_context()->peer());
+  }
+
+ private:
+  AccessLog* const log_;
+};
+
 }  // namespace
 
 int ExitCode(const absl::Status& start_error) {
@@ -178,6 +233,7 @@ Server::~Server() {
     grpc_server_->Shutdown(std::chrono::system_clock::now());
     grpc_server_->Wait();
   }
+  http_.reset();
   grpc_server_.reset();
   metrics_http_.reset();
   if (registry_ != nullptr) registry_->FollowRuns(nullptr);
@@ -193,6 +249,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         "--compute_threads must be >= 1 and --max_message_mb in [1, 2047]");
   }
   std::unique_ptr<Server> server(new Server(config));
+  if (!config.access_log.empty()) {
+    absl::StatusOr<std::unique_ptr<AccessLog>> log =
+        AccessLog::Open(config.access_log, config.log_format);
+    if (!log.ok()) return FlagError(log.status().message());
+    server->access_log_ = *std::move(log);
+  }
   CBLOSS_RETURN_IF_ERROR(server->OpenDatasets());
   CBLOSS_RETURN_IF_ERROR(server->MakePools());
   // Security (docs/DEPLOY.md): transport from the TLS flags, tokens from
@@ -215,6 +277,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       server->io_pool_.get(), server->service_options_);
   CBLOSS_RETURN_IF_ERROR(server->Listen(*std::move(credentials)));
   CBLOSS_RETURN_IF_ERROR(server->ServeMetrics());
+  CBLOSS_RETURN_IF_ERROR(server->ServeHttp());
   CBLOSS_RETURN_IF_ERROR(server->Announce());
   return server;
 }
@@ -321,6 +384,10 @@ absl::Status Server::Listen(
       interceptors;
   interceptors.push_back(in_flight_.MakeInterceptorFactory());
   interceptors.push_back(metrics_->MakeInterceptorFactory());
+  if (access_log_ != nullptr) {
+    interceptors.push_back(
+        std::make_unique<AccessLogInterceptorFactory>(access_log_.get()));
+  }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port_ == 0) {
@@ -343,14 +410,8 @@ absl::Status Server::Listen(
 absl::Status Server::ServeMetrics() {
   if (config_.metrics_listen.empty()) return absl::OkStatus();
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
-      MetricsHttpServer::Start(config_.metrics_listen, [this] {
-        ServerMetrics::Gauges gauges;
-        gauges.in_flight_calls = in_flight_.count();
-        gauges.datasets = static_cast<int64_t>(registry_->size());
-        gauges.runs = static_cast<int64_t>(runs_->size());
-        gauges.run_updates_unflushed = runs_->unflushed_updates();
-        return metrics_->Render(gauges);
-      });
+      MetricsHttpServer::Start(config_.metrics_listen,
+                               [this] { return RenderMetrics(); });
   if (!started.ok()) return StartError(started.status().ToString());
   metrics_http_ = *std::move(started);
   if (!config_.metrics_port_file.empty()) {
@@ -365,8 +426,61 @@ absl::Status Server::ServeMetrics() {
   return absl::OkStatus();
 }
 
+std::string Server::RenderMetrics() const {
+  ServerMetrics::Gauges gauges;
+  gauges.in_flight_calls = in_flight_.count();
+  gauges.datasets = static_cast<int64_t>(registry_->size());
+  gauges.runs = static_cast<int64_t>(runs_->size());
+  gauges.run_updates_unflushed = runs_->unflushed_updates();
+  return metrics_->Render(gauges);
+}
+
+// The HTTP/JSON gateway and dashboard, if --http_listen asks for them: the
+// same registries, pools, limits, tokens, TLS files, metrics and in-flight
+// count as the gRPC port.
+absl::Status Server::ServeHttp() {
+  if (config_.http_listen.empty()) return absl::OkStatus();
+  LossServiceOptions options = service_options_;
+  options.authorizer = nullptr;  // the gateway admits calls itself
+  http_service_ = std::make_unique<LossServiceImpl>(
+      registry_.get(), runs_.get(), compute_pool_.get(), io_pool_.get(),
+      options);
+  HttpGatewayOptions http_options;
+  http_options.listen = config_.http_listen;
+  http_options.max_body_bytes =
+      static_cast<size_t>(config_.max_message_mb) * 1024 * 1024;
+  http_options.tls = config_.tls;
+  HttpBackend backend;
+  backend.service = http_service_.get();
+  backend.authorizer = authorizer_.get();
+  backend.metrics = metrics_.get();
+  backend.in_flight = &in_flight_;
+  backend.access_log = access_log_.get();
+  backend.serving = [this] { return serving_.load(); };
+  backend.render_metrics = [this] { return RenderMetrics(); };
+  absl::StatusOr<std::unique_ptr<HttpGateway>> started =
+      HttpGateway::Start(http_options, std::move(backend));
+  if (!started.ok()) {
+    return started.status().code() == absl::StatusCode::kInvalidArgument
+               ? FlagError(started.status().message())
+               : StartError(started.status().message());
+  }
+  http_ = *std::move(started);
+  if (!config_.http_port_file.empty()) {
+    if (absl::Status s = WritePortFile(config_.http_port_file, http_->port());
+        !s.ok()) {
+      return StartError(s.ToString());
+    }
+  }
+  spdlog::info("HTTP/JSON and the dashboard on {}://{}/ (port {})",
+               config_.tls.cert.empty() ? "http" : "https", config_.http_listen,
+               http_->port());
+  return absl::OkStatus();
+}
+
 // Health SERVING, the port file, and the start-up line.
 absl::Status Server::Announce() {
+  serving_ = true;
   grpc::HealthCheckServiceInterface* health =
       grpc_server_->GetHealthCheckService();
   health->SetServingStatus(kServiceName, true);
@@ -399,6 +513,7 @@ void Server::Drain() {
   // calls (and open streams) get up to the grace period; then the server
   // stops at once, cancelling whatever is left (in_flight_calls.h).
   grpc_server_->GetHealthCheckService()->Shutdown();
+  serving_ = false;  // /readyz: NOT_SERVING
   const absl::Time drain_start = absl::Now();
   const int left = in_flight_.AwaitIdle(absl::Seconds(grace));
   if (left > 0) {
@@ -409,6 +524,7 @@ void Server::Drain() {
                  absl::ToDoubleSeconds(absl::Now() - drain_start));
   }
   grpc_server_->Shutdown(std::chrono::system_clock::now());
+  if (http_ != nullptr) http_->Stop();
   stopped_ = true;
 }
 
