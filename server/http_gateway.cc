@@ -257,6 +257,7 @@ absl::StatusOr<std::unique_ptr<HttpGateway>> HttpGateway::Start(
   http.set_payload_max_length(options.max_body_bytes);
   http.set_keep_alive_timeout(2);
   http.set_keep_alive_max_count(1000);
+  http.set_tcp_nodelay(true);  // no Nagle delay on small answers
   const size_t limit = options.max_body_bytes;
   http.set_error_handler([limit](const httplib::Request& req,
                                  httplib::Response& res) {
