@@ -155,6 +155,7 @@ void Serve(const HttpBackend& backend, const httplib::Request& req,
         google::protobuf::util::MessageToJsonString(response, &json, options);
     if (printed.ok()) {
       res.status = 200;
+      json += '\n';  // a line, as curl users expect
       res.set_content(json, kJson);
     } else {
       status = absl::InternalError(

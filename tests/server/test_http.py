@@ -8,6 +8,8 @@ messages and token refusals, against what the gRPC port answers for the
 same request (the same handlers must give the same text)."""
 
 import json
+import re
+import subprocess
 import os
 import signal
 import threading
@@ -336,3 +338,37 @@ class HttpTokensTest(ServerTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HttpDocsTest(ServerTestCase):
+    """docs/HTTP.md's curl examples, replayed in order against a server."""
+
+    def test_curl_examples(self):
+        docs = os.environ.get("CBLOSS_DOCS") or os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs")
+        with open(os.path.join(docs, "HTTP.md")) as f:
+            text = f.read()
+        blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+        self.assertGreaterEqual(len(blocks), 5)
+        server = self.new_server(HttpServer)
+        server.start()
+        script = "set -euo pipefail\n" + "\necho\n".join(blocks)
+        env = dict(os.environ, HTTP="http://127.0.0.1:%d" % server.http_port)
+        done = subprocess.run(["bash", "-c", script], capture_output=True, env=env,
+                              timeout=120)
+        out = done.stdout.decode()
+        self.assertEqual(done.returncode, 0, out + done.stderr.decode())
+        self.assertIn('{"code":5,"status":"NOT_FOUND","message":"dataset \'nope\' not found"}'
+                      '\n404\n', out)
+        # The weights of the first example: effective number at beta 0.999
+        # over the counts after addClassCounts (5000, 2000, 101, 12).
+        weights = [json.loads(l) for l in out.splitlines()
+                   if l.startswith('{"weights"')]
+        self.assertEqual(len(weights), 2)
+        np.testing.assert_allclose(weights[0]["weights"],
+                                   effective_number_weights([5000, 2000, 101, 12], 0.999),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(weights[1]["weights"], [2 / 11, 20 / 11], rtol=1e-12)
+        runs = [json.loads(l) for l in out.splitlines() if '"name":"demo-run"' in l]
+        self.assertEqual([int(c) for c in runs[-1]["statistics"]["seenCounts"]],
+                         [0, 0, 0, 1])
