@@ -178,8 +178,11 @@ void Serve(const HttpBackend& backend, const httplib::Request& req,
     AccessRecord record;
     record.protocol = "http";
     record.method = method;
+    // As gRPC writes peers: ipv4:1.2.3.4:5 or ipv6:[::1]:5.
+    const bool v6 = req.remote_addr.find(':') != std::string::npos;
     const std::string peer =
-        absl::StrCat("ipv4:", req.remote_addr, ":", req.remote_port);
+        v6 ? absl::StrCat("ipv6:[", req.remote_addr, "]:", req.remote_port)
+           : absl::StrCat("ipv4:", req.remote_addr, ":", req.remote_port);
     record.peer = peer;
     record.code = static_cast<int>(status.code());
     record.http_status = res.status;

@@ -372,3 +372,45 @@ class HttpDocsTest(ServerTestCase):
         runs = [json.loads(l) for l in out.splitlines() if '"name":"demo-run"' in l]
         self.assertEqual([int(c) for c in runs[-1]["statistics"]["seenCounts"]],
                          [0, 0, 0, 1])
+
+
+class HttpTlsTest(ServerTestCase):
+    """--tls_cert/--tls_key make the HTTP port HTTPS with the same
+    certificate; --tls_client_ca requires a client certificate there too."""
+
+    def test_https_and_mutual_tls(self):
+        import http.client
+        import ssl
+        from prod_support import ProdServer, channel_credentials, make_certificates
+        certs = make_certificates(self.tmpdir())
+        http_port_file = os.path.join(self.tmpdir(), "tls.http_port")
+        server = self.new_server(
+            ProdServer, credentials=channel_credentials(certs, "client"),
+            extra_flags=["--tls_cert=%s" % certs["server"],
+                         "--tls_key=%s" % certs["server.key"],
+                         "--tls_client_ca=%s" % certs["ca"],
+                         "--http_listen=127.0.0.1:0",
+                         "--http_port_file=%s" % http_port_file])
+        server.start()
+        port = server.wait_port_file(http_port_file, time.monotonic() + 20)
+
+        def get(context):
+            conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=20,
+                                               context=context)
+            try:
+                conn.request("GET", "/readyz")
+                return conn.getresponse().status
+            finally:
+                conn.close()
+        context = ssl.create_default_context(cafile=certs["ca"])
+        context.load_cert_chain(certs["client"], certs["client.key"])
+        self.assertEqual(get(context), 200)
+        no_client_cert = ssl.create_default_context(cafile=certs["ca"])
+        with self.assertRaises((ssl.SSLError, ConnectionError, http.client.HTTPException)):
+            get(no_client_cert)
+        # Plain HTTP to the HTTPS port gets no answer.
+        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        with self.assertRaises((ConnectionError, http.client.HTTPException, OSError)):
+            plain.request("GET", "/readyz")
+            plain.getresponse().read()
+        plain.close()
