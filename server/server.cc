@@ -165,9 +165,10 @@ absl::StatusOr<Tokens> ReadTokens(const TokenFiles& files) {
 }
 
 // One access-log line per LossService call (docs/spec/API.md section 5.5),
-// written when its status is sent: method, peer, code, duration. The
-// request is not decoded here, so dataset, run and elements are left
-// empty for gRPC calls (the HTTP gateway fills them in).
+// written when its status is sent: method, peer, code, duration, and the
+// dataset, run and logits elements its request names. Only with
+// --access_log: the request's bytes are decoded once more here (a
+// StreamLoss stream is logged once, without them).
 class AccessLogInterceptor final : public grpc::experimental::Interceptor {
  public:
   AccessLogInterceptor(AccessLog* log, std::string method, std::string peer)
@@ -179,6 +180,11 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
   void Intercept(
       grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE) &&
+        method_ != "StreamLoss" && methods->GetRecvMessage() != nullptr) {
+      Note(*static_cast<const grpc::ByteBuffer*>(methods->GetRecvMessage()));
+    }
+    if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
       AccessRecord record;
       record.protocol = "grpc";
@@ -188,16 +194,68 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
       record.duration_ms = std::chrono::duration<double, std::milli>(
                                std::chrono::steady_clock::now() - start_)
                                .count();
+      record.elements = elements_;
+      const auto cut = [](const std::string& s) {
+        return s.size() <= 128 ? s : s.substr(0, 128) + "...";
+      };
+      const std::string dataset = cut(dataset_), run = cut(run_);
+      record.dataset = dataset;
+      record.run = run;
       log_->Write(record);
     }
     methods->Proceed();
   }
 
  private:
+  // The dataset, run and elements the request names.
+  void Note(const grpc::ByteBuffer& buffer) {
+    std::vector<grpc::Slice> slices;
+    if (!buffer.Dump(&slices).ok()) return;
+    std::string bytes;
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    if (method_ == "ComputeLoss") {
+      v1::ComputeLossRequest r;
+      if (!r.ParseFromString(bytes)) return;
+      dataset_ = r.dataset();
+      run_ = r.run();
+      int64_t elements = r.logits().shape_size() > 0 ? 1 : 0;
+      for (const int64_t d : r.logits().shape()) {
+        elements = d > 0 && elements <= (int64_t{1} << 40) ? elements * d : 0;
+      }
+      elements_ = elements;
+    } else if (method_ == "PutDataset") {
+      v1::PutDatasetRequest r;
+      if (r.ParseFromString(bytes)) dataset_ = r.dataset().name();
+    } else if (method_ == "GetClassWeights") {
+      v1::GetClassWeightsRequest r;
+      if (r.ParseFromString(bytes)) dataset_ = r.dataset();
+    } else if (method_ == "CreateRun") {
+      v1::CreateRunRequest r;
+      if (r.ParseFromString(bytes)) {
+        run_ = r.run().name();
+        dataset_ = r.run().dataset();
+      }
+    } else if (method_ == "ListRuns") {
+      v1::ListRunsRequest r;
+      if (r.ParseFromString(bytes)) dataset_ = r.dataset();
+    } else if (method_ == "GetRun" || method_ == "DeleteRun") {
+      v1::GetRunRequest r;  // `name` is field 1 of both
+      if (r.ParseFromString(bytes)) run_ = r.name();
+    } else if (method_ != "ListDatasets") {
+      v1::GetDatasetRequest r;  // Get/Delete/AddClassCounts: `name` is field 1
+      if (r.ParseFromString(bytes)) dataset_ = r.name();
+    }
+  }
+
   AccessLog* const log_;
   const std::string method_;
   const std::string peer_;
   const std::chrono::steady_clock::time_point start_;
+  std::string dataset_;
+  std::string run_;
+  int64_t elements_ = 0;
 };
 
 class AccessLogInterceptorFactory final

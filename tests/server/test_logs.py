@@ -91,9 +91,9 @@ class LogsTest(ServerTestCase):
                           ("ComputeLoss", 3, 400)])
         self.assertEqual(http[1]["elements"], 2)
         self.assertEqual(http[1]["dataset"], "logs")
-        self.assertEqual([(r["method"], r["status"]) for r in grpc_lines],
-                         [("GetDataset", "OK"), ("GetDataset", "NOT_FOUND"),
-                          ("PutDataset", "UNAUTHENTICATED")])
+        self.assertEqual([(r["method"], r["status"], r["dataset"]) for r in grpc_lines],
+                         [("GetDataset", "OK", "logs"), ("GetDataset", "NOT_FOUND", "absent"),
+                          ("PutDataset", "UNAUTHENTICATED", "x")])
 
     def test_access_log_file_in_text(self):
         path = os.path.join(self.tmpdir(), "access.log")
