@@ -169,19 +169,43 @@ int RunHttp(const BenchOptions& options) {
   auto stub = v1::LossService::NewStub(grpc::CreateCustomChannel(
       http_server.target(), grpc::InsecureChannelCredentials(), args));
   httplib::Client client("127.0.0.1", http_port);
+  std::string json_floor;
   client.set_keep_alive(true);
   client.set_tcp_nodelay(true);
   client.set_read_timeout(60, 0);
 
+  if (!options.json) {
+    std::printf("%-10s %-6s %10s %10s\n", "size", "proto", "p50_us", "p99_us");
+  }
+  // The HTTP floor: GET /healthz (no JSON, no handler) on the same client.
+  {
+    std::vector<double> us;
+    for (int k = 0; k < (options.quick ? 20 : 2000); ++k) {
+      const auto t0 = Clock::now();
+      httplib::Result res = client.Get("/healthz");
+      if (!res || res->status != 200) return 1;
+      us.push_back(
+          std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    }
+    const Latency floor = Summarize(std::move(us));
+    if (options.json) {
+      absl::StrAppend(
+          &json_floor,
+          absl::StrFormat("{\"bench\":\"http\",\"size\":\"healthz\","
+                          "\"protocol\":\"http\",\"p50_us\":%.1f,"
+                          "\"p99_us\":%.1f}",
+                          floor.p50_us, floor.p99_us));
+    } else {
+      std::printf("%-10s %-6s %10.1f %10.1f\n", "healthz", "http", floor.p50_us,
+                  floor.p99_us);
+    }
+  }
+  std::string json = "[" + json_floor;
   struct Size {
     int64_t batch, classes;
     int calls;
   };
   const std::vector<Size> sizes = {{32, 10, 2000}, {256, 1000, 200}};
-  std::string json = "[";
-  if (!options.json) {
-    std::printf("%-10s %-6s %10s %10s\n", "size", "proto", "p50_us", "p99_us");
-  }
   for (const Size& size : sizes) {
     const int calls = options.quick ? 20 : size.calls;
     const v1::ComputeLossRequest request =
