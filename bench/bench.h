@@ -7,6 +7,8 @@
 //                                 bare gRPC echo of the same byte sizes
 //   cbloss-bench runs --json      accumulating ComputeLoss on a run vs the
 //                                 same request without it (docs/RUNS.md)
+//   cbloss-bench http --json      ComputeLoss over HTTP/JSON beside gRPC,
+//                                 32x10 and 256x1000 (docs/HTTP.md)
 //
 // Each prints one JSON array of records (or a table without --json).
 
@@ -34,6 +36,7 @@ struct BenchOptions {
 int RunKernels(const BenchOptions& options);
 int RunService(const BenchOptions& options);
 int RunRuns(const BenchOptions& options);
+int RunHttp(const BenchOptions& options);
 
 }  // namespace cbloss::bench
 

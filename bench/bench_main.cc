@@ -27,10 +27,12 @@ ABSL_FLAG(std::string, loss, "",
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "cbloss-bench kernels|service|runs [--json] [--quick] [--server=PATH]");
+      "cbloss-bench kernels|service|runs|http [--json] [--quick] "
+      "[--server=PATH]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
-    std::fprintf(stderr, "usage: %s kernels|service|runs [--json] [--quick]\n",
+    std::fprintf(stderr,
+                 "usage: %s kernels|service|runs|http [--json] [--quick]\n",
                  argv[0]);
     return 2;
   }
@@ -45,7 +47,9 @@ int main(int argc, char** argv) {
   if (what == "kernels") return cbloss::bench::RunKernels(options);
   if (what == "service") return cbloss::bench::RunService(options);
   if (what == "runs") return cbloss::bench::RunRuns(options);
-  std::fprintf(stderr, "unknown benchmark '%s': kernels, service or runs\n",
+  if (what == "http") return cbloss::bench::RunHttp(options);
+  std::fprintf(stderr,
+               "unknown benchmark '%s': kernels, service, runs or http\n",
                what.c_str());
   return 2;
 }

@@ -17,8 +17,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
+#include "server/logging.h"
 #include "server/server.h"
-#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
@@ -83,6 +83,20 @@ ABSL_FLAG(int64_t, max_connection_age_grace_ms, 60000,
           "connection (e.g. StreamLoss streams) may go on before they are "
           "cancelled.");
 
+ABSL_FLAG(std::string, http_listen, "",
+          "HOST:PORT to serve the API as JSON over HTTP/1.1 and the "
+          "dashboard at / (docs/HTTP.md; port 0 picks a free port); same "
+          "tokens, TLS and limits as --listen. Empty: off.");
+ABSL_FLAG(std::string, http_port_file, "",
+          "After binding, write the HTTP port number to this file.");
+ABSL_FLAG(std::string, log_format, "text",
+          "Log lines: text, or json (one object per line: time, level, "
+          "message).");
+ABSL_FLAG(std::string, access_log, "",
+          "One line per call (method, peer, status, duration, elements, "
+          "dataset, run; never a token or a payload): stderr, or a file to "
+          "append to. Empty: off.");
+
 namespace cbloss::server {
 namespace {
 
@@ -110,24 +124,31 @@ ServerConfig ConfigFromFlags() {
   c.max_connection_age_ms = absl::GetFlag(FLAGS_max_connection_age_ms);
   c.max_connection_age_grace_ms =
       absl::GetFlag(FLAGS_max_connection_age_grace_ms);
+  c.http_listen = absl::GetFlag(FLAGS_http_listen);
+  c.http_port_file = absl::GetFlag(FLAGS_http_port_file);
+  c.access_log = absl::GetFlag(FLAGS_access_log);
   return c;
 }
 
-// Logs go to stderr, as a service's should; stdout stays free.
-bool SetUpLogging(const std::string& level_name) {
-  spdlog::set_default_logger(spdlog::stderr_color_mt("cbloss"));
-  const auto level = spdlog::level::from_str(level_name);
-  if (level == spdlog::level::off && level_name != "off") {
-    std::fprintf(stderr, "--log_level=%s is not a spdlog level\n",
-                 level_name.c_str());
+// Logs go to stderr, as a service's should; stdout stays free
+// (server/logging.h).
+bool SetUpLogs(LogFormat* format) {
+  if (absl::Status s = ParseLogFormat(absl::GetFlag(FLAGS_log_format), format);
+      !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
     return false;
   }
-  spdlog::set_level(level);
+  if (absl::Status s = SetUpLogging(absl::GetFlag(FLAGS_log_level), *format);
+      !s.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+    return false;
+  }
   return true;
 }
 
 int Run() {
-  if (!SetUpLogging(absl::GetFlag(FLAGS_log_level))) return 2;
+  LogFormat log_format = LogFormat::kText;
+  if (!SetUpLogs(&log_format)) return 2;
   // Signals are taken by sigwait below, never by a handler on a random
   // thread: blocked before any thread starts, so every thread inherits it.
   sigset_t signals;
@@ -136,8 +157,9 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  absl::StatusOr<std::unique_ptr<Server>> server =
-      Server::Start(ConfigFromFlags());
+  ServerConfig config = ConfigFromFlags();
+  config.log_format = log_format;
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(config);
   if (!server.ok()) {
     spdlog::critical("{}", std::string(server.status().message()));
     return ExitCode(server.status());

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -163,6 +164,118 @@ absl::StatusOr<Tokens> ReadTokens(const TokenFiles& files) {
   return tokens;
 }
 
+// One access-log line per LossService call (docs/spec/API.md section 5.5),
+// written when its status is sent: method, peer, code, duration, and the
+// dataset, run and logits elements its request names. Only with
+// --access_log: the request's bytes are decoded once more here (a
+// StreamLoss stream is logged once, without them).
+class AccessLogInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  AccessLogInterceptor(AccessLog* log, std::string method, std::string peer)
+      : log_(log),
+        method_(std::move(method)),
+        peer_(std::move(peer)),
+        start_(std::chrono::steady_clock::now()) {}
+
+  void Intercept(
+      grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::POST_RECV_MESSAGE) &&
+        method_ != "StreamLoss" && methods->GetRecvMessage() != nullptr) {
+      Note(*static_cast<const grpc::ByteBuffer*>(methods->GetRecvMessage()));
+    }
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      AccessRecord record;
+      record.protocol = "grpc";
+      record.method = method_;
+      record.peer = peer_;
+      record.code = static_cast<int>(methods->GetSendStatus().error_code());
+      record.duration_ms = std::chrono::duration<double, std::milli>(
+                               std::chrono::steady_clock::now() - start_)
+                               .count();
+      record.elements = elements_;
+      const auto cut = [](const std::string& s) {
+        return s.size() <= 128 ? s : s.substr(0, 128) + "...";
+      };
+      const std::string dataset = cut(dataset_), run = cut(run_);
+      record.dataset = dataset;
+      record.run = run;
+      log_->Write(record);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  // The dataset, run and elements the request names.
+  void Note(const grpc::ByteBuffer& buffer) {
+    std::vector<grpc::Slice> slices;
+    if (!buffer.Dump(&slices).ok()) return;
+    std::string bytes;
+    for (const grpc::Slice& slice : slices) {
+      bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    }
+    if (method_ == "ComputeLoss") {
+      v1::ComputeLossRequest r;
+      if (!r.ParseFromString(bytes)) return;
+      dataset_ = r.dataset();
+      run_ = r.run();
+      int64_t elements = r.logits().shape_size() > 0 ? 1 : 0;
+      for (const int64_t d : r.logits().shape()) {
+        elements = d > 0 && elements <= (int64_t{1} << 40) ? elements * d : 0;
+      }
+      elements_ = elements;
+    } else if (method_ == "PutDataset") {
+      v1::PutDatasetRequest r;
+      if (r.ParseFromString(bytes)) dataset_ = r.dataset().name();
+    } else if (method_ == "GetClassWeights") {
+      v1::GetClassWeightsRequest r;
+      if (r.ParseFromString(bytes)) dataset_ = r.dataset();
+    } else if (method_ == "CreateRun") {
+      v1::CreateRunRequest r;
+      if (r.ParseFromString(bytes)) {
+        run_ = r.run().name();
+        dataset_ = r.run().dataset();
+      }
+    } else if (method_ == "ListRuns") {
+      v1::ListRunsRequest r;
+      if (r.ParseFromString(bytes)) dataset_ = r.dataset();
+    } else if (method_ == "GetRun" || method_ == "DeleteRun") {
+      v1::GetRunRequest r;  // `name` is field 1 of both
+      if (r.ParseFromString(bytes)) run_ = r.name();
+    } else if (method_ != "ListDatasets") {
+      v1::GetDatasetRequest r;  // Get/Delete/AddClassCounts: `name` is field 1
+      if (r.ParseFromString(bytes)) dataset_ = r.name();
+    }
+  }
+
+  AccessLog* const log_;
+  const std::string method_;
+  const std::string peer_;
+  const std::chrono::steady_clock::time_point start_;
+  std::string dataset_;
+  std::string run_;
+  int64_t elements_ = 0;
+};
+
+class AccessLogInterceptorFactory final
+    : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit AccessLogInterceptorFactory(AccessLog* log) : log_(log) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(
+      grpc::experimental::ServerRpcInfo* info) override {
+    constexpr absl::string_view kPrefix = "/cbloss.v1.LossService/";
+    const absl::string_view method = info->method();
+    if (!absl::StartsWith(method, kPrefix)) return nullptr;
+    return new AccessLogInterceptor(log_,
+                                    std::string(method.substr(kPrefix.size())),
+                                    info->server_context()->peer());
+  }
+
+ private:
+  AccessLog* const log_;
+};
+
 }  // namespace
 
 int ExitCode(const absl::Status& start_error) {
@@ -178,6 +291,7 @@ Server::~Server() {
     grpc_server_->Shutdown(std::chrono::system_clock::now());
     grpc_server_->Wait();
   }
+  http_.reset();
   grpc_server_.reset();
   metrics_http_.reset();
   if (registry_ != nullptr) registry_->FollowRuns(nullptr);
@@ -193,6 +307,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
         "--compute_threads must be >= 1 and --max_message_mb in [1, 2047]");
   }
   std::unique_ptr<Server> server(new Server(config));
+  if (!config.access_log.empty()) {
+    absl::StatusOr<std::unique_ptr<AccessLog>> log =
+        AccessLog::Open(config.access_log, config.log_format);
+    if (!log.ok()) return FlagError(log.status().message());
+    server->access_log_ = *std::move(log);
+  }
   CBLOSS_RETURN_IF_ERROR(server->OpenDatasets());
   CBLOSS_RETURN_IF_ERROR(server->MakePools());
   // Security (docs/DEPLOY.md): transport from the TLS flags, tokens from
@@ -215,6 +335,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
       server->io_pool_.get(), server->service_options_);
   CBLOSS_RETURN_IF_ERROR(server->Listen(*std::move(credentials)));
   CBLOSS_RETURN_IF_ERROR(server->ServeMetrics());
+  CBLOSS_RETURN_IF_ERROR(server->ServeHttp());
   CBLOSS_RETURN_IF_ERROR(server->Announce());
   return server;
 }
@@ -321,6 +442,10 @@ absl::Status Server::Listen(
       interceptors;
   interceptors.push_back(in_flight_.MakeInterceptorFactory());
   interceptors.push_back(metrics_->MakeInterceptorFactory());
+  if (access_log_ != nullptr) {
+    interceptors.push_back(
+        std::make_unique<AccessLogInterceptorFactory>(access_log_.get()));
+  }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port_ == 0) {
@@ -343,14 +468,8 @@ absl::Status Server::Listen(
 absl::Status Server::ServeMetrics() {
   if (config_.metrics_listen.empty()) return absl::OkStatus();
   absl::StatusOr<std::unique_ptr<MetricsHttpServer>> started =
-      MetricsHttpServer::Start(config_.metrics_listen, [this] {
-        ServerMetrics::Gauges gauges;
-        gauges.in_flight_calls = in_flight_.count();
-        gauges.datasets = static_cast<int64_t>(registry_->size());
-        gauges.runs = static_cast<int64_t>(runs_->size());
-        gauges.run_updates_unflushed = runs_->unflushed_updates();
-        return metrics_->Render(gauges);
-      });
+      MetricsHttpServer::Start(config_.metrics_listen,
+                               [this] { return RenderMetrics(); });
   if (!started.ok()) return StartError(started.status().ToString());
   metrics_http_ = *std::move(started);
   if (!config_.metrics_port_file.empty()) {
@@ -365,8 +484,61 @@ absl::Status Server::ServeMetrics() {
   return absl::OkStatus();
 }
 
+std::string Server::RenderMetrics() const {
+  ServerMetrics::Gauges gauges;
+  gauges.in_flight_calls = in_flight_.count();
+  gauges.datasets = static_cast<int64_t>(registry_->size());
+  gauges.runs = static_cast<int64_t>(runs_->size());
+  gauges.run_updates_unflushed = runs_->unflushed_updates();
+  return metrics_->Render(gauges);
+}
+
+// The HTTP/JSON gateway and dashboard, if --http_listen asks for them: the
+// same registries, pools, limits, tokens, TLS files, metrics and in-flight
+// count as the gRPC port.
+absl::Status Server::ServeHttp() {
+  if (config_.http_listen.empty()) return absl::OkStatus();
+  LossServiceOptions options = service_options_;
+  options.authorizer = nullptr;  // the gateway admits calls itself
+  http_service_ = std::make_unique<LossServiceImpl>(
+      registry_.get(), runs_.get(), compute_pool_.get(), io_pool_.get(),
+      options);
+  HttpGatewayOptions http_options;
+  http_options.listen = config_.http_listen;
+  http_options.max_body_bytes =
+      static_cast<size_t>(config_.max_message_mb) * 1024 * 1024;
+  http_options.tls = config_.tls;
+  HttpBackend backend;
+  backend.service = http_service_.get();
+  backend.authorizer = authorizer_.get();
+  backend.metrics = metrics_.get();
+  backend.in_flight = &in_flight_;
+  backend.access_log = access_log_.get();
+  backend.serving = [this] { return serving_.load(); };
+  backend.render_metrics = [this] { return RenderMetrics(); };
+  absl::StatusOr<std::unique_ptr<HttpGateway>> started =
+      HttpGateway::Start(http_options, std::move(backend));
+  if (!started.ok()) {
+    return started.status().code() == absl::StatusCode::kInvalidArgument
+               ? FlagError(started.status().message())
+               : StartError(started.status().message());
+  }
+  http_ = *std::move(started);
+  if (!config_.http_port_file.empty()) {
+    if (absl::Status s = WritePortFile(config_.http_port_file, http_->port());
+        !s.ok()) {
+      return StartError(s.ToString());
+    }
+  }
+  spdlog::info("HTTP/JSON and the dashboard on {}://{}/ (port {})",
+               config_.tls.cert.empty() ? "http" : "https", config_.http_listen,
+               http_->port());
+  return absl::OkStatus();
+}
+
 // Health SERVING, the port file, and the start-up line.
 absl::Status Server::Announce() {
+  serving_ = true;
   grpc::HealthCheckServiceInterface* health =
       grpc_server_->GetHealthCheckService();
   health->SetServingStatus(kServiceName, true);
@@ -399,6 +571,7 @@ void Server::Drain() {
   // calls (and open streams) get up to the grace period; then the server
   // stops at once, cancelling whatever is left (in_flight_calls.h).
   grpc_server_->GetHealthCheckService()->Shutdown();
+  serving_ = false;  // /readyz: NOT_SERVING
   const absl::Time drain_start = absl::Now();
   const int left = in_flight_.AwaitIdle(absl::Seconds(grace));
   if (left > 0) {
@@ -409,6 +582,7 @@ void Server::Drain() {
                  absl::ToDoubleSeconds(absl::Now() - drain_start));
   }
   grpc_server_->Shutdown(std::chrono::system_clock::now());
+  if (http_ != nullptr) http_->Stop();
   stopped_ = true;
 }
 

@@ -25,6 +25,7 @@
 #ifndef CBLOSS_SERVER_SERVER_H_
 #define CBLOSS_SERVER_SERVER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -34,7 +35,9 @@
 #include "grpcpp/grpcpp.h"
 #include "server/auth.h"
 #include "server/dataset_registry.h"
+#include "server/http_gateway.h"
 #include "server/in_flight_calls.h"
+#include "server/logging.h"
 #include "server/loss_service.h"
 #include "server/metrics.h"
 #include "server/tls.h"
@@ -69,6 +72,13 @@ struct ServerConfig {
   std::string metrics_port_file;
   int64_t max_connection_age_ms = 0;
   int64_t max_connection_age_grace_ms = 60000;
+  // HTTP/JSON and the dashboard (docs/HTTP.md); empty: off.
+  std::string http_listen;
+  std::string http_port_file;
+  // Logs (docs/spec/API.md section 5.5): the access log's destination
+  // ("stderr" or a file; empty: off) and format.
+  std::string access_log;
+  LogFormat log_format = LogFormat::kText;
 };
 
 // Start's errors: INVALID_ARGUMENT when a flag is wrong (cbloss-server exits
@@ -87,6 +97,8 @@ class Server {
 
   // The bound gRPC port.
   int port() const { return port_; }
+  // The bound HTTP port; 0 without --http_listen.
+  int http_port() const { return http_ == nullptr ? 0 : http_->port(); }
 
   void Drain();
   void Wait();
@@ -98,7 +110,9 @@ class Server {
   absl::Status MakePools();
   absl::Status Listen(std::shared_ptr<grpc::ServerCredentials> credentials);
   absl::Status ServeMetrics();
+  absl::Status ServeHttp();
   absl::Status Announce();
+  std::string RenderMetrics() const;
 
   const ServerConfig config_;
   std::string store_location_;  // data_dir, or the DSN without password
@@ -113,6 +127,11 @@ class Server {
   InFlightCalls in_flight_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<AccessLog> access_log_;  // null: no access log
+  // The HTTP gateway's own LossServiceImpl (the gateway admits calls).
+  std::unique_ptr<LossServiceImpl> http_service_;
+  std::unique_ptr<HttpGateway> http_;
+  std::atomic<bool> serving_{false};
   int port_ = 0;
   bool stopped_ = false;
 };
