@@ -454,7 +454,8 @@ void HttpGateway::AddRoutes() {
               s->HandleComputeLoss(context, request, response,
                                    Done([finished](absl::Status st) {
                                      finished->set_value(std::move(st));
-                                   }));
+                                   }),
+                                   /*detached=*/nullptr, /*admitted=*/true);
             });
       });
 

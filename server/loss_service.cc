@@ -447,8 +447,9 @@ absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
 void LossServiceImpl::HandleComputeLoss(grpc::CallbackServerContext* context,
                                         const v1::ComputeLossRequest* request,
                                         v1::ComputeLossResponse* response,
-                                        Done done, DetachedGradient* detached) {
-  if (request->accumulate()) {
+                                        Done done, DetachedGradient* detached,
+                                        bool admitted) {
+  if (request->accumulate() && !admitted) {
     // Changes a run: a token whenever tokens are configured (server/auth.h).
     const TokenAuthorizer* auth = options_.authorizer;
     if (auth != nullptr && auth->enabled()) {

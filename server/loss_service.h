@@ -158,10 +158,13 @@ class LossServiceImpl final : public internal::RawLossService {
   // kAccumulate, and its update applied to its run once it has succeeded.
   // With `detached`, a bytes gradient goes there instead of into
   // `response` (see DetachedGradient in server/compute_request.h).
+  // `admitted`: the caller has already checked the accumulate token (the
+  // HTTP gateway, whose context carries no metadata).
   void HandleComputeLoss(grpc::CallbackServerContext* context,
                          const v1::ComputeLossRequest* request,
                          v1::ComputeLossResponse* response, Done done,
-                         DetachedGradient* detached = nullptr);
+                         DetachedGradient* detached = nullptr,
+                         bool admitted = false);
 
  private:
   // One unary call of `method`: admit, decode, run `handler`, encode.

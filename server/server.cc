@@ -498,18 +498,16 @@ std::string Server::RenderMetrics() const {
 // count as the gRPC port.
 absl::Status Server::ServeHttp() {
   if (config_.http_listen.empty()) return absl::OkStatus();
-  LossServiceOptions options = service_options_;
-  options.authorizer = nullptr;  // the gateway admits calls itself
-  http_service_ = std::make_unique<LossServiceImpl>(
-      registry_.get(), runs_.get(), compute_pool_.get(), io_pool_.get(),
-      options);
   HttpGatewayOptions http_options;
   http_options.listen = config_.http_listen;
   http_options.max_body_bytes =
       static_cast<size_t>(config_.max_message_mb) * 1024 * 1024;
   http_options.tls = config_.tls;
   HttpBackend backend;
-  backend.service = http_service_.get();
+  // The gRPC port's service: one budget of concurrent computations for
+  // both ports. The gateway admits calls itself (its contexts carry no
+  // metadata) and tells HandleComputeLoss so.
+  backend.service = service_.get();
   backend.authorizer = authorizer_.get();
   backend.metrics = metrics_.get();
   backend.in_flight = &in_flight_;

@@ -128,8 +128,6 @@ class Server {
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<AccessLog> access_log_;  // null: no access log
-  // The HTTP gateway's own LossServiceImpl (the gateway admits calls).
-  std::unique_ptr<LossServiceImpl> http_service_;
   std::unique_ptr<HttpGateway> http_;
   std::atomic<bool> serving_{false};
   int port_ = 0;
