@@ -566,7 +566,9 @@ class Client:
         try:
             new = _shm.SharedMemoryArea(
                 lambda name, key, byte_size: self.register_shared_memory(name, key, byte_size),
-                self.unregister_shared_memory, size, self._shm_prefix)
+                # Bounded: close() must not hang on a server that went away.
+                lambda name: self.unregister_shared_memory(name, timeout=5),
+                size, self._shm_prefix)
         except (CblossError, OSError) as e:
             refused = isinstance(e, OSError) or e.code in _shm.REFUSALS
             if self.shared_memory is None and refused:
