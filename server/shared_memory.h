@@ -62,10 +62,10 @@ struct PeerIdentity {
 };
 
 struct SharedMemoryOptions {
-  bool allow = false;                  // --allow_shared_memory
-  std::string prefix = "/cbloss-";     // --shared_memory_prefix
-  int max_regions = 256;               // --max_shared_memory_regions (all uids)
-  uint64_t max_bytes = 4ull << 30;     // --max_shared_memory_mb, mapped total
+  bool allow = false;               // --allow_shared_memory
+  std::string prefix = "/cbloss-";  // --shared_memory_prefix
+  int max_regions = 256;            // --max_shared_memory_regions (all uids)
+  uint64_t max_bytes = 4ull << 30;  // --max_shared_memory_mb, mapped total
 };
 
 // Bytes of a region that one reference names, valid while `keep_alive` is.
@@ -94,9 +94,13 @@ class SharedMemoryView {
   // Unix socket; FAILED_PRECONDITION for an unknown or broken region or an
   // object that shrank; INVALID_ARGUMENT for offset/byte_size outside the
   // region.
-  virtual absl::StatusOr<SharedMemorySpan> Find(const v1::SharedMemoryRef& ref,
-                                                absl::string_view field) const = 0;
+  virtual absl::StatusOr<SharedMemorySpan> Find(
+      const v1::SharedMemoryRef& ref, absl::string_view field) const = 0;
 };
+
+// FAILED_PRECONDITION "shared memory is off on this server (...)": what a
+// request using shared memory gets from a server without it.
+absl::Status SharedMemoryOffError();
 
 // FAILED_PRECONDITION if a guard fired on `span` (its object shrank while
 // it was in use), naming `field`; OK otherwise.
