@@ -267,6 +267,9 @@ absl::Status OpenError(absl::string_view key, int error) {
     case ENOMEM:
       return absl::ResourceExhaustedError(absl::StrCat(
           what, "the server cannot open the shared-memory object", why));
+    case EISDIR:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "key ", Quoted(key), " is not a regular shared-memory object", why));
     case EINVAL:
     case ENAMETOOLONG:
       return absl::InvalidArgumentError(absl::StrCat(
