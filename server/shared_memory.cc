@@ -343,10 +343,12 @@ absl::Status CheckIntact(const SharedMemorySpan& span,
   if (span.data == nullptr || span.size == 0 || !GuardFiredAt(span.data)) {
     return absl::OkStatus();
   }
+  // The guard fires for any page the kernel cannot give: the object shrank,
+  // or (writing a page never written) its file system is full.
   return absl::FailedPreconditionError(absl::StrCat(
       field, ": the object of shared-memory region ", Quoted(span.region),
-      " shrank while this call used it (the region is broken now; register it "
-      "again)"));
+      " lost pages while this call used it (it shrank, or /dev/shm is full); "
+      "the region is broken now: register it again"));
 }
 
 SharedMemoryRegistry::SharedMemoryRegistry(SharedMemoryOptions options)
@@ -556,10 +558,13 @@ absl::StatusOr<SharedMemorySpan> SharedMemoryRegistry::View::Find(
   }
   const v1::SharedMemoryRegion& info = region->info;
   const auto broken = [&] {
-    return absl::FailedPreconditionError(
-        absl::StrCat(field, ": shared-memory region ", Quoted(ref.region()),
-                     " is broken: its object ", Quoted(info.key()),
-                     " shrank after registration; register it again"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        field, ": shared-memory region ", Quoted(ref.region()),
+        " is broken: its object ", Quoted(info.key()),
+        region->shrunk.load() ? " shrank after registration"
+                              : " lost pages during a call (it shrank, or "
+                                "/dev/shm is full)",
+        "; register it again"));
   };
   if (region->broken()) return broken();
   if (ref.offset() > info.byte_size() ||

@@ -131,7 +131,8 @@ class SharedMemoryRegistry {
   // Drops every region registered over `connection` (it closed).
   void ReleaseConnection(uint64_t connection);
 
-  // The view for one call by `peer`; null when shared memory is off.
+  // The view for one call by `peer`; null when shared memory is off. Valid
+  // while the registry is; the spans it gives hold their own mappings.
   std::unique_ptr<SharedMemoryView> ViewFor(const PeerIdentity& peer) const;
 
   // For metrics.

@@ -552,15 +552,20 @@ TEST(SharedMemoryGuard, AnObjectShrunkUnderASpanGivesZerosAndAnError) {
   absl::Status intact = CheckIntact(*span, "logits.shm");
   EXPECT_EQ(intact.code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(intact.message(),
-            "logits.shm: the object of shared-memory region 'r' shrank while "
-            "this call used it (the region is broken now; register it again)");
+            "logits.shm: the object of shared-memory region 'r' lost pages "
+            "while this call used it (it shrank, or /dev/shm is full); the "
+            "region is broken now: register it again");
   // The region is broken for later references, even grown back.
   object.Resize(3 * page);
-  EXPECT_EQ(registry.ViewFor(peer)
-                ->Find(Ref("r", 0, 1), "logits.shm")
-                .status()
-                .code(),
-            StatusCode::kFailedPrecondition);
+  absl::StatusOr<SharedMemorySpan> later =
+      registry.ViewFor(peer)->Find(Ref("r", 0, 1), "logits.shm");
+  EXPECT_EQ(later.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(later.status().message(),
+            absl::StrCat("logits.shm: shared-memory region 'r' is broken: its "
+                         "object '",
+                         object.key(),
+                         "' lost pages during a call (it shrank, or /dev/shm "
+                         "is full); register it again"));
 }
 
 TEST(SharedMemoryGuardDeathTest, AFaultOutsideEveryRegionStillKills) {
@@ -888,9 +893,9 @@ TEST_F(ShmCompute, AnObjectShrunkDuringACallFailsIt) {
   absl::Status s = RunComputation(*c, {}, &response);
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(s.message(),
-            "logits.shm: the object of shared-memory region 'all' shrank "
-            "while this call used it (the region is broken now; register it "
-            "again)");
+            "logits.shm: the object of shared-memory region 'all' lost pages "
+            "while this call used it (it shrank, or /dev/shm is full); the "
+            "region is broken now: register it again");
   EXPECT_EQ(Compute(r, view_.get()).status.code(),
             StatusCode::kFailedPrecondition);
 }
