@@ -446,12 +446,6 @@ void LossServiceImpl::HandleDeleteRun(grpc::CallbackServerContext* /*context*/,
 
 namespace {
 
-absl::Status SharedMemoryOff() {
-  return absl::FailedPreconditionError(
-      "shared memory is off on this server (start it with "
-      "--allow_shared_memory)");
-}
-
 bool UsesSharedMemory(const v1::ComputeLossRequest& request) {
   return request.logits().has_shm() || request.targets().has_shm() ||
          request.has_gradient_shm();
@@ -472,7 +466,7 @@ void LossServiceImpl::HandleRegisterSharedMemory(
     const v1::RegisterSharedMemoryRequest* request,
     v1::SharedMemoryRegion* response, Done done) {
   SharedMemoryRegistry* shm = options_.shared_memory;
-  if (shm == nullptr) return std::move(done)(SharedMemoryOff());
+  if (shm == nullptr) return std::move(done)(SharedMemoryOffError());
   absl::StatusOr<v1::SharedMemoryRegion> region =
       shm->Register(PeerOf(*context), *request);
   if (region.ok()) *response = *std::move(region);
@@ -484,7 +478,7 @@ void LossServiceImpl::HandleUnregisterSharedMemory(
     const v1::UnregisterSharedMemoryRequest* request,
     v1::UnregisterSharedMemoryResponse* /*response*/, Done done) {
   SharedMemoryRegistry* shm = options_.shared_memory;
-  if (shm == nullptr) return std::move(done)(SharedMemoryOff());
+  if (shm == nullptr) return std::move(done)(SharedMemoryOffError());
   std::move(done)(shm->Unregister(PeerOf(*context), request->name()));
 }
 
@@ -493,7 +487,7 @@ void LossServiceImpl::HandleListSharedMemory(
     const v1::ListSharedMemoryRequest* /*request*/,
     v1::ListSharedMemoryResponse* response, Done done) {
   SharedMemoryRegistry* shm = options_.shared_memory;
-  if (shm == nullptr) return std::move(done)(SharedMemoryOff());
+  if (shm == nullptr) return std::move(done)(SharedMemoryOffError());
   absl::StatusOr<std::vector<v1::SharedMemoryRegion>> regions =
       shm->List(PeerOf(*context));
   if (regions.ok()) {
