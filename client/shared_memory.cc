@@ -36,6 +36,12 @@ uint64_t ElementSize(v1::DType dtype) {
   }
 }
 
+// The dtype's name, or its number if it has none.
+std::string DTypeText(v1::DType dtype) {
+  return v1::DType_IsValid(dtype) ? v1::DType_Name(dtype)
+                                  : std::to_string(static_cast<int>(dtype));
+}
+
 absl::Status ErrnoError(int error, const std::string& what) {
   const std::string message = absl::StrCat(what, ": ", std::strerror(error));
   switch (error) {
@@ -109,7 +115,7 @@ absl::StatusOr<std::unique_ptr<SharedMemoryBuffer>> SharedMemoryBuffer::Create(
   }
   if (ElementSize(options.logits_dtype) == 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("logits_dtype ", v1::DType_Name(options.logits_dtype),
+        absl::StrCat("logits_dtype ", DTypeText(options.logits_dtype),
                      " is not FLOAT32, FLOAT16 or BFLOAT16"));
   }
   if (options.key_prefix.size() < 2 || options.key_prefix[0] != '/' ||
@@ -255,7 +261,7 @@ absl::StatusOr<LossResult> SharedMemoryBuffer::ComputeLoss(
   }
   if (ElementSize(options.gradient_dtype) == 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat("gradient_dtype ", v1::DType_Name(options.gradient_dtype),
+        absl::StrCat("gradient_dtype ", DTypeText(options.gradient_dtype),
                      " is not FLOAT32, FLOAT16 or BFLOAT16"));
   }
   if (options.want_gradient) {

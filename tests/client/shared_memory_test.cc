@@ -436,7 +436,7 @@ TEST_F(SharedMemoryTest, RefusedByAServerWithSharedMemoryOff) {
 
 TEST_F(SharedMemoryTest, BadArgumentsAreInvalidArgument) {
   SharedMemoryBufferOptions bad_dtype;
-  bad_dtype.logits_dtype = v1::DTYPE_UNSPECIFIED;
+  bad_dtype.logits_dtype = static_cast<v1::DType>(7);  // no such dtype
   SharedMemoryBufferOptions bad_prefix;
   bad_prefix.key_prefix = "cbloss-";
   for (auto [rows, cols, options] :
