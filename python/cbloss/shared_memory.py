@@ -22,6 +22,7 @@ import itertools
 import mmap
 import os
 import threading
+import weakref
 
 import grpc
 import numpy as np
@@ -85,6 +86,13 @@ def _shm_unlink(key):
         pass
 
 
+def _unregister_quietly(unregister, name):
+    try:
+        unregister(name)
+    except Exception:  # the server or the channel may be gone
+        pass
+
+
 class SharedMemoryArea:
     """One registered region: logits from offset 0, the gradient after them.
 
@@ -132,6 +140,10 @@ class SharedMemoryArea:
                 # The server has its own mapping now (or never will).
                 _shm_unlink(key)
             self.map, self.key, self.region = mapping, key, name
+            # An area dropped without close() (its module garbage-collected)
+            # still unregisters; at exit the closing connection does that.
+            self._finalizer = weakref.finalize(self, _unregister_quietly, unregister, name)
+            self._finalizer.atexit = False
             return
         raise CblossError(grpc.StatusCode.ALREADY_EXISTS,
                           "every shared-memory region name tried is taken")
@@ -187,11 +199,9 @@ class SharedMemoryArea:
         no view of it is left (views keep it mapped until they go)."""
         if self.map is None:
             return
+        self._finalizer.detach()
         if unregister:
-            try:
-                self._unregister(self.region)
-            except Exception:  # the server or the channel may be gone
-                pass
+            _unregister_quietly(self._unregister, self.region)
         try:
             self.map.close()
         except BufferError:

@@ -12,6 +12,7 @@ the client registers again; a torch training step over shared memory equals
 the TCP module's loss and parameter gradients exactly.
 """
 
+import gc
 import os
 import re
 import shutil
@@ -412,6 +413,14 @@ class TorchModuleTest(ServerCase):
         assert_bits_equal(self, logits.grad.numpy(), module.last_result.gradient)
         module.close()
         self.assertNotIn(area.region, region_names(client))
+        # A module dropped without close() unregisters its region too.
+        module = ClassBalancedLoss(client, class_counts=COUNTS)
+        module(torch.from_numpy(z), torch.from_numpy(y))
+        dropped = module._shm_slot.area.region
+        self.assertIn(dropped, region_names(client))
+        del module, area
+        gc.collect()
+        self.assertNotIn(dropped, region_names(client))
 
 
 if __name__ == "__main__":
