@@ -248,8 +248,7 @@ v1::SharedMemoryRef SharedMemoryBuffer::GradientRef(
 absl::StatusOr<LossResult> SharedMemoryBuffer::ComputeLoss(
     const LossSource& source, int64_t rows, int64_t cols, const Target& target,
     LossOptions options) {
-  if (rows < 1 || cols < 1 || rows > capacity_ || cols > capacity_ ||
-      rows * cols > capacity_) {
+  if (rows < 1 || cols < 1 || rows > capacity_ / cols) {
     return absl::InvalidArgumentError(absl::StrCat(
         "a [", rows, ", ", cols, "] batch does not fit the ", capacity_,
         " elements of shared-memory buffer '", region_, "'"));
