@@ -28,6 +28,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "bench/server_process.h"
 #include "cbloss/client.h"
 #include "gmock/gmock.h"
@@ -377,6 +379,12 @@ TEST_F(SharedMemoryTest, RegistersAgainAfterAServerRestart) {
   absl::Status restarted = server_.Start(
       {"--allow_shared_memory", "--listen=unix:" + socket_path()});
   ASSERT_TRUE(restarted.ok()) << restarted;
+  // The channel reconnects (after its back-off) before the region question
+  // arises.
+  const absl::Time give_up = absl::Now() + absl::Seconds(20);
+  while (!client_->CheckHealth().ok() && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
   // The new server knows no region: the buffer registers a fresh object with
   // the same contents at the same address, once, and sends again.
   absl::StatusOr<LossResult> second = buffer->ComputeLoss(

@@ -329,6 +329,9 @@ class RestartTest(unittest.TestCase):
         module_before = module._shm_slot.area.region
         server.stop()
         server.start()
+        # The channel reconnects (after its back-off) before the region
+        # question arises.
+        client.wait_until_serving(timeout=START_TIMEOUT_S)
         again = client.compute_loss(z, y, class_counts=COUNTS)
         self.assertTrue(again.shared_memory)
         self.assertNotEqual(client.shared_memory_region, before)
