@@ -7,7 +7,6 @@ Real cbloss-server processes, bounded in time (server_fixture.py)."""
 
 import os
 import stat
-import time
 import unittest
 
 import grpc
