@@ -499,8 +499,9 @@ absl::Status Server::Listen(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  ApplyServerTuning(&builder);                  // server/grpc_tuning.h
-  tcp_ports_.assign(tcp_addresses_.size(), 0);  // not resized: builder keeps
+  ApplyServerTuning(&builder);  // server/grpc_tuning.h
+  // The builder keeps pointers into tcp_ports_: it is not resized after.
+  tcp_ports_.assign(tcp_addresses_.size(), 0);
   for (size_t i = 0; i < tcp_addresses_.size(); ++i) {
     builder.AddListeningPort(tcp_addresses_[i], credentials, &tcp_ports_[i]);
   }
