@@ -41,7 +41,9 @@ bool FillAddress(const std::string& path, sockaddr_un* address) {
 absl::StatusOr<bool> Live(const std::string& path) {
   sockaddr_un address;
   FillAddress(path, &address);
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // Non-blocking: a live server whose backlog is full (or that is stopped)
+  // answers EAGAIN instead of keeping us waiting.
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     return absl::UnavailableError(absl::StrCat("socket: ", Errno(errno)));
   }
@@ -53,7 +55,7 @@ absl::StatusOr<bool> Live(const std::string& path) {
   // ECONNREFUSED: a socket file nobody listens on; ENOENT: gone meanwhile.
   if (error == ECONNREFUSED || error == ENOENT) return false;
   // EAGAIN: its backlog is full, so someone listens.
-  if (error == EAGAIN) return true;
+  if (error == EAGAIN || error == EINPROGRESS) return true;
   return absl::UnavailableError(
       absl::StrCat("cannot connect to the socket file there: ", Errno(error)));
 }

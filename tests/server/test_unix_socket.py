@@ -189,6 +189,20 @@ class SocketFileTest(UnixSocketTestCase):
         self.addCleanup(channel.close)
         self.assertEqual(health_check(channel), HEALTH_SERVING)
 
+    def test_the_socket_of_a_stopped_server_is_live(self):
+        # SIGSTOP: the kernel still queues connections for it, so the file is
+        # not stale and must not be taken (the server may be continued).
+        first = self.new_unix_server().start()
+        first.pause()
+        try:
+            second = self.new_unix_server(socket_path=first.socket_path)
+            second.launch()
+            self.assertEqual(self.wait_exit(second), 1)
+            self.assertIn("address in use", second.stderr())
+        finally:
+            first.resume()
+        self.assertEqual(health_check(first.channel), HEALTH_SERVING)
+
     def test_a_file_that_is_not_a_socket_is_refused(self):
         server = self.new_unix_server()
         with open(server.socket_path, "w") as f:
