@@ -550,9 +550,10 @@ absl::Status Server::Listen(
   if (unix_ != nullptr) {
     // Unix sockets are plaintext (local, protected by their mode); tokens
     // still apply. A closed connection's regions are released.
-    unix_->Serve(grpc_server_.get(), [this](uint64_t connection) {
-      shared_memory_->ReleaseConnection(connection);
+    absl::Status s = unix_->Serve(grpc_server_.get(), [this](uint64_t id) {
+      shared_memory_->ReleaseConnection(id);
     });
+    if (!s.ok()) return StartError(s.message());
   }
   return absl::OkStatus();
 }

@@ -160,25 +160,28 @@ absl::StatusOr<std::unique_ptr<UnixListener>> UnixListener::Bind(
 
 UnixListener::~UnixListener() { Stop(); }
 
-void UnixListener::Serve(grpc::Server* server,
-                         std::function<void(uint64_t)> on_close) {
+absl::Status UnixListener::Serve(grpc::Server* server,
+                                 std::function<void(uint64_t)> on_close) {
   server_ = server;
   on_close_ = std::move(on_close);
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (epoll_fd_ < 0 || wake_fd_ < 0) {
-    spdlog::error("cannot watch the Unix sockets: {}", Errno(errno));
-    return;
-  }
+  bool watched = epoll_fd_ >= 0 && wake_fd_ >= 0;
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.fd = wake_fd_;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event);
+  watched =
+      watched && epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event) == 0;
   for (const Socket& s : sockets_) {
     event.data.fd = s.fd;
-    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s.fd, &event);
+    watched = watched && epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s.fd, &event) == 0;
+  }
+  if (!watched) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot watch the Unix sockets: ", Errno(errno)));
   }
   thread_ = std::thread([this] { Loop(); });
+  return absl::OkStatus();
 }
 
 void UnixListener::Loop() {
