@@ -722,6 +722,30 @@ class ConnectionCloseTest(SharedMemoryTestCase):
         self.assertEqual(samples["cbloss_shared_memory_regions"], 0)
         self.assertEqual(samples["cbloss_shared_memory_mapped_bytes"], 0)
 
+    def test_many_short_connections_release_only_their_own(self):
+        # Connections come and go (their fd numbers are reused); a region of
+        # a connection that stays open stays.
+        metrics_port_file = os.path.join(self.tmpdir(), "metrics.port")
+        server = self.new_unix_server(extra_flags=[
+            "--metrics_listen=127.0.0.1:0", "--metrics_port_file=" + metrics_port_file]).start()
+        with open(metrics_port_file) as f:
+            metrics_port = int(f.read())
+        obj = self.new_object(PAGE)
+        self.register(server.stub, "keep", obj)
+        for i in range(30):
+            channel = unix_channel(server.socket_path)
+            try:
+                self.register(pb_grpc.LossServiceStub(channel), "short-%d" % i, obj)
+            finally:
+                channel.close()
+        names = lambda: [r.name for r in server.stub.ListSharedMemory(  # noqa: E731
+            pb.ListSharedMemoryRequest(), timeout=RPC_TIMEOUT_S).regions]
+        self.wait_for(lambda: names() == ["keep"], "regions other than 'keep' are still listed")
+        self.wait_for(lambda: scrape(metrics_port)["cbloss_unix_connections"] == 1,
+                      "cbloss_unix_connections is not back to 1")
+        self.assertEqual(scrape(metrics_port)["cbloss_shared_memory_regions"], 1)
+        self.assertStillServing(server)
+
 
 if __name__ == "__main__":
     unittest.main()
