@@ -499,8 +499,9 @@ absl::Status Server::Listen(
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  ApplyServerTuning(&builder);                  // server/grpc_tuning.h
-  tcp_ports_.assign(tcp_addresses_.size(), 0);  // not resized: builder keeps
+  ApplyServerTuning(&builder);  // server/grpc_tuning.h
+  // The builder keeps pointers into tcp_ports_: it is not resized after.
+  tcp_ports_.assign(tcp_addresses_.size(), 0);
   for (size_t i = 0; i < tcp_addresses_.size(); ++i) {
     builder.AddListeningPort(tcp_addresses_[i], credentials, &tcp_ports_[i]);
   }
@@ -549,9 +550,10 @@ absl::Status Server::Listen(
   if (unix_ != nullptr) {
     // Unix sockets are plaintext (local, protected by their mode); tokens
     // still apply. A closed connection's regions are released.
-    unix_->Serve(grpc_server_.get(), [this](uint64_t connection) {
-      shared_memory_->ReleaseConnection(connection);
+    absl::Status s = unix_->Serve(grpc_server_.get(), [this](uint64_t id) {
+      shared_memory_->ReleaseConnection(id);
     });
+    if (!s.ok()) return StartError(s.message());
   }
   return absl::OkStatus();
 }

@@ -41,7 +41,9 @@ bool FillAddress(const std::string& path, sockaddr_un* address) {
 absl::StatusOr<bool> Live(const std::string& path) {
   sockaddr_un address;
   FillAddress(path, &address);
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // Non-blocking: a live server whose backlog is full (or that is stopped)
+  // answers EAGAIN instead of keeping us waiting.
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     return absl::UnavailableError(absl::StrCat("socket: ", Errno(errno)));
   }
@@ -53,7 +55,7 @@ absl::StatusOr<bool> Live(const std::string& path) {
   // ECONNREFUSED: a socket file nobody listens on; ENOENT: gone meanwhile.
   if (error == ECONNREFUSED || error == ENOENT) return false;
   // EAGAIN: its backlog is full, so someone listens.
-  if (error == EAGAIN) return true;
+  if (error == EAGAIN || error == EINPROGRESS) return true;
   return absl::UnavailableError(
       absl::StrCat("cannot connect to the socket file there: ", Errno(error)));
 }
@@ -158,25 +160,28 @@ absl::StatusOr<std::unique_ptr<UnixListener>> UnixListener::Bind(
 
 UnixListener::~UnixListener() { Stop(); }
 
-void UnixListener::Serve(grpc::Server* server,
-                         std::function<void(uint64_t)> on_close) {
+absl::Status UnixListener::Serve(grpc::Server* server,
+                                 std::function<void(uint64_t)> on_close) {
   server_ = server;
   on_close_ = std::move(on_close);
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (epoll_fd_ < 0 || wake_fd_ < 0) {
-    spdlog::error("cannot watch the Unix sockets: {}", Errno(errno));
-    return;
-  }
+  bool watched = epoll_fd_ >= 0 && wake_fd_ >= 0;
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.fd = wake_fd_;
-  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event);
+  watched =
+      watched && epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &event) == 0;
   for (const Socket& s : sockets_) {
     event.data.fd = s.fd;
-    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s.fd, &event);
+    watched = watched && epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, s.fd, &event) == 0;
+  }
+  if (!watched) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot watch the Unix sockets: ", Errno(errno)));
   }
   thread_ = std::thread([this] { Loop(); });
+  return absl::OkStatus();
 }
 
 void UnixListener::Loop() {

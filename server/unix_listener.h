@@ -24,7 +24,9 @@
 //   absl::StatusOr<std::unique_ptr<UnixListener>> unix =
 //       UnixListener::Bind({"/run/cbloss.sock"}, 0660);
 //   ... grpc_server = builder.BuildAndStart();
-//   (*unix)->Serve(grpc_server.get(), [&](uint64_t id) { ... });
+//   absl::Status s = (*unix)->Serve(grpc_server.get(), [&](uint64_t id) {
+//     registry.ReleaseConnection(id);
+//   });
 //   PeerIdentity peer = (*unix)->Identify(context->peer());
 //   (*unix)->Stop();  // before grpc_server->Shutdown()
 //
@@ -78,8 +80,10 @@ class UnixListener {
 
   // Starts accepting in a thread of its own; each connection is handed to
   // `server` (already started). `on_close(connection id)` is called once
-  // for every connection that closes before Stop.
-  void Serve(grpc::Server* server, std::function<void(uint64_t)> on_close);
+  // for every connection that closes before Stop. UNAVAILABLE if the
+  // sockets cannot be watched.
+  absl::Status Serve(grpc::Server* server,
+                     std::function<void(uint64_t)> on_close);
   // Stops accepting and watching, closes the listening sockets and removes
   // their files. Connections handed to gRPC stay gRPC's. Idempotent.
   void Stop();

@@ -7,6 +7,7 @@ Real cbloss-server processes, bounded in time (server_fixture.py)."""
 
 import os
 import stat
+import threading
 import time
 import unittest
 
@@ -137,6 +138,31 @@ class SocketFileTest(UnixSocketTestCase):
         self.assertEqual(server.stop(), 0)
         self.assertFalse(os.path.exists(server.socket_path))
 
+    def test_removed_on_sigterm_with_a_client_connected(self):
+        server = self.new_unix_server(
+            tcp=False, extra_flags=["--shutdown_grace_seconds=1"]).start()
+        # A stream in progress on the Unix socket while the server drains:
+        # cancelled after the grace period, and the server exits.
+        gate = threading.Event()
+        request = pb.ComputeLossRequest(class_counts=pb.ClassCounts(counts=[1, 1]),
+                                        logits=tensor_f32([[0.0, 1.0]]), labels=[1])
+
+        def requests():
+            yield request
+            gate.wait(RPC_TIMEOUT_S)
+
+        stream = server.stub.StreamLoss(requests(), timeout=RPC_TIMEOUT_S)
+        self.assertEqual(next(stream).error_code, 0)
+        started = time.monotonic()
+        try:
+            self.assertEqual(server.stop(close_channel_first=False), 0)
+        finally:
+            gate.set()
+        self.assertLess(time.monotonic() - started, 15)
+        self.assertFalse(os.path.exists(server.socket_path))
+        with self.assertRaises(grpc.RpcError):
+            list(stream)
+
     def test_a_stale_socket_file_does_not_prevent_a_restart(self):
         server = self.new_unix_server().start()
         server.kill()
@@ -162,6 +188,20 @@ class SocketFileTest(UnixSocketTestCase):
         channel = unix_channel(first.socket_path)
         self.addCleanup(channel.close)
         self.assertEqual(health_check(channel), HEALTH_SERVING)
+
+    def test_the_socket_of_a_stopped_server_is_live(self):
+        # SIGSTOP: the kernel still queues connections for it, so the file is
+        # not stale and must not be taken (the server may be continued).
+        first = self.new_unix_server().start()
+        first.pause()
+        try:
+            second = self.new_unix_server(socket_path=first.socket_path)
+            second.launch()
+            self.assertEqual(self.wait_exit(second), 1)
+            self.assertIn("address in use", second.stderr())
+        finally:
+            first.resume()
+        self.assertEqual(health_check(first.channel), HEALTH_SERVING)
 
     def test_a_file_that_is_not_a_socket_is_refused(self):
         server = self.new_unix_server()
