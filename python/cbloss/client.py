@@ -261,9 +261,10 @@ class Client:
     copy it to keep it. The region is made on first use, grown when a batch
     does not fit, and its object is unlinked from /dev/shm at once. If the
     server has lost the region (it restarted), the call registers a new one
-    and is sent again, once. While one thread uses the region, other threads'
-    calls send bytes. A bfloat16 gradient is converted to float32 (a copy:
-    numpy has no bfloat16).
+    and is sent again, once. Only the first thread that calls uses the
+    region (until it ends); other threads' calls send bytes, so a view is
+    only overwritten by its own thread's next call. A bfloat16 gradient is
+    converted to float32 (a copy: numpy has no bfloat16).
 
     Accumulating calls (compute_loss(..., accumulate=True)) are never
     retried, whatever retry_unavailable says: they change a run's statistics
@@ -589,7 +590,8 @@ class Client:
         "gradient_dtype"} (None when bytes were sent). A FAILED_PRECONDITION
         naming the region (the server lost it) registers a new one and sends
         again, once."""
-        if not self._uses_shared_memory() or not slot.lock.acquire(blocking=False):
+        if (not self._uses_shared_memory() or not slot.claim()
+                or not slot.lock.acquire(blocking=False)):
             return loss_result(send(build_loss_request(logits, labels, targets, **kwargs))), None
         try:
             for attempt in range(2):

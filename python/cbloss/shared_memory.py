@@ -14,8 +14,8 @@ the memory lives as long as both mappings, so a process that dies leaves
 nothing in /dev/shm. A batch that does not fit gets a new, larger area (the
 old region is unregistered; views of it stay valid memory).
 
-Not thread-safe by itself: an area is used by one call at a time (the
-callers hold `lock`).
+An area is used by one thread (SharedMemorySlot.claim), one call at a time
+(the callers hold `lock`).
 """
 
 import itertools
@@ -212,11 +212,25 @@ class SharedMemoryArea:
 class SharedMemorySlot:
     """The one area of a Client or of a cbloss.torch module: empty until
     first use, replaced by a larger one when a batch does not fit.
-    `lock` is held by the call using it."""
+    `lock` is held by the call using it.
+
+    Only one thread uses it: the first that asks (claim()), until that
+    thread ends. Other threads' calls send bytes, so a gradient view is only
+    ever overwritten by the next call of the thread that got it."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.area = None
+        self._owner = None
+        self._owner_lock = threading.Lock()
+
+    def claim(self):
+        """True if the calling thread may use the area."""
+        me = threading.current_thread()
+        with self._owner_lock:
+            if self._owner is None or not self._owner.is_alive():
+                self._owner = me
+            return self._owner is me
 
     def replace(self, area):
         if self.area is not None:

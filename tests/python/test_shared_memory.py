@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -208,6 +209,43 @@ class AutoModeTest(ServerCase):
         self.assertFalse(np.array_equal(kept, r2.gradient))
         assert_bits_equal(self, kept, self.tcp.compute_loss(z1, y1,
                                                             class_counts=COUNTS).gradient)
+
+    def test_only_the_first_thread_uses_the_region(self):
+        client = self.unix_client()
+        z, y = batch(16, 7, 17)
+        mine = client.compute_loss(z, y, class_counts=COUNTS)
+        self.assertTrue(mine.shared_memory)
+        others = []
+
+        def other_thread(seed):
+            zt, yt = batch(16, 7, seed)
+            for _ in range(3):
+                others.append((seed, client.compute_loss(zt, yt, class_counts=COUNTS)))
+
+        threads = [threading.Thread(target=other_thread, args=(100 + i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        self.assertEqual(len(others), 12)
+        for seed, r in others:
+            self.assertFalse(r.shared_memory)
+            zt, yt = batch(16, 7, seed)
+            assert_bits_equal(self, r.gradient,
+                              self.tcp.compute_loss(zt, yt, class_counts=COUNTS).gradient)
+        # The first thread's view was never overwritten by the others.
+        assert_bits_equal(self, mine.gradient,
+                          self.tcp.compute_loss(z, y, class_counts=COUNTS).gradient)
+        # Once the owning thread is gone, another one takes the region over.
+        second = self.unix_client()
+        first_use = []
+        t = threading.Thread(target=lambda: first_use.append(
+            second.compute_loss(z, y, class_counts=COUNTS).shared_memory))
+        t.start()
+        t.join(timeout=60)
+        self.assertEqual(first_use, [True])
+        self.assertFalse(t.is_alive())
+        self.assertTrue(second.compute_loss(z, y, class_counts=COUNTS).shared_memory)
 
     def test_grows_for_a_bigger_batch(self):
         client = self.unix_client()
