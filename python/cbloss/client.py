@@ -624,6 +624,8 @@ class Client:
         """The logits' Tensor message: a reference to them in slot's area
         (copied there), or their bytes if this client sends bytes."""
         shape, wire, write = _shm.logits_layout(logits)
+        if shape[0] * shape[1] == 0:  # the service's own message for it
+            return tensors.encode_logits(logits)
         gradient_dtype = enums.dtype_number(kwargs.get("gradient_dtype")) or pb.DTYPE_FLOAT32
         area = self._area_for(slot, _shm.SharedMemoryArea.size_for(
             shape[0], shape[1], wire, gradient_dtype))
