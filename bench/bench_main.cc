@@ -27,12 +27,13 @@ ABSL_FLAG(std::string, loss, "",
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "cbloss-bench kernels|service|runs|http [--json] [--quick] "
+      "cbloss-bench kernels|service|runs|http|transports [--json] [--quick] "
       "[--server=PATH]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr,
-                 "usage: %s kernels|service|runs|http [--json] [--quick]\n",
+                 "usage: %s kernels|service|runs|http|transports [--json] "
+                 "[--quick]\n",
                  argv[0]);
     return 2;
   }
@@ -48,8 +49,10 @@ int main(int argc, char** argv) {
   if (what == "service") return cbloss::bench::RunService(options);
   if (what == "runs") return cbloss::bench::RunRuns(options);
   if (what == "http") return cbloss::bench::RunHttp(options);
+  if (what == "transports") return cbloss::bench::RunTransports(options);
   std::fprintf(stderr,
-               "unknown benchmark '%s': kernels, service, runs or http\n",
+               "unknown benchmark '%s': kernels, service, runs, http or "
+               "transports\n",
                what.c_str());
   return 2;
 }
