@@ -109,6 +109,72 @@ def compute_requests(pb):
               message.SerializeToString(deterministic=True))
 
 
+def shm_refs(pb):
+    """Seeds for shm_refs_fuzzer: a fill byte, then a request whose tensors
+    refer to its regions r (1024 bytes at 3 in the object), b (1024 at 515,
+    overlapping r) and c (8 bytes at 2048)."""
+    F32, BF16, F16, INPUT = 0, 1, 2, 3
+
+    def ref(region, offset, size):
+        return pb.SharedMemoryRef(region=region, offset=offset, byte_size=size)
+
+    def request(dtype, B, C, logits_ref, **kw):
+        r = pb.ComputeLossRequest(
+            class_counts=pb.ClassCounts(counts=[5, 3, 1, 2][:C]), **kw)
+        r.logits.dtype = dtype
+        r.logits.shape.extend([B, C])
+        if logits_ref is not None:
+            r.logits.shm.CopyFrom(logits_ref)
+        return r
+
+    out = {}
+    r = request(pb.DTYPE_FLOAT32, 2, 4, ref("r", 0, 32), labels=[0, 2],
+                want_per_sample_losses=True, gradient_shm=ref("r", 64, 32))
+    out["f32_logits_gradient"] = (F32, r)
+
+    r = request(pb.DTYPE_BFLOAT16, 2, 4, ref("r", 1, 16), labels=[1, 3],
+                gradient_dtype=pb.DTYPE_BFLOAT16, gradient_shm=ref("b", 600, 16))
+    r.config.loss_type = pb.LOSS_TYPE_FOCAL
+    r.config.gamma = 2.0
+    out["bf16_unaligned"] = (BF16 | 1 << 2, r)
+
+    r = request(pb.DTYPE_FLOAT16, 2, 4, ref("r", 0, 16),
+                gradient_shm=ref("b", 512, 32))
+    r.targets.dtype = pb.DTYPE_FLOAT16
+    r.targets.shape.extend([2, 4])
+    r.targets.shm.CopyFrom(ref("r", 16, 16))
+    r.config.loss_type = pb.LOSS_TYPE_SIGMOID
+    out["f16_targets"] = (F16, r)
+
+    r = request(pb.DTYPE_FLOAT32, 2, 4, ref("r", 2, 32), labels=[3, 0],
+                gradient_shm=ref("r", 515, 32))
+    out["f32_unaligned"] = (F32 | 2 << 2, r)
+
+    r = request(pb.DTYPE_FLOAT32, 2, 4, ref("r", 512, 32), labels=[0, 1],
+                gradient_shm=ref("b", 0, 32))
+    out["overlap_through_b"] = (F32, r)
+
+    r = request(pb.DTYPE_FLOAT32, 1, 2, None, labels=[1],
+                gradient_shm=ref("c", 0, 8))
+    r.logits.float_data.extend([0.25, -1.0])
+    out["float_data_gradient_in_c"] = (F32, r)
+
+    r = request(pb.DTYPE_FLOAT32, 2, 4, ref("c", 4, 32), labels=[0, 1],
+                want_gradient=True)
+    out["beyond_region"] = (F32, r)
+
+    r = request(pb.DTYPE_FLOAT32, 2, 4, ref("zz", 0, 32), labels=[0, 1])
+    out["unknown_region"] = (F32, r)
+
+    r = request(pb.DTYPE_BFLOAT16, 4, 4, ref("r", 0, 32), labels=[0, 1, 2, 3],
+                want_gradient=True)
+    out["input_bytes"] = (INPUT, r)
+
+    for name, (fill, message) in sorted(out.items()):
+        write("shm_refs_fuzzer", name,
+              bytes([fill]) + message.SerializeToString(deterministic=True))
+
+
 def npy_bytes(array, version=None):
     buf = io.BytesIO()
     if version is None:
@@ -181,6 +247,7 @@ def main():
     sys.path.insert(0, args.stubs)
     from cbloss.v1 import cbloss_pb2  # pylint: disable=import-outside-toplevel
     compute_requests(cbloss_pb2)
+    shm_refs(cbloss_pb2)
     arrays()
     store_sequences()
 

@@ -4,7 +4,8 @@
 # fuzzes each target for a bounded time and fails if any of them crashed.
 #
 # Usage: scripts/fuzz.sh [target...]
-#   (default: compute_request_fuzzer store_fuzzer arrays_fuzzer)
+#   (default: compute_request_fuzzer shm_refs_fuzzer store_fuzzer
+#    arrays_fuzzer)
 #
 #   FUZZ_SECONDS  seconds per target (default 60)
 #   JOBS          build parallelism (default: nproc)
@@ -25,12 +26,13 @@ JOBS=${JOBS:-$(nproc)}
 if [[ $# -gt 0 ]]; then
   targets=("$@")
 else
-  targets=(compute_request_fuzzer store_fuzzer arrays_fuzzer)
+  targets=(compute_request_fuzzer shm_refs_fuzzer store_fuzzer arrays_fuzzer)
 fi
 # Large enough for a few rows of logits, a long call sequence, a .npy header
 # plus data; small enough to keep executions fast.
 declare -A max_len=(
   [compute_request_fuzzer]=4096
+  [shm_refs_fuzzer]=1024
   [store_fuzzer]=512
   [arrays_fuzzer]=2048
 )

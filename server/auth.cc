@@ -106,12 +106,22 @@ using Access = TokenAuthorizer::Access;
 // token (if one is set) or the admin token. Accumulating computations are
 // checked again once decoded (LossServiceImpl::HandleComputeLoss).
 constexpr MethodAccess kLossServiceAccess[] = {
-    {"PutDataset", Access::kAdmin},     {"GetDataset", Access::kRead},
-    {"ListDatasets", Access::kRead},    {"DeleteDataset", Access::kAdmin},
-    {"AddClassCounts", Access::kAdmin}, {"GetClassWeights", Access::kCompute},
-    {"ComputeLoss", Access::kCompute},  {"StreamLoss", Access::kCompute},
-    {"CreateRun", Access::kAdmin},      {"GetRun", Access::kRead},
-    {"ListRuns", Access::kRead},        {"DeleteRun", Access::kAdmin},
+    {"PutDataset", Access::kAdmin},
+    {"GetDataset", Access::kRead},
+    {"ListDatasets", Access::kRead},
+    {"DeleteDataset", Access::kAdmin},
+    {"AddClassCounts", Access::kAdmin},
+    {"GetClassWeights", Access::kCompute},
+    {"ComputeLoss", Access::kCompute},
+    {"StreamLoss", Access::kCompute},
+    {"CreateRun", Access::kAdmin},
+    {"GetRun", Access::kRead},
+    {"ListRuns", Access::kRead},
+    {"DeleteRun", Access::kAdmin},
+    // API.md section 5.3: like ComputeLoss.
+    {"RegisterSharedMemory", Access::kCompute},
+    {"UnregisterSharedMemory", Access::kCompute},
+    {"ListSharedMemory", Access::kCompute},
 };
 
 }  // namespace

@@ -9,6 +9,8 @@
 //   - compute: when set, every other LossService method (ComputeLoss,
 //              StreamLoss, GetClassWeights, GetDataset, ListDatasets) needs
 //              `authorization: Bearer <compute or admin token>`.
+//   - shared memory: RegisterSharedMemory, UnregisterSharedMemory and
+//              ListSharedMemory are like ComputeLoss (API.md section 5.3).
 //   - runs:    CreateRun and DeleteRun need the admin token; GetRun and
 //              ListRuns are like GetDataset; a ComputeLoss or StreamLoss
 //              request with `accumulate` needs the compute or admin token

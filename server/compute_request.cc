@@ -19,6 +19,7 @@
 #include "google/protobuf/wire_format_lite.h"
 #include "server/dataset_registry.h"
 #include "server/loss_config.h"
+#include "server/shared_memory.h"
 
 namespace cbloss::server {
 namespace {
@@ -28,8 +29,9 @@ static_assert(sizeof(float) == 4, "float32 on the wire");
 #error "the wire is little-endian; this build assumes a little-endian host"
 #endif
 
-// A [rows, cols] float32 view of a wire Tensor. Points into the request when
-// it can; otherwise into `owned` (half-precision input, unaligned bytes).
+// A [rows, cols] float32 view of a wire Tensor. Points into the request (or
+// the shared memory of `shm`) when it can; otherwise into `owned`
+// (half-precision input, unaligned bytes).
 struct Matrix {
   int64_t rows = 0;
   int64_t cols = 0;
@@ -41,6 +43,8 @@ struct Matrix {
   // values: the engine decodes them chunk by chunk (core/loss.h).
   const char* half_bytes = nullptr;
   DType half_dtype = DType::kBFloat16;
+  // The bytes Tensor.shm names (data null: the tensor is in the request).
+  SharedMemorySpan shm;
 };
 
 std::string ShapeString(const v1::Tensor& t) {
@@ -72,9 +76,12 @@ absl::Status CheckShape2D(const v1::Tensor& t, absl::string_view field) {
 }
 
 // With `keep_half`, 16-bit values stay in the message's bytes (see
-// Matrix::half_bytes); otherwise they are decoded into `owned`.
+// Matrix::half_bytes); otherwise they are decoded into `owned`. Tensor.shm
+// resolves through `shm` (null: shared memory is off) to bytes read exactly
+// as Tensor.data's.
 absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
-                          bool keep_half, Matrix* out) {
+                          bool keep_half, const SharedMemoryView* shm,
+                          Matrix* out) {
   CBLOSS_RETURN_IF_ERROR(CheckShape2D(t, field));
   absl::StatusOr<DType> dtype =
       ToDType(t.dtype(), absl::StrCat(field, ".dtype"));
@@ -84,7 +91,15 @@ absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
   const int64_t n = out->rows * out->cols;
   const bool has_data = !t.data().empty();
   const bool has_floats = t.float_data_size() > 0;
-  if (has_data == has_floats) {
+  if (t.has_shm()) {
+    if (has_data || has_floats) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field,
+                       ": exactly one of data, float_data and shm must be set "
+                       "(shm and ",
+                       has_data ? "data" : "float_data", " are set)"));
+    }
+  } else if (has_data == has_floats) {
     return absl::InvalidArgumentError(absl::StrCat(
         field, ": exactly one of data and float_data must be non-empty (",
         has_data ? "both are set" : "neither is set", ")"));
@@ -105,12 +120,25 @@ absl::Status DecodeMatrix(const v1::Tensor& t, absl::string_view field,
     return absl::OkStatus();
   }
   const int64_t width = DTypeSize(*dtype);
-  if (static_cast<int64_t>(t.data().size()) != n * width) {
+  const char* bytes = t.data().data();
+  if (t.has_shm()) {
+    if (shm == nullptr) return SharedMemoryOffError();
+    absl::StatusOr<SharedMemorySpan> span =
+        shm->Find(t.shm(), absl::StrCat(field, ".shm"));
+    if (!span.ok()) return span.status();
+    if (span->size != static_cast<uint64_t>(n * width)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".shm.byte_size is ", span->size, " bytes; shape ",
+          ShapeString(t), " of ", v1::DType_Name(ToWireDType(*dtype)),
+          " needs ", n * width));
+    }
+    bytes = span->data;
+    out->shm = *std::move(span);
+  } else if (static_cast<int64_t>(t.data().size()) != n * width) {
     return absl::InvalidArgumentError(absl::StrCat(
         field, ".data has ", t.data().size(), " bytes; shape ", ShapeString(t),
         " of ", v1::DType_Name(ToWireDType(*dtype)), " needs ", n * width));
   }
-  const char* bytes = t.data().data();
   if (*dtype == DType::kFloat32) {
     if (reinterpret_cast<uintptr_t>(bytes) % alignof(float) == 0) {
       out->values =
@@ -224,10 +252,10 @@ absl::StatusOr<v1::LossConfig> ResolveConfig(const RequestSource& src,
 // The logits and targets of `request` as the batch of `c`, checked against
 // the source's classes and by ValidateLossBatch.
 absl::Status ResolveTensors(const v1::ComputeLossRequest& request,
-                            Computation* c) {
+                            const SharedMemoryView* shm, Computation* c) {
   Matrix logits;
-  CBLOSS_RETURN_IF_ERROR(
-      DecodeMatrix(request.logits(), "logits", /*keep_half=*/true, &logits));
+  CBLOSS_RETURN_IF_ERROR(DecodeMatrix(request.logits(), "logits",
+                                      /*keep_half=*/true, shm, &logits));
   const int64_t B = logits.rows, C = logits.cols;
   if (C != static_cast<int64_t>(c->source.counts.size())) {
     // With a run, the counts have the run's C: name the run.
@@ -241,7 +269,7 @@ absl::Status ResolveTensors(const v1::ComputeLossRequest& request,
   Matrix targets;
   if (request.has_targets()) {
     CBLOSS_RETURN_IF_ERROR(DecodeMatrix(request.targets(), "targets",
-                                        /*keep_half=*/false, &targets));
+                                        /*keep_half=*/false, shm, &targets));
     if (targets.rows != B || targets.cols != C) {
       return absl::InvalidArgumentError(absl::StrCat(
           "targets.shape = ", ShapeString(request.targets()),
@@ -260,7 +288,49 @@ absl::Status ResolveTensors(const v1::ComputeLossRequest& request,
   batch.upstream = request.upstream();
   c->owned_logits = std::move(logits.owned);
   c->owned_targets = std::move(targets.owned);
-  return ValidateLossBatch(c->params, batch);
+  if (logits.shm.data != nullptr) {
+    c->shm_spans.push_back({"logits.shm", std::move(logits.shm)});
+  }
+  if (targets.shm.data != nullptr) {
+    c->shm_spans.push_back({"targets.shm", std::move(targets.shm)});
+  }
+  absl::Status valid = ValidateLossBatch(c->params, batch);
+  if (!valid.ok()) {
+    // Zeros the SIGBUS guard mapped over a shrunk object are not the
+    // caller's values: report the shrinking, not them.
+    for (const NamedSharedMemorySpan& s : c->shm_spans) {
+      CBLOSS_RETURN_IF_ERROR(CheckIntact(s.span, s.field));
+    }
+  }
+  return valid;
+}
+
+// gradient_shm (API.md section 5.3): B * C elements of the gradient's dtype,
+// sharing no byte with a tensor the engine reads.
+absl::Status ResolveGradientShm(const v1::ComputeLossRequest& request,
+                                const SharedMemoryView* shm, Computation* c) {
+  if (!request.has_gradient_shm()) return absl::OkStatus();
+  if (shm == nullptr) return SharedMemoryOffError();
+  absl::StatusOr<SharedMemorySpan> span =
+      shm->Find(request.gradient_shm(), "gradient_shm");
+  if (!span.ok()) return span.status();
+  const int64_t B = c->batch.rows, C = c->batch.cols;
+  const int64_t needed = B * C * DTypeSize(c->gradient_dtype);
+  if (span->size != static_cast<uint64_t>(needed)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "gradient_shm.byte_size is ", span->size, " bytes; a [", B, ", ", C,
+        "] gradient of ", v1::DType_Name(ToWireDType(c->gradient_dtype)),
+        " needs ", needed));
+  }
+  for (const NamedSharedMemorySpan& input : c->shm_spans) {
+    if (Overlaps(*span, input.span)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gradient_shm overlaps ", input.field));
+    }
+  }
+  c->gradient_shm = span->data;
+  c->shm_spans.push_back({"gradient_shm", *std::move(span)});
+  return absl::OkStatus();
 }
 
 // Class weights (LOSS.md section 2), or all 1 before the deferred
@@ -319,7 +389,7 @@ int64_t ClaimedElements(const v1::ComputeLossRequest& request) {
 
 absl::StatusOr<Computation> ResolveComputation(
     const v1::ComputeLossRequest& request, const DatasetRegistry& registry,
-    RunRegistry* runs) {
+    RunRegistry* runs, const SharedMemoryView* shm) {
   if (request.accumulate() && request.run().empty()) {
     return AccumulateWithoutRun();
   }
@@ -356,12 +426,13 @@ absl::StatusOr<Computation> ResolveComputation(
     dataset = *std::move(d);
   }
   return ResolveComputation(request, std::move(dataset),
-                            run.has_value() ? &*run : nullptr);
+                            run.has_value() ? &*run : nullptr, shm);
 }
 
 absl::StatusOr<Computation> ResolveComputation(
     const v1::ComputeLossRequest& request,
-    std::shared_ptr<const v1::Dataset> dataset, const RunView* run) {
+    std::shared_ptr<const v1::Dataset> dataset, const RunView* run,
+    const SharedMemoryView* shm) {
   if (request.accumulate() && run == nullptr) return AccumulateWithoutRun();
   Computation c;
   absl::StatusOr<RequestSource> src =
@@ -392,12 +463,14 @@ absl::StatusOr<Computation> ResolveComputation(
       ToDType(request.gradient_dtype(), "gradient_dtype");
   if (!gradient_dtype.ok()) return gradient_dtype.status();
   c.gradient_dtype = *gradient_dtype;
-  c.want_gradient = request.want_gradient();
+  c.want_gradient = request.want_gradient() || request.has_gradient_shm();
   c.want_per_sample_losses = request.want_per_sample_losses() ||
                              c.params.reduction == Reduction::kNone;
   c.gradient_as_float_data = c.gradient_dtype == DType::kFloat32 &&
-                             request.logits().float_data_size() > 0;
-  CBLOSS_RETURN_IF_ERROR(ResolveTensors(request, &c));
+                             request.logits().float_data_size() > 0 &&
+                             !request.has_gradient_shm();
+  CBLOSS_RETURN_IF_ERROR(ResolveTensors(request, shm, &c));
+  CBLOSS_RETURN_IF_ERROR(ResolveGradientShm(request, shm, &c));
   if (c.params.loss_type == LossType::kEqlV2 && run == nullptr) {
     // LOSS.md section 10: EQL_V2's weights come from a run's statistics.
     return absl::InvalidArgumentError(
@@ -479,28 +552,30 @@ absl::StatusOr<GradientSink> GradientSink::Open(
   GradientSink sink;
   if (!c.want_gradient) return sink;
   const int64_t n = c.batch.rows * c.batch.cols;
-  v1::Tensor* gradient = response->mutable_gradient();
-  gradient->set_dtype(ToWireDType(c.gradient_dtype));
-  gradient->add_shape(c.batch.rows);
-  gradient->add_shape(c.batch.cols);
-  if (c.gradient_as_float_data) {
-    gradient->mutable_float_data()->Resize(static_cast<int>(n), 0.0f);
-    sink.floats_ =
-        absl::MakeSpan(gradient->mutable_float_data()->mutable_data(), n);
-    return sink;
-  }
-  const size_t size = n * DTypeSize(c.gradient_dtype);
-  char* bytes = nullptr;
-  if (detached != nullptr) {
-    bytes = detached->Allocate(size);
-    if (bytes == nullptr) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("no memory for a gradient of ", size, " bytes"));
+  char* bytes = c.gradient_shm;  // sized by ResolveGradientShm
+  if (bytes == nullptr) {
+    v1::Tensor* gradient = response->mutable_gradient();
+    gradient->set_dtype(ToWireDType(c.gradient_dtype));
+    gradient->add_shape(c.batch.rows);
+    gradient->add_shape(c.batch.cols);
+    if (c.gradient_as_float_data) {
+      gradient->mutable_float_data()->Resize(static_cast<int>(n), 0.0f);
+      sink.floats_ =
+          absl::MakeSpan(gradient->mutable_float_data()->mutable_data(), n);
+      return sink;
     }
-  } else {
-    std::string* data = gradient->mutable_data();
-    data->resize(size);
-    bytes = data->data();
+    const size_t size = n * DTypeSize(c.gradient_dtype);
+    if (detached != nullptr) {
+      bytes = detached->Allocate(size);
+      if (bytes == nullptr) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("no memory for a gradient of ", size, " bytes"));
+      }
+    } else {
+      std::string* data = gradient->mutable_data();
+      data->resize(size);
+      bytes = data->data();
+    }
   }
   if (c.gradient_dtype != DType::kFloat32) {
     sink.half_bytes_ = bytes;  // encoded by the engine, chunk by chunk
@@ -558,6 +633,10 @@ absl::Status RunComputation(const Computation& c, const ComputeOptions& options,
       ComputeLoss(c.params, c.terms, c.batch, outputs, options);
   if (!result.ok()) return result.status();
   gradient->Close();
+  // API.md section 5.3: an object shrunk under the engine gave it zeros.
+  for (const NamedSharedMemorySpan& s : c.shm_spans) {
+    CBLOSS_RETURN_IF_ERROR(CheckIntact(s.span, s.field));
+  }
   if (c.accumulate && update != nullptr) {
     LabelsUpdate(c, &added);
     *update = std::move(added);

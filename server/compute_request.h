@@ -6,12 +6,14 @@
 //   ResolveComputation: source (dataset snapshot or inline class_counts) and
 //     version -> resolved parameters (request over dataset defaults over
 //     LOSS.md defaults, validated once; deferred re-weighting decided) ->
-//     tensor views of the wire tensors (validated once) -> class terms.
+//     tensor views of the wire tensors or of shared memory (validated once)
+//     -> the gradient's shared-memory destination, if any -> class terms.
 //   RunComputation: GradientSink chooses where the gradient goes -> engine
-//     (core/loss.h) -> response.
+//     (core/loss.h) -> shared memory still intact? -> response.
 //
 // Every check of the request is in ResolveComputation; RunComputation fails
-// only for memory, cancellation or a deadline. The service calls these from
+// only for memory, cancellation, a deadline, or a shared-memory object that
+// shrank during the call (API.md section 5.3). The service calls these from
 // its reactors; tests and fuzzers can call them directly.
 //
 // Example:
@@ -38,6 +40,7 @@
 #include "core/loss.h"
 #include "core/thread_pool.h"
 #include "server/run_registry.h"
+#include "server/shared_memory.h"
 #include "server/store/dataset_store.h"
 
 namespace cbloss::server {
@@ -59,9 +62,17 @@ struct RequestSource {
   bool no_static_counts = false;
 };
 
+// A shared-memory span a computation uses, with the field that named it
+// ("logits.shm", "targets.shm", "gradient_shm").
+struct NamedSharedMemorySpan {
+  std::string field;
+  SharedMemorySpan span;
+};
+
 // A ComputeLoss request, resolved and validated: what the engine needs and
 // what the response reports. Views point into the request (which must
-// outlive this) or into buffers owned here. Move-only.
+// outlive this), into buffers owned here, or into shared memory that
+// `shm_spans` keeps mapped. Move-only.
 struct Computation {
   RequestSource source;
   v1::LossConfig resolved_config;  // every field set but drw_start_epoch
@@ -85,21 +96,30 @@ struct Computation {
   // Counts `source.counts` points to when they are not the wire's: a run's
   // seen counts for SEESAW, zeros without static counts.
   std::vector<int64_t> owned_counts;
+  // Every shared-memory span the tensors use (API.md section 5.3), held for
+  // the computation's lifetime and checked intact after the engine.
+  std::vector<NamedSharedMemorySpan> shm_spans;
+  // gradient_shm's bytes (in shm_spans): the gradient is written there, and
+  // the response's gradient stays unset. Null: the response carries it.
+  char* gradient_shm = nullptr;
 };
 
 // Resolves `request` against the registries (NOT_FOUND, UNAVAILABLE, or
 // INVALID_ARGUMENT for a bad dataset or run name). `runs` may be null for
-// a caller without runs (a request naming one is then NOT_FOUND).
+// a caller without runs (a request naming one is then NOT_FOUND). `shm` is
+// the caller's view of its shared-memory regions, null when the server has
+// shared memory off (a request using it is then FAILED_PRECONDITION).
 absl::StatusOr<Computation> ResolveComputation(
     const v1::ComputeLossRequest& request, const DatasetRegistry& registry,
-    RunRegistry* runs = nullptr);
+    RunRegistry* runs = nullptr, const SharedMemoryView* shm = nullptr);
 // Resolves `request` with `dataset` as the snapshot of the dataset it uses
 // (request.dataset(), or its run's), or null when it carries inline
 // class_counts or its run has no dataset; `run` is the view of the run it
-// names (null: none).
+// names (null: none); `shm` as above.
 absl::StatusOr<Computation> ResolveComputation(
     const v1::ComputeLossRequest& request,
-    std::shared_ptr<const v1::Dataset> dataset, const RunView* run = nullptr);
+    std::shared_ptr<const v1::Dataset> dataset, const RunView* run = nullptr,
+    const SharedMemoryView* shm = nullptr);
 
 // A gradient's wire bytes kept outside the response message: one malloc'ed
 // buffer the engine writes once, which the service then hands to gRPC as a
@@ -130,18 +150,18 @@ class DetachedGradient {
 std::string DetachedGradientPrefix(size_t size);
 
 // Where the engine writes a computation's gradient and how it reaches the
-// wire: as the response's Tensor.float_data, as its Tensor.data bytes, or as
-// bytes in a DetachedGradient; float32 or 16-bit (encoded by the engine).
-// Later kinds of sink (shared memory) belong here too. Move-only.
+// wire: as the response's Tensor.float_data, as its Tensor.data bytes, as
+// bytes in a DetachedGradient, or not at all: into the request's
+// gradient_shm; float32 or 16-bit (encoded by the engine). Move-only.
 class GradientSink {
  public:
   // No gradient.
   GradientSink() = default;
 
   // The sink for `c` (no gradient unless c.want_gradient); sets the dtype
-  // and shape of response->gradient. With `detached`, bytes go there
-  // instead of into the response. RESOURCE_EXHAUSTED if that buffer cannot
-  // be allocated.
+  // and shape of response->gradient, unless the gradient goes to
+  // c.gradient_shm. With `detached`, bytes go there instead of into the
+  // response. RESOURCE_EXHAUSTED if that buffer cannot be allocated.
   static absl::StatusOr<GradientSink> Open(const Computation& c,
                                            v1::ComputeLossResponse* response,
                                            DetachedGradient* detached);
@@ -161,12 +181,13 @@ class GradientSink {
 };
 
 // Runs `c` and fills `response` (loss, outputs, versions, resolved config,
-// class weights). With `detached`, a gradient sent as Tensor.data bytes is
-// written there instead of into the response (see DetachedGradient). When
-// `c.accumulate`, `*update` (not null then) receives what the request adds
-// to its run (LOSS.md section 11): its labels, and for EQL_V2 its P and Q
-// increments; the caller applies it, since only a computation that
-// succeeded may change the run.
+// class weights); FAILED_PRECONDITION, naming the field, if a shared-memory
+// object `c` uses shrank during the call (CheckIntact). With `detached`, a
+// gradient sent as Tensor.data bytes is written there instead of into the
+// response (see DetachedGradient). When `c.accumulate`, `*update` (not null
+// then) receives what the request adds to its run (LOSS.md section 11): its
+// labels, and for EQL_V2 its P and Q increments; the caller applies it, since
+// only a computation that succeeded may change the run.
 absl::Status RunComputation(const Computation& c, const ComputeOptions& options,
                             v1::ComputeLossResponse* response,
                             DetachedGradient* detached = nullptr,

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -230,6 +231,33 @@ grpc::ServerUnaryReactor* LossServiceImpl::DeleteRun(
       [this](auto... args) { HandleDeleteRun(std::move(args)...); });
 }
 
+grpc::ServerUnaryReactor* LossServiceImpl::RegisterSharedMemory(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::RegisterSharedMemoryRequest, v1::SharedMemoryRegion>(
+      context, request, response, "RegisterSharedMemory",
+      [this](auto... args) { HandleRegisterSharedMemory(std::move(args)...); });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::UnregisterSharedMemory(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::UnregisterSharedMemoryRequest,
+                    v1::UnregisterSharedMemoryResponse>(
+      context, request, response, "UnregisterSharedMemory",
+      [this](auto... args) {
+        HandleUnregisterSharedMemory(std::move(args)...);
+      });
+}
+
+grpc::ServerUnaryReactor* LossServiceImpl::ListSharedMemory(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return ServeUnary<v1::ListSharedMemoryRequest, v1::ListSharedMemoryResponse>(
+      context, request, response, "ListSharedMemory",
+      [this](auto... args) { HandleListSharedMemory(std::move(args)...); });
+}
+
 // Like ServeUnary, but a bytes gradient is computed into a buffer of its own
 // that becomes the last slice of the response: written once, never copied
 // (docs/PERFORMANCE.md).
@@ -416,12 +444,73 @@ void LossServiceImpl::HandleDeleteRun(grpc::CallbackServerContext* /*context*/,
   });
 }
 
+namespace {
+
+bool UsesSharedMemory(const v1::ComputeLossRequest& request) {
+  return request.logits().has_shm() || request.targets().has_shm() ||
+         request.has_gradient_shm();
+}
+
+}  // namespace
+
+PeerIdentity LossServiceImpl::PeerOf(
+    const grpc::CallbackServerContext& context) const {
+  if (!options_.identify_peer) return PeerIdentity();
+  return options_.identify_peer(context.peer());
+}
+
+// Registration maps the object (a few system calls, no copy): it runs on
+// the calling gRPC thread.
+void LossServiceImpl::HandleRegisterSharedMemory(
+    grpc::CallbackServerContext* context,
+    const v1::RegisterSharedMemoryRequest* request,
+    v1::SharedMemoryRegion* response, Done done) {
+  SharedMemoryRegistry* shm = options_.shared_memory;
+  if (shm == nullptr) return std::move(done)(SharedMemoryOffError());
+  absl::StatusOr<v1::SharedMemoryRegion> region =
+      shm->Register(PeerOf(*context), *request);
+  if (region.ok()) *response = *std::move(region);
+  std::move(done)(region.status());
+}
+
+void LossServiceImpl::HandleUnregisterSharedMemory(
+    grpc::CallbackServerContext* context,
+    const v1::UnregisterSharedMemoryRequest* request,
+    v1::UnregisterSharedMemoryResponse* /*response*/, Done done) {
+  SharedMemoryRegistry* shm = options_.shared_memory;
+  if (shm == nullptr) return std::move(done)(SharedMemoryOffError());
+  std::move(done)(shm->Unregister(PeerOf(*context), request->name()));
+}
+
+void LossServiceImpl::HandleListSharedMemory(
+    grpc::CallbackServerContext* context,
+    const v1::ListSharedMemoryRequest* /*request*/,
+    v1::ListSharedMemoryResponse* response, Done done) {
+  SharedMemoryRegistry* shm = options_.shared_memory;
+  if (shm == nullptr) return std::move(done)(SharedMemoryOffError());
+  absl::StatusOr<std::vector<v1::SharedMemoryRegion>> regions =
+      shm->List(PeerOf(*context));
+  if (regions.ok()) {
+    for (v1::SharedMemoryRegion& r : *regions) {
+      *response->add_regions() = std::move(r);
+    }
+  }
+  std::move(done)(regions.status());
+}
+
 absl::Status LossServiceImpl::Compute(grpc::CallbackServerContext* context,
                                       const v1::ComputeLossRequest& request,
                                       v1::ComputeLossResponse* response,
                                       DetachedGradient* detached) {
+  // The caller's regions, for a request that references any (null when
+  // shared memory is off: such a request is then FAILED_PRECONDITION). The
+  // spans resolved from it keep their mappings until the call ends.
+  std::unique_ptr<SharedMemoryView> shm;
+  if (options_.shared_memory != nullptr && UsesSharedMemory(request)) {
+    shm = options_.shared_memory->ViewFor(PeerOf(*context));
+  }
   absl::StatusOr<Computation> computation =
-      ResolveComputation(request, *registry_, runs_);
+      ResolveComputation(request, *registry_, runs_, shm.get());
   if (!computation.ok()) return computation.status();
   ComputeOptions options;
   options.pool = compute_pool_;

@@ -22,9 +22,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "cbloss/v1/cbloss.grpc.pb.h"
 #include "core/thread_pool.h"
 #include "server/auth.h"
@@ -32,6 +34,7 @@
 #include "server/dataset_registry.h"
 #include "server/grpc_tuning.h"  // for main.cc: ApplyServerTuning
 #include "server/run_registry.h"
+#include "server/shared_memory.h"
 
 namespace cbloss::server {
 
@@ -52,25 +55,40 @@ struct LossServiceOptions {
   // level server/auth.h's table gives its method; a refusal is the call's
   // status (UNAUTHENTICATED or PERMISSION_DENIED). Must outlive the service.
   const TokenAuthorizer* authorizer = nullptr;
+  // Shared-memory tensors (API.md section 5.3). Null: shared memory is off
+  // (its RPCs and any request using it are FAILED_PRECONDITION). Must
+  // outlive the service.
+  SharedMemoryRegistry* shared_memory = nullptr;
+  // Who a call's peer is (grpc::ServerContext::peer(): "fd:N" for a Unix
+  // socket connection, server/unix_listener.h; "" for the HTTP gateway).
+  // Unset: every caller is a TCP caller.
+  std::function<PeerIdentity(absl::string_view peer)> identify_peer;
 };
 
 namespace internal {
-using RawLossService = v1::LossService::WithRawCallbackMethod_PutDataset<
-    v1::LossService::WithRawCallbackMethod_GetDataset<
-        v1::LossService::WithRawCallbackMethod_ListDatasets<
-            v1::LossService::WithRawCallbackMethod_DeleteDataset<
-                v1::LossService::WithRawCallbackMethod_AddClassCounts<
-                    v1::LossService::WithRawCallbackMethod_GetClassWeights<
-                        v1::LossService::WithRawCallbackMethod_ComputeLoss<
-                            v1::LossService::WithRawCallbackMethod_StreamLoss<
-                                v1::LossService::WithRawCallbackMethod_CreateRun<
-                                    v1::LossService::WithRawCallbackMethod_GetRun<
-                                        v1::LossService::
-                                            WithRawCallbackMethod_ListRuns<
-                                                v1::LossService::
-                                                    WithRawCallbackMethod_DeleteRun<
-                                                        v1::LossService::
-                                                            Service>>>>>>>>>>>>;
+// `Service` with every method of `Methods` registered raw: one list of the
+// methods instead of a nest of templates.
+template <template <class> class... Methods>
+struct WithRawMethods {
+  using type = v1::LossService::Service;
+};
+template <template <class> class First, template <class> class... Rest>
+struct WithRawMethods<First, Rest...> {
+  using type = First<typename WithRawMethods<Rest...>::type>;
+};
+using LS = v1::LossService;
+using RawLossService = WithRawMethods<
+    LS::WithRawCallbackMethod_PutDataset, LS::WithRawCallbackMethod_GetDataset,
+    LS::WithRawCallbackMethod_ListDatasets,
+    LS::WithRawCallbackMethod_DeleteDataset,
+    LS::WithRawCallbackMethod_AddClassCounts,
+    LS::WithRawCallbackMethod_GetClassWeights,
+    LS::WithRawCallbackMethod_ComputeLoss, LS::WithRawCallbackMethod_StreamLoss,
+    LS::WithRawCallbackMethod_CreateRun, LS::WithRawCallbackMethod_GetRun,
+    LS::WithRawCallbackMethod_ListRuns, LS::WithRawCallbackMethod_DeleteRun,
+    LS::WithRawCallbackMethod_RegisterSharedMemory,
+    LS::WithRawCallbackMethod_UnregisterSharedMemory,
+    LS::WithRawCallbackMethod_ListSharedMemory>::type;
 }  // namespace internal
 
 // Called once with a handler's final status.
@@ -120,6 +138,15 @@ class LossServiceImpl final : public internal::RawLossService {
   grpc::ServerUnaryReactor* DeleteRun(grpc::CallbackServerContext* context,
                                       const grpc::ByteBuffer* request,
                                       grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* RegisterSharedMemory(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* UnregisterSharedMemory(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* ListSharedMemory(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+      grpc::ByteBuffer* response) override;
 
   // Typed handlers. Each calls `done` exactly once, on this thread or on a
   // pool; `request` and `response` live until then.
@@ -153,6 +180,20 @@ class LossServiceImpl final : public internal::RawLossService {
   void HandleDeleteRun(grpc::CallbackServerContext* context,
                        const v1::DeleteRunRequest* request,
                        v1::DeleteRunResponse* response, Done done);
+  // Shared memory (API.md section 5.3): the caller is the call's peer
+  // (options.identify_peer).
+  void HandleRegisterSharedMemory(
+      grpc::CallbackServerContext* context,
+      const v1::RegisterSharedMemoryRequest* request,
+      v1::SharedMemoryRegion* response, Done done);
+  void HandleUnregisterSharedMemory(
+      grpc::CallbackServerContext* context,
+      const v1::UnregisterSharedMemoryRequest* request,
+      v1::UnregisterSharedMemoryResponse* response, Done done);
+  void HandleListSharedMemory(grpc::CallbackServerContext* context,
+                              const v1::ListSharedMemoryRequest* request,
+                              v1::ListSharedMemoryResponse* response,
+                              Done done);
   // ComputeLoss and each StreamLoss request: small batches inline, large
   // ones on the compute pool. An accumulating request is admitted again at
   // kAccumulate, and its update applied to its run once it has succeeded.
@@ -177,6 +218,8 @@ class LossServiceImpl final : public internal::RawLossService {
   // OK if the call may go on: the authorizer's verdict for `method`.
   absl::Status Admit(const grpc::CallbackServerContext& context,
                      absl::string_view method) const;
+  // The memory rights of the call's peer.
+  PeerIdentity PeerOf(const grpc::CallbackServerContext& context) const;
   absl::Status Compute(grpc::CallbackServerContext* context,
                        const v1::ComputeLossRequest& request,
                        v1::ComputeLossResponse* response,

@@ -1,6 +1,7 @@
 // Copyright 2026 The cbloss Authors.
 //
-// cbloss-server: the LossService of API.md, with the flags of its section 3.
+// cbloss-server: the LossService of API.md, with the flags of its section 3
+// (and section 5.3's: several --listen, unix: sockets, shared memory).
 // The flags make a ServerConfig; server/server.h does the rest. SIGTERM /
 // SIGINT: drain in-flight calls for up to --shutdown_grace_seconds, close the
 // store, exit 0. Exit 2 for a bad flag, 1 when the server cannot start.
@@ -12,19 +13,43 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "server/logging.h"
 #include "server/server.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051",
-          "Address to serve on (HOST:PORT); port 0 picks a free port.");
+          "Address to serve on: HOST:PORT (port 0 picks a free port) or "
+          "unix:PATH (a Unix domain socket, plaintext, mode "
+          "--unix_socket_mode). Repeat the flag, or separate addresses with "
+          "commas, to serve on several.");
 ABSL_FLAG(std::string, port_file, "",
-          "After binding, write the bound port number to this file.");
+          "After binding, write the first TCP port of --listen to this file "
+          "(0 if there is none).");
+ABSL_FLAG(std::string, unix_socket_mode, "0660",
+          "File mode (octal) of the unix: --listen socket files: who may "
+          "connect.");
+ABSL_FLAG(bool, allow_shared_memory, false,
+          "Serve shared-memory tensors (RegisterSharedMemory, Tensor.shm, "
+          "gradient_shm) to callers on a unix: socket, for POSIX "
+          "shared-memory objects their uid owns (API.md section 5.3).");
+ABSL_FLAG(std::string, shared_memory_prefix, "/cbloss-",
+          "Shared-memory object names (keys) must start with this; others "
+          "are PERMISSION_DENIED.");
+ABSL_FLAG(int, max_shared_memory_regions, 256,
+          "Most shared-memory regions registered at once (all callers); more "
+          "are RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_shared_memory_mb, 4096,
+          "Most MiB the registered shared-memory regions may map in total; "
+          "more are RESOURCE_EXHAUSTED.");
 ABSL_FLAG(std::string, data_dir, "./cbloss-data",
           "Directory of the embedded dataset store (SQLite).");
 ABSL_FLAG(std::string, store, "",
@@ -100,10 +125,39 @@ ABSL_FLAG(std::string, access_log, "",
 namespace cbloss::server {
 namespace {
 
-ServerConfig ConfigFromFlags() {
+// absl keeps only the last occurrence of a flag, and --listen may be
+// repeated (API.md section 5.3): every value of --listen=X, --listen X (one
+// or two dashes) before a "--", from argv before absl parses it. A --listen
+// inside a --flagfile is absl's (the last one wins), used only when the
+// command line has none.
+std::vector<std::string> ListenValues(int argc, char** argv) {
+  std::vector<std::string> values;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (!absl::ConsumePrefix(&arg, "--") && !absl::ConsumePrefix(&arg, "-")) {
+      continue;
+    }
+    if (arg == "listen") {
+      if (i + 1 < argc) values.emplace_back(argv[++i]);
+    } else if (absl::ConsumePrefix(&arg, "listen=")) {
+      values.emplace_back(arg);
+    }
+  }
+  return values;
+}
+
+ServerConfig ConfigFromFlags(std::vector<std::string> listen) {
   ServerConfig c;
-  c.listen = absl::GetFlag(FLAGS_listen);
+  c.listen = listen.empty()
+                 ? std::vector<std::string>{absl::GetFlag(FLAGS_listen)}
+                 : std::move(listen);
   c.port_file = absl::GetFlag(FLAGS_port_file);
+  c.unix_socket_mode = absl::GetFlag(FLAGS_unix_socket_mode);
+  c.allow_shared_memory = absl::GetFlag(FLAGS_allow_shared_memory);
+  c.shared_memory_prefix = absl::GetFlag(FLAGS_shared_memory_prefix);
+  c.max_shared_memory_regions = absl::GetFlag(FLAGS_max_shared_memory_regions);
+  c.max_shared_memory_mb = absl::GetFlag(FLAGS_max_shared_memory_mb);
   c.data_dir = absl::GetFlag(FLAGS_data_dir);
   c.store = absl::GetFlag(FLAGS_store);
   c.store_file = absl::GetFlag(FLAGS_store_file);
@@ -146,7 +200,7 @@ bool SetUpLogs(LogFormat* format) {
   return true;
 }
 
-int Run() {
+int Run(std::vector<std::string> listen) {
   LogFormat log_format = LogFormat::kText;
   if (!SetUpLogs(&log_format)) return 2;
   // Signals are taken by sigwait below, never by a handler on a random
@@ -157,7 +211,7 @@ int Run() {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  ServerConfig config = ConfigFromFlags();
+  ServerConfig config = ConfigFromFlags(std::move(listen));
   config.log_format = log_format;
   absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(config);
   if (!server.ok()) {
@@ -183,6 +237,7 @@ int main(int argc, char** argv) {
       "cbloss-server: class-balanced losses and their gradients over gRPC.\n"
       "Usage: cbloss-server [--listen=127.0.0.1:50051] [--data_dir=DIR] "
       "[--datasets_file=FILE] ...");
+  std::vector<std::string> listen = cbloss::server::ListenValues(argc, argv);
   absl::ParseCommandLine(argc, argv);
-  return cbloss::server::Run();
+  return cbloss::server::Run(std::move(listen));
 }

@@ -123,6 +123,21 @@ std::string ServerMetrics::Render(const Gauges& gauges) const {
       "# TYPE cbloss_run_updates_unflushed gauge\n"
       "cbloss_run_updates_unflushed ",
       gauges.run_updates_unflushed, "\n",
+      "# HELP cbloss_shared_memory_regions Shared-memory regions registered "
+      "(API.md section 5.3).\n"
+      "# TYPE cbloss_shared_memory_regions gauge\n"
+      "cbloss_shared_memory_regions ",
+      gauges.shared_memory_regions, "\n",
+      "# HELP cbloss_shared_memory_mapped_bytes Bytes the registered "
+      "shared-memory regions map.\n"
+      "# TYPE cbloss_shared_memory_mapped_bytes gauge\n"
+      "cbloss_shared_memory_mapped_bytes ",
+      gauges.shared_memory_mapped_bytes, "\n",
+      "# HELP cbloss_unix_connections Open connections on the Unix domain "
+      "sockets of --listen.\n"
+      "# TYPE cbloss_unix_connections gauge\n"
+      "cbloss_unix_connections ",
+      gauges.unix_connections, "\n",
       "# HELP cbloss_elements_computed_total Logits elements (rows * "
       "classes) of successful ComputeLoss and StreamLoss requests.\n"
       "# TYPE cbloss_elements_computed_total counter\n"

@@ -14,6 +14,10 @@
 //   cbloss_datasets                               gauge
 //   cbloss_runs                                   gauge
 //   cbloss_run_updates_unflushed                  gauge
+//   cbloss_shared_memory_regions                  gauge, registered regions
+//   cbloss_shared_memory_mapped_bytes             gauge, bytes they map
+//   cbloss_unix_connections                       gauge, open Unix socket
+//                                                 connections
 //   cbloss_build_info{version}                    gauge, always 1
 //
 // Calls are counted by a server interceptor when their status is sent (so a
@@ -64,6 +68,10 @@ class ServerMetrics {
     int64_t runs = 0;
     // Accumulated run updates acknowledged and not yet written (docs/RUNS.md).
     int64_t run_updates_unflushed = 0;
+    // Shared memory and Unix sockets (API.md section 5.3).
+    int64_t shared_memory_regions = 0;
+    int64_t shared_memory_mapped_bytes = 0;
+    int64_t unix_connections = 0;
   };
 
   explicit ServerMetrics(std::string version) : version_(std::move(version)) {}

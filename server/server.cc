@@ -12,6 +12,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "core/status_macros.h"
@@ -243,7 +245,8 @@ class AccessLogInterceptor final : public grpc::experimental::Interceptor {
     } else if (method_ == "GetRun" || method_ == "DeleteRun") {
       v1::GetRunRequest r;  // `name` is field 1 of both
       if (r.ParseFromString(bytes)) run_ = r.name();
-    } else if (method_ != "ListDatasets") {
+    } else if (method_ != "ListDatasets" &&
+               !absl::StrContains(method_, "SharedMemory")) {
       v1::GetDatasetRequest r;  // Get/Delete/AddClassCounts: `name` is field 1
       if (r.ParseFromString(bytes)) dataset_ = r.name();
     }
@@ -287,12 +290,16 @@ Server::Server(const ServerConfig& config)
     : config_(config), store_location_(config.data_dir) {}
 
 Server::~Server() {
+  // No connection is handed to a gRPC server that is stopping; the socket
+  // files go. (Calls may still look peers up until gRPC has stopped.)
+  if (unix_ != nullptr) unix_->Stop();
   if (grpc_server_ != nullptr && !stopped_) {
     grpc_server_->Shutdown(std::chrono::system_clock::now());
     grpc_server_->Wait();
   }
   http_.reset();
   grpc_server_.reset();
+  unix_.reset();
   metrics_http_.reset();
   if (registry_ != nullptr) registry_->FollowRuns(nullptr);
   runs_.reset();      // writes what runs have accumulated
@@ -315,6 +322,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   }
   CBLOSS_RETURN_IF_ERROR(server->OpenDatasets());
   CBLOSS_RETURN_IF_ERROR(server->MakePools());
+  CBLOSS_RETURN_IF_ERROR(server->OpenSharedMemory());
   // Security (docs/DEPLOY.md): transport from the TLS flags, tokens from
   // their files. Token values are never logged.
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
@@ -411,6 +419,38 @@ absl::Status Server::MakePools() {
   return absl::OkStatus();
 }
 
+// The shared-memory registry (off unless --allow_shared_memory) and how the
+// service learns a caller's memory rights: from the Unix socket listener.
+absl::Status Server::OpenSharedMemory() {
+  const std::string& prefix = config_.shared_memory_prefix;
+  if (prefix.empty() || prefix[0] != '/' ||
+      prefix.find('/', 1) != std::string::npos || prefix.size() > 255) {
+    return FlagError(absl::StrCat(
+        "--shared_memory_prefix=", prefix,
+        " must start with '/', hold no other '/' and have at most 255 "
+        "characters"));
+  }
+  if (config_.max_shared_memory_regions < 1 ||
+      config_.max_shared_memory_mb < 1 ||
+      config_.max_shared_memory_mb > (int64_t{1} << 30)) {
+    return FlagError(
+        "--max_shared_memory_regions must be >= 1 and --max_shared_memory_mb "
+        "in [1, 2^30]");
+  }
+  SharedMemoryOptions options;
+  options.allow = config_.allow_shared_memory;
+  options.prefix = prefix;
+  options.max_regions = config_.max_shared_memory_regions;
+  options.max_bytes = static_cast<uint64_t>(config_.max_shared_memory_mb) << 20;
+  shared_memory_ = std::make_unique<SharedMemoryRegistry>(options);
+  service_options_.shared_memory = shared_memory_.get();
+  // unix_ is set in Listen, before any call can arrive.
+  service_options_.identify_peer = [this](absl::string_view peer) {
+    return unix_ == nullptr ? PeerIdentity() : unix_->Identify(peer);
+  };
+  return absl::OkStatus();
+}
+
 absl::Status Server::Listen(
     std::shared_ptr<grpc::ServerCredentials> credentials) {
   const int64_t max_age_ms = config_.max_connection_age_ms;
@@ -421,11 +461,49 @@ absl::Status Server::Listen(
         "--max_connection_age_ms and --max_connection_age_grace_ms must be in "
         "[0, 2^31)");
   }
+  // API.md section 5.3: --listen repeated and comma-separated; unix:
+  // addresses are accepted here, the others by gRPC.
+  std::vector<std::string> unix_paths;
+  for (const std::string& value : config_.listen) {
+    for (absl::string_view address : absl::StrSplit(value, ',')) {
+      if (address.empty()) continue;
+      if (absl::StartsWith(address, "unix:")) {
+        absl::StatusOr<std::string> path = UnixSocketPath(address);
+        if (!path.ok()) return FlagError(path.status().message());
+        unix_paths.push_back(*std::move(path));
+        unix_addresses_.emplace_back(address);
+      } else {
+        tcp_addresses_.emplace_back(address);
+      }
+    }
+  }
+  if (tcp_addresses_.empty() && unix_paths.empty()) {
+    return FlagError("--listen names no address");
+  }
+  if (!unix_paths.empty()) {
+    absl::StatusOr<mode_t> mode = ParseSocketMode(config_.unix_socket_mode);
+    if (!mode.ok()) return FlagError(mode.status().message());
+    absl::StatusOr<std::unique_ptr<UnixListener>> listener =
+        UnixListener::Bind(unix_paths, *mode);
+    if (!listener.ok()) {
+      return listener.status().code() == absl::StatusCode::kInvalidArgument
+                 ? FlagError(listener.status().message())
+                 : StartError(listener.status().message());
+    }
+    unix_ = *std::move(listener);
+  } else if (config_.allow_shared_memory) {
+    spdlog::warn(
+        "--allow_shared_memory without a unix: --listen address: no caller "
+        "can use shared memory");
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  ApplyServerTuning(&builder);  // server/grpc_tuning.h
-  builder.AddListeningPort(config_.listen, std::move(credentials), &port_);
+  ApplyServerTuning(&builder);                  // server/grpc_tuning.h
+  tcp_ports_.assign(tcp_addresses_.size(), 0);  // not resized: builder keeps
+  for (size_t i = 0; i < tcp_addresses_.size(); ++i) {
+    builder.AddListeningPort(tcp_addresses_[i], credentials, &tcp_ports_[i]);
+  }
   builder.SetMaxReceiveMessageSize(config_.max_message_mb * 1024 * 1024);
   builder.SetMaxSendMessageSize(config_.max_message_mb * 1024 * 1024);
   if (max_age_ms > 0) {
@@ -448,19 +526,33 @@ absl::Status Server::Listen(
   }
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
-  if (grpc_server_ == nullptr || port_ == 0) {
-    return StartError(
-        absl::StrCat("cannot listen on ", config_.listen,
-                     config_.tls.cert.empty()
-                         ? ""
-                         : " (or the TLS certificate/key are not valid PEM)"));
+  // gRPC binds the ports in order and stops at the first that fails.
+  std::string failed;
+  for (size_t i = 0; i < tcp_addresses_.size() && failed.empty(); ++i) {
+    if (tcp_ports_[i] == 0) failed = tcp_addresses_[i];
   }
+  if (grpc_server_ == nullptr || !failed.empty()) {
+    return StartError(absl::StrCat(
+        "cannot listen on ",
+        failed.empty() ? absl::StrJoin(tcp_addresses_, ", ") : failed,
+        config_.tls.cert.empty()
+            ? ""
+            : " (or the TLS certificate/key are not valid PEM)"));
+  }
+  port_ = tcp_ports_.empty() ? 0 : tcp_ports_[0];
   // API.md section 1: NOT_SERVING while starting (gRPC's default health
   // service would report "" SERVING at once), until Announce.
   grpc::HealthCheckServiceInterface* health =
       grpc_server_->GetHealthCheckService();
   health->SetServingStatus(kServiceName, false);
   health->SetServingStatus(false);
+  if (unix_ != nullptr) {
+    // Unix sockets are plaintext (local, protected by their mode); tokens
+    // still apply. A closed connection's regions are released.
+    unix_->Serve(grpc_server_.get(), [this](uint64_t connection) {
+      shared_memory_->ReleaseConnection(connection);
+    });
+  }
   return absl::OkStatus();
 }
 
@@ -490,6 +582,10 @@ std::string Server::RenderMetrics() const {
   gauges.datasets = static_cast<int64_t>(registry_->size());
   gauges.runs = static_cast<int64_t>(runs_->size());
   gauges.run_updates_unflushed = runs_->unflushed_updates();
+  gauges.shared_memory_regions = shared_memory_->regions();
+  gauges.shared_memory_mapped_bytes =
+      static_cast<int64_t>(shared_memory_->mapped_bytes());
+  gauges.unix_connections = unix_ == nullptr ? 0 : unix_->open_connections();
   return metrics_->Render(gauges);
 }
 
@@ -549,17 +645,24 @@ absl::Status Server::Announce() {
   const char* tls = config_.tls.cert.empty()        ? "off"
                     : config_.tls.client_ca.empty() ? "on"
                                                     : "mutual";
+  // Every address: unix: ones as given, TCP ones with their bound port.
+  std::vector<std::string> addresses = unix_addresses_;
+  for (size_t i = 0; i < tcp_addresses_.size(); ++i) {
+    addresses.push_back(
+        absl::StrCat(tcp_addresses_[i], " (port ", tcp_ports_[i], ")"));
+  }
   spdlog::info(
-      "cbloss-server {} serving on {} (port {}); store={} datasets={} "
+      "cbloss-server {} serving on {}; store={} datasets={} "
       "compute_threads={} max_message_mb={} max_request_elements={} "
       "max_concurrent_computations={} tls={} admin_token={} "
-      "compute_token={} max_connection_age_ms={}",
-      kVersion, config_.listen, port_, store_location_, registry_->size(),
-      config_.compute_threads, config_.max_message_mb,
+      "compute_token={} max_connection_age_ms={} shared_memory={}",
+      kVersion, absl::StrJoin(addresses, ", "), store_location_,
+      registry_->size(), config_.compute_threads, config_.max_message_mb,
       config_.max_request_elements, config_.max_concurrent_computations, tls,
       config_.tokens.admin.empty() ? "off" : "required",
       config_.tokens.compute.empty() ? "off" : "required",
-      config_.max_connection_age_ms);
+      config_.max_connection_age_ms,
+      config_.allow_shared_memory ? "on" : "off");
   return absl::OkStatus();
 }
 
@@ -579,6 +682,8 @@ void Server::Drain() {
     spdlog::info("in-flight calls drained in {:.3f} s",
                  absl::ToDoubleSeconds(absl::Now() - drain_start));
   }
+  // Before gRPC stops: no connection is handed to a stopped server.
+  if (unix_ != nullptr) unix_->Stop();
   grpc_server_->Shutdown(std::chrono::system_clock::now());
   if (http_ != nullptr) http_->Stop();
   stopped_ = true;

@@ -5,11 +5,14 @@
 //
 //   Start: open the store (--store / --store_file, else SQLite under
 //     --data_dir), load --datasets_file, build the LossService (with its
-//     access table and bearer tokens), TLS or plaintext, interceptors
-//     (in-flight calls, metrics), listen, serve metrics, write the port
-//     files, and report SERVING on health once everything is loaded.
+//     access table, bearer tokens and shared-memory registry), TLS or
+//     plaintext, interceptors (in-flight calls, metrics), listen (TCP
+//     through gRPC, unix: through server/unix_listener.h), serve metrics,
+//     write the port files, and report SERVING on health once everything
+//     is loaded.
 //   Drain: health NOT_SERVING, wait for in-flight calls up to
-//     shutdown_grace_seconds, then stop at once, cancelling what is left.
+//     shutdown_grace_seconds, stop accepting on the Unix sockets (their
+//     files are removed), then stop at once, cancelling what is left.
 //   Wait: until the gRPC server has stopped.
 //
 // Example (server/main.cc):
@@ -29,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -40,7 +44,9 @@
 #include "server/logging.h"
 #include "server/loss_service.h"
 #include "server/metrics.h"
+#include "server/shared_memory.h"
 #include "server/tls.h"
+#include "server/unix_listener.h"
 
 namespace cbloss::server {
 
@@ -52,8 +58,19 @@ struct TokenFiles {
 
 // Everything cbloss-server's flags configure; defaults are the flags'.
 struct ServerConfig {
-  std::string listen = "127.0.0.1:50051";
+  // Addresses to serve on (--listen, API.md section 5.3): HOST:PORT, or
+  // unix:PATH (server/unix_listener.h); each value may also hold several,
+  // separated by commas.
+  std::vector<std::string> listen = {"127.0.0.1:50051"};
+  // Gets the first TCP port of `listen` (0 if there is none).
   std::string port_file;
+  // File mode of the Unix socket files, in octal.
+  std::string unix_socket_mode = "0660";
+  // Shared-memory tensors (API.md section 5.3, server/shared_memory.h).
+  bool allow_shared_memory = false;
+  std::string shared_memory_prefix = "/cbloss-";
+  int max_shared_memory_regions = 256;
+  int64_t max_shared_memory_mb = 4096;
   std::string data_dir = "./cbloss-data";
   std::string store;       // PostgreSQL URI; empty: SQLite under data_dir
   std::string store_file;  // file holding `store`
@@ -95,7 +112,7 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // The bound gRPC port.
+  // The first bound TCP port of --listen; 0 if it has none.
   int port() const { return port_; }
   // The bound HTTP port; 0 without --http_listen.
   int http_port() const { return http_ == nullptr ? 0 : http_->port(); }
@@ -108,6 +125,7 @@ class Server {
 
   absl::Status OpenDatasets();
   absl::Status MakePools();
+  absl::Status OpenSharedMemory();
   absl::Status Listen(std::shared_ptr<grpc::ServerCredentials> credentials);
   absl::Status ServeMetrics();
   absl::Status ServeHttp();
@@ -121,11 +139,18 @@ class Server {
   std::unique_ptr<ThreadPool> compute_pool_;
   std::unique_ptr<ThreadPool> io_pool_;
   std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<SharedMemoryRegistry> shared_memory_;
   LossServiceOptions service_options_;
   std::unique_ptr<TokenAuthorizer> authorizer_;
   std::unique_ptr<LossServiceImpl> service_;
   InFlightCalls in_flight_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  // --listen split: gRPC's TCP addresses and their bound ports, and the
+  // unix: ones this server accepts on itself (null without any).
+  std::vector<std::string> tcp_addresses_;
+  std::vector<int> tcp_ports_;
+  std::vector<std::string> unix_addresses_;
+  std::unique_ptr<UnixListener> unix_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   std::unique_ptr<AccessLog> access_log_;  // null: no access log
   std::unique_ptr<HttpGateway> http_;

@@ -62,10 +62,10 @@ struct PeerIdentity {
 };
 
 struct SharedMemoryOptions {
-  bool allow = false;                  // --allow_shared_memory
-  std::string prefix = "/cbloss-";     // --shared_memory_prefix
-  int max_regions = 256;               // --max_shared_memory_regions (all uids)
-  uint64_t max_bytes = 4ull << 30;     // --max_shared_memory_mb, mapped total
+  bool allow = false;               // --allow_shared_memory
+  std::string prefix = "/cbloss-";  // --shared_memory_prefix
+  int max_regions = 256;            // --max_shared_memory_regions (all uids)
+  uint64_t max_bytes = 4ull << 30;  // --max_shared_memory_mb, mapped total
 };
 
 // Bytes of a region that one reference names, valid while `keep_alive` is.
@@ -94,9 +94,13 @@ class SharedMemoryView {
   // Unix socket; FAILED_PRECONDITION for an unknown or broken region or an
   // object that shrank; INVALID_ARGUMENT for offset/byte_size outside the
   // region.
-  virtual absl::StatusOr<SharedMemorySpan> Find(const v1::SharedMemoryRef& ref,
-                                                absl::string_view field) const = 0;
+  virtual absl::StatusOr<SharedMemorySpan> Find(
+      const v1::SharedMemoryRef& ref, absl::string_view field) const = 0;
 };
+
+// FAILED_PRECONDITION "shared memory is off on this server (...)": what a
+// request using shared memory gets from a server without it.
+absl::Status SharedMemoryOffError();
 
 // FAILED_PRECONDITION if a guard fired on `span` (its object shrank while
 // it was in use), naming `field`; OK otherwise.
@@ -127,7 +131,8 @@ class SharedMemoryRegistry {
   // Drops every region registered over `connection` (it closed).
   void ReleaseConnection(uint64_t connection);
 
-  // The view for one call by `peer`; null when shared memory is off.
+  // The view for one call by `peer`; null when shared memory is off. Valid
+  // while the registry is; the spans it gives hold their own mappings.
   std::unique_ptr<SharedMemoryView> ViewFor(const PeerIdentity& peer) const;
 
   // For metrics.
