@@ -291,10 +291,32 @@ Call ShmCall(v1::LossService::Stub* stub, const v1::ComputeLossRequest* request,
   };
 }
 
-// The engine alone on the batch (softmax, labels, MEAN, effective-number
-// weights: the server's defaults), fastest of repeated runs, in µs.
-double KernelMicros(const Inputs& in, const Size& size, bool bf16,
-                    ThreadPool* pool, bool quick) {
+// Fastest of `reps` runs of `fn` after one warm-up, in µs; -1 if it fails.
+template <typename Fn>
+double FastestMicros(Fn&& fn, int reps) {
+  double fastest = 1e300;
+  for (int k = 0; k < reps + 1; ++k) {
+    const auto t0 = Clock::now();
+    if (!fn()) return -1;
+    const double us =
+        std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+    if (k > 0) fastest = std::min(fastest, us);
+  }
+  return fastest;
+}
+
+// What a shm call costs besides the RPC, each part alone: the engine on
+// the batch (softmax, labels, MEAN, effective-number weights: the server's
+// defaults) on the server's thread count, the server's validation of the
+// batch (LOSS.md section 7: finite logits, labels in range), and the
+// client's copy of the logits into its region.
+struct EngineTimes {
+  double kernel_us = -1, validate_us = -1, copy_us = -1;
+};
+
+EngineTimes TimeEngine(const Inputs& in, const Size& size, bool bf16,
+                       ThreadPool* pool, char* region, bool quick) {
+  EngineTimes out;
   LossParams params;
   absl::StatusOr<ClassTerms> terms = MakeClassTerms(params, in.counts);
   LossBatch batch;
@@ -310,7 +332,7 @@ double KernelMicros(const Inputs& in, const Size& size, bool bf16,
     batch.logits = logits_f32;
   }
   batch.labels = in.labels;
-  if (!terms.ok() || !ValidateLossBatch(params, batch).ok()) return -1;
+  if (!terms.ok() || !ValidateLossBatch(params, batch).ok()) return out;
   std::vector<float> gradient;
   std::string half_gradient;
   LossOutputs outputs;
@@ -324,16 +346,19 @@ double KernelMicros(const Inputs& in, const Size& size, bool bf16,
   }
   ComputeOptions options;
   options.pool = pool;
-  double fastest = 1e300;
   const int reps = quick ? 3 : 50;
-  for (int k = 0; k < reps + 1; ++k) {
-    const auto t0 = Clock::now();
-    if (!ComputeLoss(params, *terms, batch, outputs, options).ok()) return -1;
-    const double us =
-        std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-    if (k > 0) fastest = std::min(fastest, us);  // the first warms up
-  }
-  return fastest;
+  out.kernel_us = FastestMicros(
+      [&] { return ComputeLoss(params, *terms, batch, outputs, options).ok(); },
+      reps);
+  out.validate_us = FastestMicros(
+      [&] { return ValidateLossBatch(params, batch).ok(); }, reps);
+  out.copy_us = FastestMicros(
+      [&] {
+        std::memcpy(region, in.logits.data(), in.logits.size());
+        return true;
+      },
+      reps);
+  return out;
 }
 
 std::shared_ptr<grpc::Channel> Connect(const std::string& target) {
@@ -388,14 +413,18 @@ class Report {
                         t.p50_us, t.p99_us));
   }
 
-  void Kernel(const Size& size, const char* dtype, int threads, double us) {
-    kernel_us_[{size.batch, size.classes, dtype}] = us;
+  void Kernel(const Size& size, const char* dtype, int threads,
+              const EngineTimes& t) {
+    kernel_us_[{size.batch, size.classes, dtype}] = t.kernel_us;
     Add(absl::StrCat("{\"kind\": \"kernel\", \"batch\": ", size.batch,
                      ", \"classes\": ", size.classes, ", \"dtype\": \"", dtype,
-                     "\", \"threads\": ", threads, ", \"kernel_us\": ", us,
-                     "}"),
-        absl::StrFormat("kernel %6d %6d %5s %7d threads %10.1f us", size.batch,
-                        size.classes, dtype, threads, us));
+                     "\", \"threads\": ", threads, ", \"kernel_us\": ",
+                     t.kernel_us, ", \"validate_us\": ", t.validate_us,
+                     ", \"copy_in_us\": ", t.copy_us, "}"),
+        absl::StrFormat("kernel %6d %6d %5s %7d threads %10.1f us (validate "
+                        "%.1f, client copy-in %.1f)",
+                        size.batch, size.classes, dtype, threads, t.kernel_us,
+                        t.validate_us, t.copy_us));
   }
 
   // The three goals of docs/PERFORMANCE.md "Transports", when measured.
@@ -512,12 +541,13 @@ bool RunSize(const BenchOptions& options, const Size& size, bool bf16,
     if (!many.ok) return false;
     report->Call(t.name, size, dtype, kManyCallers, many);
   }
-  const double kernel = KernelMicros(in, size, bf16, pool, options.quick);
-  if (kernel < 0) {
+  const EngineTimes engine =
+      TimeEngine(in, size, bf16, pool, regions[0]->data(), options.quick);
+  if (engine.kernel_us < 0 || engine.validate_us < 0) {
     std::fprintf(stderr, "kernel setup failed\n");
     return false;
   }
-  report->Kernel(size, dtype, threads, kernel);
+  report->Kernel(size, dtype, threads, engine);
   // Unregister this size's regions (the bench's 8 x 2 x 3 stay far below
   // the limits anyway).
   v1::UnregisterSharedMemoryRequest all;

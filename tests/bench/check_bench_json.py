@@ -90,6 +90,7 @@ def main():
     assert len(by_kind["kernel"]) == len(shapes)
     for r in by_kind["kernel"]:
         positive(r, {"kernel_us", "threads"})
+        assert r["validate_us"] >= 0 and r["copy_in_us"] >= 0, r
     assert {r["name"] for r in by_kind["ratio"]} == TRANSPORT_RATIOS, by_kind["ratio"]
     for r in by_kind["ratio"]:
         positive(r, {"value"})
