@@ -44,6 +44,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/bench.h"
@@ -602,6 +603,12 @@ int RunTransports(const BenchOptions& options) {
   const std::vector<Size> sizes = {
       {32, 10, 2000}, {256, 1000, 300}, {4096, 1000, 40}};
   for (const Size& size : sizes) {
+    if (!options.sizes.empty() &&
+        !absl::StrContains(
+            absl::StrCat(",", options.sizes, ","),
+            absl::StrCat(",", size.batch, "x", size.classes, ","))) {
+      continue;
+    }
     for (bool bf16 : {false, true}) {
       if (!RunSize(options, size, bf16, stubs, pool.get(), threads, &report)) {
         return 1;
