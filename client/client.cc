@@ -326,6 +326,32 @@ absl::Status Client::DeleteRun(const std::string& name,
   return impl_->Call(&v1::LossService::Stub::DeleteRun, request).status();
 }
 
+absl::StatusOr<v1::SharedMemoryRegion> Client::RegisterSharedMemory(
+    const std::string& name, const std::string& key, uint64_t offset,
+    uint64_t byte_size) {
+  v1::RegisterSharedMemoryRequest request;
+  request.set_name(name);
+  request.set_key(key);
+  request.set_offset(offset);
+  request.set_byte_size(byte_size);
+  return impl_->Call(&v1::LossService::Stub::RegisterSharedMemory, request);
+}
+
+absl::Status Client::UnregisterSharedMemory(const std::string& name) {
+  v1::UnregisterSharedMemoryRequest request;
+  request.set_name(name);
+  return impl_->Call(&v1::LossService::Stub::UnregisterSharedMemory, request)
+      .status();
+}
+
+absl::StatusOr<std::vector<v1::SharedMemoryRegion>> Client::ListSharedMemory() {
+  absl::StatusOr<v1::ListSharedMemoryResponse> response = impl_->Call(
+      &v1::LossService::Stub::ListSharedMemory, v1::ListSharedMemoryRequest());
+  if (!response.ok()) return response.status();
+  return std::vector<v1::SharedMemoryRegion>(response->regions().begin(),
+                                             response->regions().end());
+}
+
 absl::Status Client::CheckHealth() {
   // grpc.health.v1.Health/Check with service "" (an empty request message).
   grpc::GenericStub generic(impl_->shared_channel());

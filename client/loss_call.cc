@@ -62,17 +62,29 @@ absl::StatusOr<v1::ComputeLossRequest> MakeComputeLossRequest(
     const LossOptions& options) {
   const bool f32 = logits.dtype == v1::DTYPE_FLOAT32 ||
                    logits.dtype == v1::DTYPE_UNSPECIFIED;
+  // Logits in shared memory: the server checks the reference's size.
   const size_t elements = f32 ? logits.f32.size() : logits.half.size();
-  if (logits.rows < 1 || logits.cols < 1 ||
-      elements != static_cast<size_t>(logits.rows * logits.cols)) {
+  if (!logits.shm.has_value() &&
+      (logits.rows < 1 || logits.cols < 1 ||
+       elements != static_cast<size_t>(logits.rows * logits.cols))) {
     return absl::InvalidArgumentError(
         absl::StrCat("logits: ", elements, " values do not fill shape [",
                      logits.rows, ", ", logits.cols, "]"));
   }
+  if (options.gradient_shm.has_value() && !options.gradient_out.empty()) {
+    return absl::InvalidArgumentError(
+        "give gradient_out or gradient_shm, not both");
+  }
   v1::ComputeLossRequest request;
   SetSource(source, !options.run.empty(), &request);
   *request.mutable_config() = options.config;
-  if (f32) {
+  if (logits.shm.has_value()) {
+    v1::Tensor* tensor = request.mutable_logits();
+    tensor->set_dtype(logits.dtype);
+    tensor->add_shape(logits.rows);
+    tensor->add_shape(logits.cols);
+    *tensor->mutable_shm() = *logits.shm;
+  } else if (f32) {
     SetTensor(logits.dtype, logits.f32, logits.rows, logits.cols,
               request.mutable_logits());
   } else {
@@ -88,7 +100,11 @@ absl::StatusOr<v1::ComputeLossRequest> MakeComputeLossRequest(
                                            options.sample_weights.end());
   request.mutable_upstream()->Assign(options.upstream.begin(),
                                      options.upstream.end());
-  request.set_want_gradient(options.want_gradient);
+  request.set_want_gradient(options.want_gradient ||
+                            options.gradient_shm.has_value());
+  if (options.gradient_shm.has_value()) {
+    *request.mutable_gradient_shm() = *options.gradient_shm;
+  }
   request.set_want_per_sample_losses(options.want_per_sample_losses);
   request.set_gradient_dtype(options.gradient_dtype);
   if (options.expected_dataset_version) {

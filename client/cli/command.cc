@@ -18,7 +18,8 @@ void AddGlobalFlags(CLI::App* app, GlobalFlags* flags) {
   flags->target = env_target ? env_target : "127.0.0.1:50051";
   app->add_option(
       "--target", flags->target,
-      "server address HOST:PORT (default 127.0.0.1:50051, or $CBLOSS_TARGET)");
+      "server address HOST:PORT, or unix:/path of a Unix socket on this "
+      "host (default 127.0.0.1:50051, or $CBLOSS_TARGET)");
   app->add_flag("--json", flags->json, "print one JSON document on stdout");
   flags->timeout = app->add_option("--timeout", flags->timeout_s,
                                    "per-call deadline in seconds (default 30)");

@@ -46,7 +46,9 @@ using json = nlohmann::json;
 
 // The flags before the command: where and how to connect.
 struct GlobalFlags {
-  std::string target;  // default: $CBLOSS_TARGET, else 127.0.0.1:50051
+  // HOST:PORT, unix:/path, or any gRPC target; default: $CBLOSS_TARGET,
+  // else 127.0.0.1:50051.
+  std::string target;
   bool json = false;
   double timeout_s = 30;
   CLI::Option* timeout = nullptr;  // given if count() > 0

@@ -29,7 +29,8 @@ from cbloss._proto import v1  # noqa: E402,F401
 
 from cbloss.client import Client, LossStream, read_token_file, tls_credentials  # noqa: E402
 from cbloss.errors import CblossError  # noqa: E402
-from cbloss.messages import Dataset, LossConfig, LossResult, Run, RunStatistics  # noqa: E402
+from cbloss.messages import (Dataset, LossConfig, LossResult, Run, RunStatistics,  # noqa: E402
+                             SharedMemoryRegion)
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "LossStream",
     "Run",
     "RunStatistics",
+    "SharedMemoryRegion",
 ]
 
 

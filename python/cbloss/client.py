@@ -32,10 +32,11 @@ import grpc
 import numpy as np
 
 from cbloss import _health, enums, messages, tensors
+from cbloss import shared_memory as _shm
 from cbloss._proto import cbloss_pb2 as pb
 from cbloss._proto import cbloss_pb2_grpc as pb_grpc
 from cbloss.errors import CblossError, status_code_from_number
-from cbloss.messages import Dataset, LossConfig, LossResult, Run
+from cbloss.messages import Dataset, LossConfig, LossResult, Run, SharedMemoryRegion
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -95,13 +96,20 @@ def _set_source(request, dataset, class_counts, run=None):
         request.class_counts.counts.extend(tensors.int64_list(class_counts, "class_counts"))
 
 
-def build_loss_request(logits, labels=None, targets=None, *, dataset=None, class_counts=None,
-                       config=None, sample_weights=None, upstream=None, want_gradient=True,
-                       want_per_sample_losses=False, gradient_dtype=None,
-                       expected_dataset_version=None, epoch=None, run=None, accumulate=False,
-                       **loss_params):
-    """The ComputeLossRequest of Client.compute_loss (same arguments);
-    `loss_params` are LossConfig fields (cbloss.messages.LOSS_PARAMETERS)."""
+def build_loss_request(logits, labels=None, targets=None, **kwargs):
+    """The ComputeLossRequest of Client.compute_loss (same arguments), with
+    the logits as bytes; keyword arguments other than compute_loss's are
+    LossConfig fields (cbloss.messages.LOSS_PARAMETERS)."""
+    return _build_request(lambda: tensors.encode_logits(logits), labels, targets, **kwargs)
+
+
+def _build_request(logits_tensor, labels=None, targets=None, *, dataset=None,
+                   class_counts=None, config=None, sample_weights=None, upstream=None,
+                   want_gradient=True, want_per_sample_losses=False, gradient_dtype=None,
+                   expected_dataset_version=None, epoch=None, run=None, accumulate=False,
+                   **loss_params):
+    """build_loss_request with the logits' Tensor message from
+    logits_tensor() (bytes, or a shared-memory reference)."""
     messages.check_loss_keywords("build_loss_request", loss_params)
     if (labels is None) == (targets is None):
         raise ValueError("give exactly one of labels and targets")
@@ -116,7 +124,7 @@ def build_loss_request(logits, labels=None, targets=None, *, dataset=None, class
     # INVALID_ARGUMENT.
     request.accumulate = bool(accumulate)
     request.config.CopyFrom(messages.merged_config(config, loss_params).to_proto())
-    request.logits.CopyFrom(tensors.encode_logits(logits))
+    request.logits.CopyFrom(logits_tensor())
     if labels is not None:
         request.labels.extend(tensors.int32_list(labels, "labels"))
     else:
@@ -168,6 +176,20 @@ def loss_result(response):
         gradient_dtype=gradient_dtype,
         gradient_tensor=tensor,
         run_version=int(response.run_version))
+
+
+def _set_shared_gradient(result, area, placement):
+    """Puts the gradient the server wrote into `area` into `result`: a view
+    for float32 and float16, float32 values for bfloat16."""
+    view = area.gradient_view(placement["shape"], placement["logits_dtype"],
+                              placement["gradient_dtype"])
+    if placement["gradient_dtype"] == pb.DTYPE_BFLOAT16:
+        result.gradient, result.gradient_dtype = tensors.bfloat16_bits_to_float32(view), "bfloat16"
+    else:
+        result.gradient = view
+        result.gradient_dtype = "float16" if placement["gradient_dtype"] == pb.DTYPE_FLOAT16 \
+            else "float32"
+        result.shared_memory = True
 
 
 def tls_credentials(root_ca=None, cert=None, key=None):
@@ -224,6 +246,24 @@ class Client:
       retry_unavailable: retry GetDataset, ListDatasets, GetClassWeights,
         GetRun, ListRuns and ComputeLoss on UNAVAILABLE (up to 5 attempts), so
         a replica that dies mid-call costs a retry on another one.
+      shared_memory: None (default): use shared memory for a "unix:" target
+        if the server allows it, else bytes, silently; True: always (a
+        refusal raises CblossError); False: never.
+      shared_memory_prefix: start of the shared-memory objects' keys (the
+        server's --shared_memory_prefix).
+
+    Shared memory (API.md section 5.3). Over a Unix socket to a server
+    started with --allow_shared_memory, compute_loss (and LossStream's)
+    copies the logits once into one shared-memory region of this client
+    and sends a reference; the server writes the gradient into the region,
+    and the LossResult's gradient is a numpy VIEW of it (`shared_memory`
+    True), valid until the next call of this client that uses the region:
+    copy it to keep it. The region is made on first use, grown when a batch
+    does not fit, and its object is unlinked from /dev/shm at once. If the
+    server has lost the region (it restarted), the call registers a new one
+    and is sent again, once. While one thread uses the region, other threads'
+    calls send bytes. A bfloat16 gradient is converted to float32 (a copy:
+    numpy has no bfloat16).
 
     Accumulating calls (compute_loss(..., accumulate=True)) are never
     retried, whatever retry_unavailable says: they change a run's statistics
@@ -239,7 +279,8 @@ class Client:
 
     def __init__(self, target=None, *, timeout=None, options=None, credentials=None,
                  metadata=None, channel=None, token=None, load_balancing="round_robin",
-                 retry_unavailable=True):
+                 retry_unavailable=True, shared_memory=None,
+                 shared_memory_prefix=_shm.DEFAULT_PREFIX):
         self.target = target or os.environ.get("CBLOSS_TARGET") or DEFAULT_TARGET
         self.timeout = timeout
         if token is None:
@@ -265,6 +306,14 @@ class Client:
         self._no_retry_lock = threading.Lock()
         self._no_retry_channel = None
         self._no_retry_stub = None if self._owns_channel else self._stub
+        if shared_memory not in (None, True, False):
+            raise ValueError("shared_memory must be None (auto), True or False; got %r"
+                             % (shared_memory,))
+        self.shared_memory = shared_memory
+        self._shm_prefix = shared_memory_prefix
+        # Why this client sends bytes in auto mode (the server refused), or None.
+        self._shm_refusal = None
+        self._shm_slot = _shm.SharedMemorySlot()
 
     # -- plumbing --------------------------------------------------------------
 
@@ -290,7 +339,9 @@ class Client:
             return self._no_retry_stub
 
     def close(self):
-        """Closes the channels (if this client opened them)."""
+        """Unregisters the client's shared-memory region and closes the
+        channels (if this client opened them)."""
+        self._shm_slot.close()
         if self._owns_channel and self._channel is not None:
             self._channel.close()
         self._channel = None
@@ -467,6 +518,120 @@ class Client:
             request.expected_version = expected_version
         self._call(self._stub.DeleteRun, request, timeout)
 
+    # -- shared memory (API.md section 5.3) ------------------------------------
+
+    def register_shared_memory(self, name, key, byte_size, offset=0, *, timeout=None):
+        """Registers [offset, offset + byte_size) of the POSIX shared-memory
+        object `key` (its shm_open name, under the server's
+        --shared_memory_prefix, owned by this process's uid) as region
+        `name`; returns the SharedMemoryRegion. Needs a unix: target and a
+        server with --allow_shared_memory. compute_loss does this by itself;
+        this is for callers that place tensors themselves (Tensor.shm)."""
+        request = pb.RegisterSharedMemoryRequest(name=name, key=key, offset=offset,
+                                                 byte_size=byte_size)
+        return SharedMemoryRegion.from_proto(
+            self._call(self._stub.RegisterSharedMemory, request, timeout))
+
+    def unregister_shared_memory(self, name="", *, timeout=None):
+        """Unregisters region `name` ("" = every region of this uid);
+        CblossError NOT_FOUND if there is none of that name."""
+        self._call(self._stub.UnregisterSharedMemory,
+                   pb.UnregisterSharedMemoryRequest(name=name), timeout)
+
+    def list_shared_memory(self, *, timeout=None):
+        """This uid's regions on the server, ordered by name."""
+        response = self._call(self._stub.ListSharedMemory, pb.ListSharedMemoryRequest(),
+                              timeout)
+        return [SharedMemoryRegion.from_proto(r) for r in response.regions]
+
+    @property
+    def shared_memory_region(self):
+        """The name of the region compute_loss uses, or None (none yet, or
+        bytes are sent)."""
+        area = self._shm_slot.area
+        return area.region if area is not None and area.map is not None else None
+
+    def _uses_shared_memory(self):
+        if self.shared_memory is None:
+            return self._shm_refusal is None and self.target.startswith("unix:")
+        return self.shared_memory
+
+    def _area_for(self, slot, needed):
+        """slot's area, made or grown to hold `needed` bytes; None if this
+        client sends bytes (the server refused, in auto mode)."""
+        area = slot.area
+        if area is not None and area.map is not None and area.byte_size >= needed:
+            return area
+        size = _shm.SharedMemoryArea.grown_size(needed, area.byte_size if area else 0)
+        try:
+            new = _shm.SharedMemoryArea(
+                lambda name, key, byte_size: self.register_shared_memory(name, key, byte_size),
+                # Bounded: close() must not hang on a server that went away.
+                lambda name: self.unregister_shared_memory(name, timeout=5),
+                size, self._shm_prefix)
+        except (CblossError, OSError) as e:
+            refused = isinstance(e, OSError) or e.code in _shm.REFUSALS
+            if self.shared_memory is None and refused:
+                self._shm_refusal = e
+                slot.replace(None)
+                return None
+            raise
+        slot.replace(new)
+        return new
+
+    def _compute(self, slot, send, logits, labels, targets, kwargs):
+        """(LossResult, placement) of one loss request built from
+        compute_loss's arguments and sent by send(request) -> response.
+
+        With shared memory, the logits are copied into slot's area, the
+        gradient is written there, and the result's gradient is a view of
+        it; placement is then {"area", "shape", "logits_dtype",
+        "gradient_dtype"} (None when bytes were sent). A FAILED_PRECONDITION
+        naming the region (the server lost it) registers a new one and sends
+        again, once."""
+        if not self._uses_shared_memory() or not slot.lock.acquire(blocking=False):
+            return loss_result(send(build_loss_request(logits, labels, targets, **kwargs))), None
+        try:
+            for attempt in range(2):
+                placement = {}
+                request = _build_request(
+                    lambda: self._place_logits(slot, logits, kwargs, placement),
+                    labels, targets, **kwargs)
+                area = placement.get("area")
+                if area is not None and request.want_gradient:
+                    request.gradient_shm.CopyFrom(area.gradient_ref(
+                        placement["shape"], placement["logits_dtype"],
+                        placement["gradient_dtype"]))
+                try:
+                    response = send(request)
+                except CblossError as e:
+                    if attempt == 0 and area is not None and area.names_region_in(e):
+                        slot.replace(None)
+                        continue
+                    raise
+                result = loss_result(response)
+                if area is None:
+                    return result, None
+                if request.want_gradient:
+                    _set_shared_gradient(result, area, placement)
+                return result, placement
+        finally:
+            slot.lock.release()
+
+    def _place_logits(self, slot, logits, kwargs, placement):
+        """The logits' Tensor message: a reference to them in slot's area
+        (copied there), or their bytes if this client sends bytes."""
+        shape, wire, write = _shm.logits_layout(logits)
+        gradient_dtype = enums.dtype_number(kwargs.get("gradient_dtype")) or pb.DTYPE_FLOAT32
+        area = self._area_for(slot, _shm.SharedMemoryArea.size_for(
+            shape[0], shape[1], wire, gradient_dtype))
+        if area is None:
+            return tensors.encode_logits(logits)
+        write(area)
+        placement.update(area=area, shape=shape, logits_dtype=wire,
+                         gradient_dtype=gradient_dtype)
+        return pb.Tensor(dtype=wire, shape=list(shape), shm=area.logits_ref(shape, wire))
+
     # -- losses ----------------------------------------------------------------
 
     def compute_loss(self, logits, labels=None, targets=None, *, timeout=None, **kwargs):
@@ -502,8 +667,13 @@ class Client:
             (get_run) tells which.
 
         The result's run_version is the run's version after this request.
+        Over shared memory (see the class), the gradient is a view valid
+        until this client's next call.
         """
-        return self.send(build_loss_request(logits, labels, targets, **kwargs), timeout=timeout)
+        return self._compute(
+            self._shm_slot,
+            lambda request: self._call(self._stub_for(request).ComputeLoss, request, timeout),
+            logits, labels, targets, kwargs)[0]
 
     def send(self, request, *, timeout=None):
         """Sends one ComputeLossRequest (e.g. from build_loss_request) and
@@ -530,6 +700,7 @@ class LossStream:
     Thread-safe (requests are serialised). Close it, or use `with`."""
 
     def __init__(self, client, timeout=None):
+        self._client = client
         self._requests = queue.Queue()
         self._lock = threading.Lock()
         self.broken = False
@@ -538,12 +709,17 @@ class LossStream:
             iter(self._requests.get, _END), timeout=timeout, metadata=client._metadata)
 
     def compute_loss(self, logits, labels=None, targets=None, **kwargs):
-        """Same arguments and result as Client.compute_loss (no timeout)."""
-        request = build_loss_request(logits, labels, targets, **kwargs)
-        return self.send(request)
+        """Same arguments and result as Client.compute_loss (no timeout);
+        shared memory as the client's (its region)."""
+        return self._client._compute(self._client._shm_slot, self._exchange,
+                                     logits, labels, targets, kwargs)[0]
 
     def send(self, request):
         """Sends one ComputeLossRequest and returns its LossResult."""
+        return loss_result(self._exchange(request))
+
+    def _exchange(self, request):
+        """The response to `request`; CblossError for an error response."""
         with self._lock:
             if self.closed or self.broken:
                 raise CblossError(grpc.StatusCode.FAILED_PRECONDITION,
@@ -561,7 +737,7 @@ class LossStream:
         if response.error_code:
             raise CblossError(status_code_from_number(response.error_code),
                               response.error_message)
-        return loss_result(response)
+        return response
 
     def close(self):
         """Half-closes the stream and waits for the server to end it."""

@@ -202,6 +202,9 @@ class LossResult:
       gradient_tensor: the wire Tensor of the gradient (raw bytes), or None.
       run_version: with a run, the run's version after this request
         (including its own update when it accumulated); 0 without a run.
+      shared_memory: True if `gradient` is a view of the client's (or
+        module's) shared-memory region: valid until its next call; copy it
+        to keep it.
     """
 
     loss: float
@@ -214,3 +217,20 @@ class LossResult:
     gradient_dtype: Optional[str] = None
     gradient_tensor: Optional[object] = dataclasses.field(default=None, repr=False)
     run_version: int = 0
+    shared_memory: bool = False
+
+
+@dataclasses.dataclass
+class SharedMemoryRegion:
+    """A registered shared-memory region (API.md section 5.3): `byte_size`
+    bytes from `offset` of the POSIX shared-memory object `key`."""
+
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+
+    @classmethod
+    def from_proto(cls, region):
+        return cls(name=region.name, key=region.key, offset=int(region.offset),
+                   byte_size=int(region.byte_size))

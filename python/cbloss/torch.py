@@ -33,6 +33,18 @@ to the CPU and the gradient is moved back to the logits' device and dtype.
 The returned loss is float32 for 16-bit logits (the logits' dtype otherwise),
 on the logits' device.
 
+Shared memory (API.md section 5.3). For a ``unix:`` target whose server has
+--allow_shared_memory, each module keeps one shared-memory region of its own
+(made on the first forward, grown when a batch does not fit, re-registered
+if the server restarted): the logits are copied into it once and the server
+writes the gradient there. The gradient is then copied once, in forward,
+into a tensor the graph owns: autograd may keep the tensor backward returns
+as ``.grad``, and a graph's backward may come after the module's next
+forward (two forwards, one backward), which overwrites the region.
+``module.last_result.gradient`` is the numpy view of the region, valid until
+the next forward. ``close()`` unregisters the region. Results are
+bit-identical to the bytes path.
+
 Runs (LOSS.md section 11). With ``run="name"`` every forward names the run:
 SEESAW reads its seen counts, EQL_V2 its P and Q. The module updates the run
 the way BatchNorm updates its running statistics: in training mode
@@ -58,12 +70,16 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from cbloss import enums, messages
+from cbloss._proto import cbloss_pb2 as pb
 from cbloss.client import Client, build_loss_request
+from cbloss.shared_memory import SharedMemorySlot
 
 __all__ = ["ClassBalancedLoss", "StreamingClassBalancedLoss"]
 
 _WIRE_GRADIENT_DTYPES = {torch.float32: "float32", torch.float16: "float16",
                          torch.bfloat16: "bfloat16"}
+_TORCH_DTYPES = {pb.DTYPE_FLOAT32: torch.float32, pb.DTYPE_FLOAT16: torch.float16,
+                 pb.DTYPE_BFLOAT16: torch.bfloat16}
 _NONE = enums.REDUCTIONS["none"]
 
 
@@ -72,7 +88,7 @@ class _ServiceLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, compute, want_gradient):
-        result = compute(want_gradient)
+        result, shared_gradient = compute(want_gradient)
         ctx.per_sample = result.resolved_config.reduction == "none"
         ctx.logits_dtype = logits.dtype
         ctx.gradient = None
@@ -80,10 +96,18 @@ class _ServiceLoss(torch.autograd.Function):
             # bfloat16 gradients arrive as float32 holding bfloat16 values, so
             # the conversion below is exact; for "none" the gradient stays
             # float32 until backward has scaled it (see the module docstring).
-            gradient = torch.from_numpy(result.gradient)
+            gradient = shared_gradient if shared_gradient is not None \
+                else torch.from_numpy(result.gradient)
             ctx.gradient = gradient.to(
                 device=logits.device,
                 dtype=torch.float32 if ctx.per_sample else logits.dtype)
+            if shared_gradient is not None and ctx.gradient.data_ptr() == gradient.data_ptr():
+                # A view of the module's shared-memory region: the next
+                # forward overwrites it, while this graph's backward may come
+                # later (two forwards, one backward) and autograd may keep
+                # the tensor it gets as .grad. One copy, the one the bytes
+                # path makes too.
+                ctx.gradient = ctx.gradient.clone()
         if ctx.per_sample:
             out = torch.from_numpy(result.per_sample_losses)
         else:
@@ -139,6 +163,9 @@ class ClassBalancedLoss(nn.Module):
         forward accumulates into the run, in eval mode it only reads it (see
         the module docstring). None: no run, the mode changes nothing.
       timeout: deadline of each call, seconds.
+      shared_memory: for the client opened from `target`: None (shared
+        memory for unix: targets when the server allows it), True, False
+        (see cbloss.Client).
       Any other LossConfig field is a keyword too (cbloss.LossConfig; None =
       the dataset's default).
 
@@ -163,7 +190,7 @@ class ClassBalancedLoss(nn.Module):
     def __init__(self, client=None, target=None, dataset=None, class_counts=None,
                  loss_type="softmax", beta=None, gamma=None, reduction="mean",
                  weighting=None, ignore_index=None, *, run=None, timeout=None,
-                 **loss_params):
+                 shared_memory=None, **loss_params):
         super().__init__()
         messages.check_loss_keywords("ClassBalancedLoss.__init__", loss_params)
         if run is not None:
@@ -173,7 +200,13 @@ class ClassBalancedLoss(nn.Module):
             raise ValueError("give exactly one of dataset= and class_counts=")
         if client is not None and target is not None:
             raise ValueError("give client= or target=, not both")
-        self.client = client if client is not None else Client(target)
+        if client is not None and shared_memory is not None:
+            raise ValueError("give shared_memory= to the client, not to the module")
+        self.client = client if client is not None else \
+            Client(target, shared_memory=shared_memory)
+        # This module's shared-memory region (unix: targets; see the module
+        # docstring), made on the first forward.
+        self._shm_slot = SharedMemorySlot()
         self.run = run
         self.dataset = dataset
         self.class_counts = None if class_counts is None else \
@@ -205,6 +238,14 @@ class ClassBalancedLoss(nn.Module):
         return "%s, %s, target=%r" % (source, options, self.client.target)
 
     def _request(self, logits, labels_or_targets, sample_weights, want_gradient):
+        """The ComputeLossRequest of one forward (logits as bytes)."""
+        labels, targets, kwargs = self._arguments(logits, labels_or_targets, sample_weights,
+                                                  want_gradient)
+        return build_loss_request(logits, labels, targets, **kwargs)
+
+    def _arguments(self, logits, labels_or_targets, sample_weights, want_gradient):
+        """(labels, targets, keyword arguments) of compute_loss for one
+        forward."""
         if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
             raise ValueError("logits must be a tensor of shape [B, C]")
         y = labels_or_targets
@@ -229,8 +270,8 @@ class ClassBalancedLoss(nn.Module):
         per_sample = reduction is None or enums.reduction_number(reduction) == _NONE
         gradient_dtype = "float32" if per_sample else \
             _WIRE_GRADIENT_DTYPES.get(logits.dtype, "float32")
-        return build_loss_request(
-            logits, labels, targets, dataset=self.dataset, class_counts=self.class_counts,
+        return labels, targets, dict(
+            dataset=self.dataset, class_counts=self.class_counts,
             sample_weights=sample_weights, want_gradient=want_gradient,
             want_per_sample_losses=per_sample, gradient_dtype=gradient_dtype,
             epoch=self.epoch, run=self.run, accumulate=self.run is not None and self.training,
@@ -240,14 +281,38 @@ class ClassBalancedLoss(nn.Module):
         """LossResult of one ComputeLossRequest."""
         return self.client.send(request, timeout=self.timeout)
 
+    def _exchange(self, request):
+        """The ComputeLossResponse of one request (CblossError if it fails)."""
+        client = self.client
+        return client._call(client._stub_for(request).ComputeLoss, request, self.timeout)
+
+    def _compute(self, logits, labels_or_targets, sample_weights, want_gradient):
+        """(LossResult, the gradient as a torch view of this module's
+        shared-memory region or None) of one forward."""
+        labels, targets, kwargs = self._arguments(logits, labels_or_targets, sample_weights,
+                                                  want_gradient)
+        result, placement = self.client._compute(self._shm_slot, self._exchange,
+                                                 logits, labels, targets, kwargs)
+        self.last_result = result
+        if placement is None or not want_gradient:
+            return result, None
+        shape = placement["shape"]
+        area = placement["area"]
+        gradient = torch.frombuffer(
+            area.map, dtype=_TORCH_DTYPES[placement["gradient_dtype"]],
+            count=shape[0] * shape[1],
+            offset=area.gradient_offset(shape, placement["logits_dtype"])).view(shape)
+        return result, gradient
+
+    def close(self):
+        """Unregisters this module's shared-memory region (if it has one)."""
+        self._shm_slot.close()
+
     def forward(self, logits, labels_or_targets, sample_weights=None):
         want_gradient = torch.is_grad_enabled() and logits.requires_grad
 
         def compute(want):
-            request = self._request(logits, labels_or_targets, sample_weights, want)
-            result = self._send(request)
-            self.last_result = result
-            return result
+            return self._compute(logits, labels_or_targets, sample_weights, want)
 
         return _ServiceLoss.apply(logits, compute, want_gradient)
 
@@ -265,18 +330,24 @@ class StreamingClassBalancedLoss(ClassBalancedLoss):
         self._stream = None
         self._stream_lock = threading.Lock()
 
-    def _send(self, request):
+    def _current_stream(self):
         with self._stream_lock:
             if self._stream is None or self._stream.broken or self._stream.closed:
                 self._stream = self.client.stream_loss()
-            stream = self._stream
-        return stream.send(request)
+            return self._stream
+
+    def _send(self, request):
+        return self._current_stream().send(request)
+
+    def _exchange(self, request):
+        return self._current_stream()._exchange(request)
 
     def close(self):
         with self._stream_lock:
             if self._stream is not None:
                 self._stream.close()
                 self._stream = None
+        super().close()
 
     def __del__(self):
         try:

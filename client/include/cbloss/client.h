@@ -10,7 +10,9 @@
 // are retried on UNAVAILABLE through gRPC's service config, and calls are
 // spread round-robin over every address a target resolves to, so
 // `ipv4:10.0.0.1:50051,10.0.0.2:50051` or `dns:///cbloss-headless:50051` reach
-// every replica.
+// every replica. A `unix:/path` target reaches a server on the same host
+// over a Unix domain socket (plaintext, unless `credentials` or `tls` say
+// otherwise); only there can shared memory be used.
 //
 // Calls that accumulate into a run (LossOptions::accumulate) are not
 // idempotent and are never retried (LOSS.md section 11): they go on a second
@@ -106,6 +108,25 @@ class Client {
   absl::Status DeleteRun(
       const std::string& name,
       absl::optional<uint64_t> expected_version = absl::nullopt);
+
+  // Shared-memory regions (API.md section 5.3), for a server on the same
+  // host reached over a `unix:` target and started with
+  // --allow_shared_memory. Register maps [offset, offset + byte_size) of the
+  // POSIX shared-memory object `key` (shm_open's name, under the server's
+  // --shared_memory_prefix, owned by this process's uid) as region `name`;
+  // Logits::SharedMemory and LossOptions::gradient_shm then refer to it.
+  // A region belongs to the caller's uid and lives until unregistered or
+  // until the connection it was registered on closes. SharedMemoryBuffer
+  // (cbloss/shared_memory.h) does all of this for one batch buffer.
+  // Not retried.
+  absl::StatusOr<v1::SharedMemoryRegion> RegisterSharedMemory(
+      const std::string& name, const std::string& key, uint64_t offset,
+      uint64_t byte_size);
+  // Empty name: every region of the caller's uid. NOT_FOUND for a name the
+  // caller has no region of.
+  absl::Status UnregisterSharedMemory(const std::string& name);
+  // The caller's regions, ordered by name.
+  absl::StatusOr<std::vector<v1::SharedMemoryRegion>> ListSharedMemory();
 
   // OK if the server's overall health is SERVING.
   absl::Status CheckHealth();

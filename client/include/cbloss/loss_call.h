@@ -53,7 +53,10 @@ struct LossSource {
 };
 
 // A [rows, cols] matrix of logits in float32, or as raw float16 / bfloat16
-// bit patterns (sent as such: half the bytes).
+// bit patterns (sent as such: half the bytes), or already in a registered
+// shared-memory region (Client::RegisterSharedMemory; API.md section 5.3):
+// then only the reference travels, and the server checks that it holds
+// exactly rows * cols elements of `dtype`.
 struct Logits {
   static Logits Float32(absl::Span<const float> values, int64_t rows,
                         int64_t cols) {
@@ -72,9 +75,20 @@ struct Logits {
     l.cols = cols;
     return l;
   }
+  static Logits SharedMemory(v1::SharedMemoryRef ref, v1::DType dtype,
+                             int64_t rows, int64_t cols) {
+    Logits l;
+    l.dtype = dtype;
+    l.shm = std::move(ref);
+    l.rows = rows;
+    l.cols = cols;
+    return l;
+  }
   v1::DType dtype = v1::DTYPE_FLOAT32;
   absl::Span<const float> f32;
   absl::Span<const uint16_t> half;
+  // Set: the logits are these bytes of a region (f32 and half unused).
+  absl::optional<v1::SharedMemoryRef> shm;
   int64_t rows = 0;
   int64_t cols = 0;
 };
@@ -100,6 +114,11 @@ struct LossOptions {
   // If non-empty (rows * cols floats), a float32 gradient is written here
   // instead of into LossResult::gradient.
   absl::Span<float> gradient_out;
+  // Set: the server writes the gradient (rows * cols elements of
+  // gradient_dtype) into these bytes of a registered shared-memory region
+  // instead of the response, and LossResult's gradient fields stay empty.
+  // Implies want_gradient; excludes gradient_out.
+  absl::optional<v1::SharedMemoryRef> gradient_shm;
   absl::optional<uint64_t> expected_dataset_version;
   absl::optional<int32_t> epoch;
   absl::optional<absl::Duration> deadline;
@@ -117,7 +136,8 @@ struct LossResult {
   int64_t num_samples = 0;
   uint64_t dataset_version = 0;  // 0 for inline counts
   uint64_t run_version = 0;      // with a run: its version after this call
-  std::vector<float> gradient;   // float32, unless gradient_out given
+  // float32, unless gradient_out or gradient_shm given
+  std::vector<float> gradient;
   std::vector<uint16_t> gradient_half;  // FLOAT16 / BFLOAT16 gradient bits
   std::vector<float> per_sample_losses;
   std::vector<double> class_weights;
@@ -126,7 +146,7 @@ struct LossResult {
 
 // Builds the wire request of ComputeLoss (shared by unary and stream calls;
 // handy for tools that want the raw message). INVALID_ARGUMENT if the logits
-// do not fill their shape.
+// do not fill their shape, or for gradient_out together with gradient_shm.
 absl::StatusOr<v1::ComputeLossRequest> MakeComputeLossRequest(
     const LossSource& source, const Logits& logits, const Target& target,
     const LossOptions& options);
