@@ -19,9 +19,9 @@ ABSL_FLAG(std::string, grpc_args, "",
           "service: extra integer channel arguments name=value,... for the "
           "bench's client channels and echo server (gRPC tuning runs).");
 ABSL_FLAG(std::string, sizes, "",
-          "service, transports: sizes to run, e.g. 256x1000,4096x1000 "
-          "(default: all; for service all but 8192x1204, which runs only "
-          "when named).");
+          "service: sizes to run, e.g. 256x1000,4096x1000 (default: all but "
+          "8192x1204, which runs only when named); transports: any BxC list "
+          "(default 32x10,256x1000,4096x1000).");
 ABSL_FLAG(std::string, loss, "",
           "service: loss type of the requests, e.g. seesaw (default: the "
           "server's default, softmax).");
