@@ -593,6 +593,12 @@ bool ParseSizes(const std::string& text, std::vector<Size>* sizes) {
 }  // namespace
 
 int RunTransports(const BenchOptions& options) {
+  std::vector<Size> sizes;
+  if (!ParseSizes(options.sizes, &sizes)) {
+    std::fprintf(stderr, "--sizes: expected BxC[,BxC...], got '%s'\n",
+                 options.sizes.c_str());
+    return 2;
+  }
   testing::ServerProcessOptions server_options;
   server_options.binary = ServerPath(options);
   testing::ServerProcess server(server_options);
@@ -632,12 +638,6 @@ int RunTransports(const BenchOptions& options) {
       return 1;
     }
     report.Echo(t);
-  }
-  std::vector<Size> sizes;
-  if (!ParseSizes(options.sizes, &sizes)) {
-    std::fprintf(stderr, "--sizes: expected BxC[,BxC...], got '%s'\n",
-                 options.sizes.c_str());
-    return 2;
   }
   for (const Size& size : sizes) {
     for (bool bf16 : {false, true}) {
