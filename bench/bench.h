@@ -9,6 +9,10 @@
 //                                 same request without it (docs/RUNS.md)
 //   cbloss-bench http --json      ComputeLoss over HTTP/JSON beside gRPC,
 //                                 32x10 and 256x1000 (docs/HTTP.md)
+//   cbloss-bench transports --json ComputeLoss over TCP, a Unix socket and
+//                                 the socket + shared memory, beside an
+//                                 echo and the engine alone
+//                                 (docs/SHARED_MEMORY.md)
 //
 // Each prints one JSON array of records (or a table without --json).
 
@@ -37,6 +41,7 @@ int RunKernels(const BenchOptions& options);
 int RunService(const BenchOptions& options);
 int RunRuns(const BenchOptions& options);
 int RunHttp(const BenchOptions& options);
+int RunTransports(const BenchOptions& options);
 
 }  // namespace cbloss::bench
 

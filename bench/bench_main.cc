@@ -20,19 +20,21 @@ ABSL_FLAG(std::string, grpc_args, "",
           "bench's client channels and echo server (gRPC tuning runs).");
 ABSL_FLAG(std::string, sizes, "",
           "service: sizes to run, e.g. 256x1000,4096x1000 (default: all but "
-          "8192x1204, which runs only when named).");
+          "8192x1204, which runs only when named); transports: any BxC list "
+          "(default 32x10,256x1000,4096x1000).");
 ABSL_FLAG(std::string, loss, "",
           "service: loss type of the requests, e.g. seesaw (default: the "
           "server's default, softmax).");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "cbloss-bench kernels|service|runs|http [--json] [--quick] "
+      "cbloss-bench kernels|service|runs|http|transports [--json] [--quick] "
       "[--server=PATH]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr,
-                 "usage: %s kernels|service|runs|http [--json] [--quick]\n",
+                 "usage: %s kernels|service|runs|http|transports [--json] "
+                 "[--quick]\n",
                  argv[0]);
     return 2;
   }
@@ -48,8 +50,10 @@ int main(int argc, char** argv) {
   if (what == "service") return cbloss::bench::RunService(options);
   if (what == "runs") return cbloss::bench::RunRuns(options);
   if (what == "http") return cbloss::bench::RunHttp(options);
+  if (what == "transports") return cbloss::bench::RunTransports(options);
   std::fprintf(stderr,
-               "unknown benchmark '%s': kernels, service, runs or http\n",
+               "unknown benchmark '%s': kernels, service, runs, http or "
+               "transports\n",
                what.c_str());
   return 2;
 }

@@ -2,7 +2,8 @@
 """Tables (markdown, on stdout) and plots for docs/PERFORMANCE.md from the
 JSON that scripts/bench.sh writes into DIR: kernels.json (cbloss-bench
 kernels), torch.json (bench/torch_baseline.py), service.json (cbloss-bench
-service). Writes DIR/kernels.png and DIR/latency.png.
+service) and, when present, transports.json (cbloss-bench transports).
+Writes DIR/kernels.png and DIR/latency.png.
 
 Usage: report.py DIR
 """
@@ -90,6 +91,9 @@ def main():
             print(f"| (4096x1000: bf16 vs f32, for reference) | "
                   f"{a['rpc_p50_us'] / b['rpc_p50_us']:.2f}x | |")
 
+    if os.path.exists(os.path.join(d, "transports.json")):
+        transports_tables(load(d, "transports.json"))
+
     # Plot 1: ns/element per shape, 2 threads.
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=False)
     shapes = [(32, 10), (1024, 100), (256, 1000), (4096, 1000)]
@@ -131,6 +135,37 @@ def main():
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(d, "latency.png"), dpi=110)
+
+
+def transports_tables(records):
+    """Markdown of `cbloss-bench transports --json` (docs/SHARED_MEMORY.md)."""
+    calls = {(r["transport"], r["batch"], r["classes"], r["dtype"], r["callers"]): r
+             for r in records if r["kind"] == "call"}
+    kernel = {(r["batch"], r["classes"], r["dtype"]): r["kernel_us"]
+              for r in records if r["kind"] == "kernel"}
+    echo = next(r for r in records if r["kind"] == "echo")
+    print("\n### Transports (ComputeLoss with gradient, microseconds; calls/s)\n")
+    print(f"Echo (ListSharedMemory over the socket): p50 {echo['p50_us']:.0f}, "
+          f"p99 {echo['p99_us']:.0f}.\n")
+    print("| batch x classes | dtype | kernel | tcp p50 / p99 | unix p50 / p99 "
+          "| shm p50 / p99 | tcp / shm | shm / (echo + kernel) "
+          "| calls/s 8 callers: tcp / unix / shm |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (b, c, dtype), k in kernel.items():
+        one = {t: calls[(t, b, c, dtype, 1)] for t in ("tcp", "unix", "shm")}
+        many = {t: calls[(t, b, c, dtype, 8)] for t in ("tcp", "unix", "shm")}
+        cells = " | ".join(f"{one[t]['p50_us']:.0f} / {one[t]['p99_us']:.0f}"
+                           for t in ("tcp", "unix", "shm"))
+        rps = " / ".join(f"{many[t]['throughput_rps']:.0f}" for t in ("tcp", "unix", "shm"))
+        print(f"| {b}x{c} | {dtype} | {k:.0f} | {cells} "
+              f"| {one['tcp']['p50_us'] / one['shm']['p50_us']:.2f} "
+              f"| {one['shm']['p50_us'] / (echo['p50_us'] + k):.2f} | {rps} |")
+    print("\n| goal | measured | |")
+    print("|---|---|---|")
+    for r in records:
+        if r["kind"] == "ratio":
+            print(f"| {r['name']} {r['goal']} | {r['value']:.2f}x "
+                  f"| {'met' if r['met'] else 'missed'} |")
 
 
 if __name__ == "__main__":

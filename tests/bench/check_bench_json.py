@@ -18,6 +18,10 @@ SERVICE_KEYS = {"batch", "classes", "dtype", "rpc_p50_us", "rpc_p99_us",
 RUNS_KEYS = {"batch", "classes", "loss", "plain_p50_us", "accumulate_p50_us",
              "p50_ratio", "plain_rps_8_callers",
              "accumulate_rps_8_callers_one_run", "throughput_ratio"}
+TRANSPORT_CALL_KEYS = {"transport", "batch", "classes", "dtype", "callers", "p50_us",
+                       "p99_us", "throughput_rps"}
+TRANSPORT_RATIOS = {"shm_vs_tcp_256x1000_f32", "shm_vs_echo_plus_kernel_256x1000_f32",
+                    "bf16_vs_f32_tcp_256x1000"}
 
 
 def run(bench, what):
@@ -64,8 +68,36 @@ def main():
         assert RUNS_KEYS <= r.keys(), r
         positive(r, RUNS_KEYS - {"loss"})
     assert {(r["batch"], r["classes"]) for r in runs} == {(32, 10), (256, 1000)}, runs
+
+    transports = run(bench, "transports")
+    by_kind = {}
+    for r in transports:
+        by_kind.setdefault(r["kind"], []).append(r)
+    assert set(by_kind) == {"call", "echo", "kernel", "ratio"}, set(by_kind)
+    shapes = {(b, c, dtype) for b, c in ((32, 10), (256, 1000), (4096, 1000))
+              for dtype in ("f32", "bf16")}
+    for r in by_kind["call"]:
+        assert TRANSPORT_CALL_KEYS <= r.keys(), r
+        positive(r, TRANSPORT_CALL_KEYS)
+        assert r["p50_us"] <= r["p99_us"], r
+    assert sorted((r["transport"], r["batch"], r["classes"], r["dtype"], r["callers"])
+                  for r in by_kind["call"]) == sorted(
+        (t, b, c, d, n) for t in ("tcp", "unix", "shm") for b, c, d in shapes
+        for n in (1, 8))
+    assert len(by_kind["echo"]) == 1, by_kind["echo"]
+    positive(by_kind["echo"][0], {"p50_us", "p99_us"})
+    assert {(r["batch"], r["classes"], r["dtype"]) for r in by_kind["kernel"]} == shapes
+    assert len(by_kind["kernel"]) == len(shapes)
+    for r in by_kind["kernel"]:
+        positive(r, {"kernel_us", "threads"})
+        assert r["validate_us"] >= 0 and r["copy_in_us"] >= 0, r
+    assert {r["name"] for r in by_kind["ratio"]} == TRANSPORT_RATIOS, by_kind["ratio"]
+    for r in by_kind["ratio"]:
+        positive(r, {"value"})
+        assert isinstance(r["met"], bool), r
+
     print(f"ok: {len(kernels)} kernel records, {len(service)} service records, "
-          f"{len(runs)} runs records")
+          f"{len(runs)} runs records, {len(transports)} transports records")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,11 @@ scripts/test-k8s.sh).
   --runtime list or its dependencies (ldd, dpkg -S, apt-cache depends).
 - Every flag the image, compose file and Deployment pass is a flag of the
   built cbloss-server.
-- The Kubernetes objects hold the invariants docs/DEPLOY.md promises.
+- The Kubernetes objects hold the invariants docs/DEPLOY.md promises,
+  the sidecar Job of deploy/k8s/sidecar too (same uid in both containers,
+  memory-backed socket and /dev/shm volumes shared by both, one socket path
+  agreed on by server, probes and trainer); its probe command answers 0
+  against a real server on a Unix socket started with the sidecar's flags.
 - docker/healthcheck.sh answers 0 for a SERVING server (plaintext and TLS)
   and non-zero for a dead one.
 """
@@ -20,8 +24,10 @@ scripts/test-k8s.sh).
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 
 import yaml
@@ -372,6 +378,162 @@ class KubernetesTlsOverlayTest(unittest.TestCase):
             self.assertEqual(self.container[probe]["exec"]["command"], ["cbloss-healthcheck"])
         self.assertEqual({e["name"]: e["value"] for e in self.container["env"]}
                          ["CBLOSS_TLS_SERVER_NAME"], "localhost")
+
+
+def sidecar_objects():
+    objects = {}
+    for name in sorted(os.listdir(os.path.join(ROOT, "deploy", "k8s", "sidecar"))):
+        if name.endswith(".yaml") and name != "kustomization.yaml":
+            for doc in yaml.safe_load_all(read("deploy", "k8s", "sidecar", name)):
+                objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objects
+
+
+def flag_values(args):
+    """{name: [values]} of --name=value / --name arguments (a bare --name is
+    "true", as absl reads it)."""
+    values = {}
+    for name, a in zip(flag_names(args), args):
+        values.setdefault(name, []).append(a.split("=", 1)[1] if "=" in a else "true")
+    return values
+
+
+class KubernetesSidecarTest(unittest.TestCase):
+    """deploy/k8s/sidecar: a training Job with cbloss-server as a native
+    sidecar, on a Unix socket with shared memory (docs/SHARED_MEMORY.md)."""
+
+    SOCKET = "/var/run/cbloss/cbloss.sock"
+
+    def setUp(self):
+        self.objects = sidecar_objects()
+        self.job = self.objects[("Job", "cbloss-colocated-training")]
+        self.pod = self.job["spec"]["template"]["spec"]
+        self.server = self.pod["initContainers"][0]
+        self.trainer = self.pod["containers"][0]
+        self.volumes = {v["name"]: v for v in self.pod["volumes"]}
+
+    def mounts(self, container):
+        return {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+
+    def test_kustomization_lists_every_file_and_stands_alone(self):
+        k = yaml.safe_load(read("deploy", "k8s", "sidecar", "kustomization.yaml"))
+        files = sorted(n for n in os.listdir(os.path.join(ROOT, "deploy", "k8s", "sidecar"))
+                       if n.endswith(".yaml") and n != "kustomization.yaml")
+        self.assertEqual(sorted(k["resources"]), files)
+        self.assertEqual(list(self.objects), [("Job", "cbloss-colocated-training")])
+
+    def test_server_is_a_native_sidecar_and_the_trainer_the_only_container(self):
+        self.assertEqual(len(self.pod["initContainers"]), 1)
+        self.assertEqual(len(self.pod["containers"]), 1)
+        self.assertEqual(self.server["restartPolicy"], "Always")
+        self.assertEqual(self.pod["restartPolicy"], "Never")
+        self.assertEqual(self.server["image"],
+                         k8s_objects()[("Deployment", "cbloss")]["spec"]["template"]["spec"]
+                         ["containers"][0]["image"])
+
+    def test_server_flags_are_real_and_listen_only_on_the_socket(self):
+        args = self.server["args"]
+        known = server_flags()
+        for name in flag_names(args):
+            self.assertIn(name, known)
+        values = flag_values(args)
+        self.assertEqual(values["listen"], ["unix:" + self.SOCKET])
+        self.assertEqual(values["allow_shared_memory"], ["true"])
+        self.assertEqual(values["unix_socket_mode"], ["0660"])
+        # No gRPC port: only metrics listen on TCP.
+        self.assertEqual([p["name"] for p in self.server["ports"]], ["metrics"])
+        grace = float(values["shutdown_grace_seconds"][0])
+        self.assertLess(grace, self.pod["terminationGracePeriodSeconds"])
+
+    def test_store_tokens_and_datasets_as_the_base_deployment(self):
+        base = k8s_objects()
+        base_pod = base[("Deployment", "cbloss")]["spec"]["template"]["spec"]
+        base_args = flag_values(base_pod["containers"][0]["args"])
+        values = flag_values(self.server["args"])
+        for flag in ("store_file", "datasets_file", "admin_token_file", "data_dir"):
+            self.assertEqual(values[flag], base_args[flag], flag)
+        base_volumes = {v["name"]: v for v in base_pod["volumes"]}
+        base_mounts = self.mounts(base_pod["containers"][0])
+        mounts = self.mounts(self.server)
+        for flag in ("store_file", "datasets_file", "admin_token_file"):
+            directory = os.path.dirname(values[flag][0])
+            self.assertEqual(self.volumes[mounts[directory]],
+                             base_volumes[base_mounts[directory]], flag)
+        # The ConfigMap it names is the base's.
+        cm = self.volumes[mounts["/etc/cbloss/datasets"]]["configMap"]["name"]
+        self.assertIn(("ConfigMap", cm), base)
+
+    def test_both_containers_run_as_the_same_non_root_uid(self):
+        pod_sc = self.pod["securityContext"]
+        self.assertTrue(pod_sc["runAsNonRoot"])
+        self.assertEqual(pod_sc["fsGroup"], pod_sc["runAsGroup"])
+        uids = set()
+        for c in (self.server, self.trainer):
+            sc = c.get("securityContext", {})
+            uids.add(sc.get("runAsUser", pod_sc["runAsUser"]))
+            self.assertFalse(sc["allowPrivilegeEscalation"])
+            self.assertEqual(sc["capabilities"]["drop"], ["ALL"])
+        self.assertEqual(uids, {10001})  # the image's user (docker/Dockerfile)
+
+    def test_socket_dir_and_dev_shm_are_shared_memory_backed_volumes(self):
+        server_mounts, trainer_mounts = self.mounts(self.server), self.mounts(self.trainer)
+        for path in (os.path.dirname(self.SOCKET), "/dev/shm"):
+            self.assertEqual(server_mounts[path], trainer_mounts[path], path)
+            volume = self.volumes[server_mounts[path]]
+            self.assertEqual(volume["emptyDir"]["medium"], "Memory", path)
+            self.assertIn("sizeLimit", volume["emptyDir"], path)
+        # The pod's shared memory holds what the server may map.
+        shm_limit = self.volumes[server_mounts["/dev/shm"]]["emptyDir"]["sizeLimit"]
+        self.assertEqual(shm_limit, "1Gi")
+        self.assertEqual(flag_values(self.server["args"])["max_shared_memory_mb"], ["1024"])
+
+    def test_trainer_target_and_probes_name_the_socket(self):
+        env = {e["name"]: e["value"] for e in self.trainer["env"]}
+        self.assertEqual(env["CBLOSS_TARGET"], "unix:" + self.SOCKET)
+        for probe in ("startupProbe", "livenessProbe"):
+            command = self.server[probe]["exec"]["command"]
+            self.assertEqual(command[0], "cbloss")
+            self.assertEqual(command[command.index("--target") + 1], "unix:" + self.SOCKET)
+            self.assertEqual(command[-1], "health")
+            self.assertNotIn("grpc", self.server[probe])
+
+
+class SidecarOnARealServerTest(ServerTestCase):
+    """The sidecar's server flags and probe command, run: the socket path
+    moved into a temporary directory, the rest as in the manifest."""
+
+    def test_probe_against_the_sidecar_flags(self):
+        job = sidecar_objects()[("Job", "cbloss-colocated-training")]
+        pod = job["spec"]["template"]["spec"]
+        server_c, trainer = pod["initContainers"][0], pod["containers"][0]
+        # A short directory of its own: a socket path has at most 107 bytes.
+        socket_dir = tempfile.mkdtemp(prefix="cbloss-sock-")
+        self.addCleanup(shutil.rmtree, socket_dir, True)
+        socket_path = os.path.join(socket_dir, "cbloss.sock")
+
+        def moved(text):
+            return text.replace(KubernetesSidecarTest.SOCKET, socket_path)
+
+        keep = ("listen", "unix_socket_mode", "allow_shared_memory", "max_shared_memory_mb")
+        flags = [moved(a) for a, n in zip(server_c["args"], flag_names(server_c["args"]))
+                 if n in keep]
+        server = self.start_server(extra_flags=flags)
+        self.assertEqual(oct(os.stat(socket_path).st_mode & 0o777), "0o660")
+        probe = [CLI] + [moved(a) for a in server_c["startupProbe"]["exec"]["command"][1:]]
+        r = subprocess.run(probe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=60)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "SERVING"), r.stderr)
+        # The trainer's CBLOSS_TARGET reaches it too (any CLI command).
+        env = dict(os.environ, CBLOSS_TARGET=moved(
+            {e["name"]: e["value"] for e in trainer["env"]}["CBLOSS_TARGET"]))
+        r = subprocess.run([CLI, "health"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        self.assertEqual((r.returncode, r.stdout.strip()), (0, "SERVING"), r.stderr)
+        server.stop()
+        r = subprocess.run(probe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 15, r.stderr)  # UNAVAILABLE + 1
+        self.assertFalse(os.path.exists(socket_path))  # removed on exit
 
 
 class HealthcheckScriptTest(ServerTestCase):
