@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates every number and plot of docs/PERFORMANCE.md in one run:
-# builds Release, runs `cbloss-bench kernels` and `service` and
+# builds Release, runs `cbloss-bench kernels`, `service` and `transports` and
 # bench/torch_baseline.py, and writes docs/perf/{machine.txt, kernels.json,
-# torch.json, service.json, tables.md, kernels.png, latency.png}.
+# torch.json, service.json, transports.json, tables.md, kernels.png, latency.png}.
 #
 #   scripts/bench.sh            (BUILD_DIR=... to use another build tree)
 set -euo pipefail
@@ -27,6 +27,7 @@ mkdir -p "$out"
 "$build/bin/cbloss-bench" kernels --json > "$out/kernels.json"
 $python "$root/bench/torch_baseline.py" --json --threads 1,2 > "$out/torch.json"
 "$build/bin/cbloss-bench" service --json > "$out/service.json"
+"$build/bin/cbloss-bench" transports --json > "$out/transports.json"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out/machine.txt"
 $python "$root/bench/report.py" "$out" > "$out/tables.md"
 cat "$out/tables.md"
