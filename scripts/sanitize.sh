@@ -109,7 +109,7 @@ run_tsan() {
     return
   TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$logs/tsan:suppressions=$ROOT/scripts/tsan.supp" \
     step "tsan tests" ctest --test-dir build-tsan --output-on-failure \
-    -j "$JOBS" -R "^(ThreadPool|ThreadCountInvariance|Cancellation|store|concurrency|server\.RunRegistryTest)\."
+    -j "$JOBS" -R "^(ThreadPool|ThreadCountInvariance|Cancellation|store|concurrency|server\.RunRegistryTest|server\.SharedMemory(Registry|View|Concurrency))\."
   step "tsan reports" check_reports "$logs"
 }
 

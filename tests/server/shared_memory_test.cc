@@ -15,12 +15,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -898,6 +900,80 @@ TEST_F(ShmCompute, AnObjectShrunkDuringACallFailsIt) {
             "region is broken now: register it again");
   EXPECT_EQ(Compute(r, view_.get()).status.code(),
             StatusCode::kFailedPrecondition);
+}
+
+// --- Concurrency (also run under TSan: scripts/sanitize.sh) ---------------
+
+// Callers on four connections register, resolve, use and unregister their
+// regions of one object while another thread lists and drops connections:
+// every span still reads its caller's bytes, every call either works or is
+// told its region is gone, and nothing stays mapped at the end.
+TEST(SharedMemoryConcurrency, CallersAndConnectionReleasesInterleave) {
+  constexpr int kCallers = 4;
+  constexpr int kRounds = 200;
+  constexpr uint64_t kSlice = 4096;
+  ShmObject object(kCallers * kSlice);
+  SharedMemoryRegistry registry(On());
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  std::vector<int> last_written(kCallers, -1);  // each caller's own entry
+  for (int c = 0; c < kCallers; ++c) {
+    threads.emplace_back([&, c] {
+      const PeerIdentity peer = UnixPeer(100 + c);
+      const std::string name = absl::StrCat("caller-", c);
+      const uint64_t offset = c * kSlice;
+      std::unique_ptr<SharedMemoryView> view = registry.ViewFor(peer);
+      for (int round = 0; round < kRounds; ++round) {
+        absl::StatusOr<v1::SharedMemoryRegion> r =
+            registry.Register(peer, Req(name, object.key(), offset, kSlice));
+        if (!r.ok()) {
+          // Only a name whose release raced our unregister may be taken.
+          if (r.status().code() != StatusCode::kAlreadyExists) ++failures;
+          registry.Unregister(peer, name).IgnoreError();
+          continue;
+        }
+        absl::StatusOr<SharedMemorySpan> span =
+            view->Find(Ref(name, 0, kSlice), "logits.shm");
+        if (span.ok()) {
+          std::memset(span->data, c + round, kSlice);
+          for (uint64_t i = 0; i < kSlice; ++i) {
+            if (span->data[i] != static_cast<char>(c + round)) {
+              ++failures;
+              break;
+            }
+          }
+          if (!CheckIntact(*span, "logits.shm").ok()) ++failures;
+          last_written[c] = round;
+        } else if (span.status().code() != StatusCode::kFailedPrecondition) {
+          ++failures;
+        }
+        absl::Status s = registry.Unregister(peer, name);
+        if (!s.ok() && s.code() != StatusCode::kNotFound) ++failures;
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    uint64_t connection = 100;
+    while (!done.load()) {
+      registry.ReleaseConnection(connection);
+      connection = connection == 100 + kCallers - 1 ? 100 : connection + 1;
+      if (!registry.List(UnixPeer()).ok()) ++failures;
+      std::this_thread::yield();
+    }
+  });
+  for (int c = 0; c < kCallers; ++c) threads[c].join();
+  done = true;
+  threads.back().join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(registry.regions(), 0);
+  EXPECT_EQ(registry.mapped_bytes(), 0u);
+  // Each caller's last write through a span is in the object.
+  for (int c = 0; c < kCallers; ++c) {
+    ASSERT_GE(last_written[c], 0) << c;
+    EXPECT_EQ(object.data()[c * kSlice], static_cast<char>(c + last_written[c]))
+        << c;
+  }
 }
 
 }  // namespace
