@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -25,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "core/half.h"
@@ -310,10 +312,8 @@ TEST(SharedMemoryRegistry, ChecksTheRangeAgainstTheObject) {
 TEST(SharedMemoryRegistry, RefusesAnObjectThatIsNotRegular) {
   const std::string key = absl::StrCat(kPrefix, getpid(), "-fifo");
   const std::string path = "/dev/shm" + key;
-  if (mkfifo(path.c_str(), 0600) != 0) {
-    GTEST_SKIP() << "cannot make a FIFO at " << path << ": "
-                 << std::strerror(errno);
-  }
+  ASSERT_EQ(mkfifo(path.c_str(), 0600), 0)
+      << "cannot make a FIFO at " << path << ": " << std::strerror(errno);
   SharedMemoryRegistry registry(On());
   absl::StatusOr<v1::SharedMemoryRegion> r =
       registry.Register(UnixPeer(), Req("r", key, 0, 1));
@@ -350,39 +350,67 @@ TEST(SharedMemoryRegistry, NamesAreOnePerUidAndUidsDoNotSeeEachOther) {
 }
 
 TEST(SharedMemoryRegistry, RefusesAnObjectOfAnotherUid) {
-  if (getuid() != 0) {
-    GTEST_SKIP() << "needs root: only root can give an object to another uid";
-  }
   ShmObject object(64);
-  ASSERT_EQ(fchown(object.fd(), 65534, 65534), 0) << std::strerror(errno);
+  // Root gives the object away and calls as itself; an ordinary user keeps
+  // it and calls as another uid (the peer identity is the registry's only
+  // view of the caller). Either way owner != caller.
+  uid_t owner = getuid();
+  PeerIdentity caller = UnixPeer();
+  if (getuid() == 0) {
+    ASSERT_EQ(fchown(object.fd(), 65534, 65534), 0) << std::strerror(errno);
+    owner = 65534;
+  } else {
+    caller.uid = getuid() == 65534 ? 65533 : 65534;
+  }
   SharedMemoryRegistry registry(On());
-  // Root can open it, but the owner is not the caller: refused (also for
-  // root, API.md section 5.3).
+  // The server can open it, but the owner is not the caller: refused (also
+  // for root, API.md section 5.3).
   absl::StatusOr<v1::SharedMemoryRegion> r =
-      registry.Register(UnixPeer(), Req("r", object.key(), 0, 64));
+      registry.Register(caller, Req("r", object.key(), 0, 64));
   EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied);
   EXPECT_EQ(r.status().message(),
             absl::StrCat("key '", object.key(),
-                         "': the shared-memory object is owned by uid 65534, "
-                         "not by the caller's uid 0"));
+                         "': the shared-memory object is owned by uid ", owner,
+                         ", not by the caller's uid ", caller.uid));
   // The owner itself may.
-  PeerIdentity nobody = UnixPeer();
-  nobody.uid = 65534;
-  EXPECT_TRUE(registry.Register(nobody, Req("r", object.key(), 0, 64)).ok());
+  PeerIdentity owner_peer = UnixPeer();
+  owner_peer.uid = owner;
+  EXPECT_TRUE(
+      registry.Register(owner_peer, Req("r", object.key(), 0, 64)).ok());
+}
+
+// The registry's answer when the server cannot open the object read-write:
+// PERMISSION_DENIED naming the key.
+bool RefusedAsUnopenable(const ShmObject& object, uid_t owner) {
+  SharedMemoryRegistry registry(On());
+  PeerIdentity peer = UnixPeer();
+  peer.uid = owner;
+  absl::StatusOr<v1::SharedMemoryRegion> r =
+      registry.Register(peer, Req("r", object.key(), 0, 64));
+  return r.status().code() == StatusCode::kPermissionDenied &&
+         absl::StartsWith(r.status().message(),
+                          absl::StrCat("key '", object.key(), "'"));
 }
 
 TEST(SharedMemoryRegistry, RefusesAnObjectTheServerCannotOpen) {
-  if (getuid() == 0) {
-    GTEST_SKIP() << "as root every object opens; run as an ordinary user "
-                    "(scripts/test-as-user.sh) to check EACCES";
-  }
   ShmObject object(64);
   ASSERT_EQ(fchmod(object.fd(), 0400), 0);
-  SharedMemoryRegistry registry(On());
-  absl::StatusOr<v1::SharedMemoryRegion> r =
-      registry.Register(UnixPeer(), Req("r", object.key(), 0, 64));
-  EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied);
-  EXPECT_EQ(r.status().message().substr(0, 3), "key");
+  if (getuid() != 0) {
+    EXPECT_TRUE(RefusedAsUnopenable(object, getuid()));
+    return;
+  }
+  // Root opens every object, so the "server" is a child that has become
+  // uid 65534; the object stays root's (mode 0400) and root is the caller.
+  const pid_t child = fork();
+  ASSERT_GE(child, 0) << std::strerror(errno);
+  if (child == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+    _exit(RefusedAsUnopenable(object, 0) ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "3: setuid failed; 1: not refused";
 }
 
 TEST(SharedMemoryRegistry, EnforcesTheLimits) {
