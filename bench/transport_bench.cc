@@ -281,7 +281,7 @@ Call BytesCall(v1::LossService::Stub* stub,
 Call ShmCall(v1::LossService::Stub* stub, const v1::ComputeLossRequest* request,
              const std::string* logits, char* region) {
   return [=] {
-    std::memcpy(region, logits->data(), logits->size());
+    std::copy_n(logits->data(), logits->size(), region);
     grpc::ClientContext context;
     v1::ComputeLossResponse response;
     const grpc::Status s = stub->ComputeLoss(&context, *request, &response);
@@ -362,7 +362,7 @@ EngineTimes TimeEngine(const Inputs& in, const Size& size, bool bf16,
       [&] { return ValidateLossBatch(params, batch).ok(); }, reps);
   out.copy_us = FastestMicros(
       [&] {
-        std::memcpy(region, in.logits.data(), in.logits.size());
+        std::copy_n(in.logits.data(), in.logits.size(), region);
         return true;
       },
       reps);

@@ -105,7 +105,7 @@ LossServiceImpl::LossServiceImpl(DatasetRegistry* registry, RunRegistry* runs,
       runs_(runs),
       compute_pool_(compute_pool),
       io_pool_(io_pool),
-      options_(options) {}
+      options_(std::move(options)) {}
 
 absl::Status LossServiceImpl::Admit(const grpc::CallbackServerContext& context,
                                     absl::string_view method) const {
@@ -469,8 +469,9 @@ void LossServiceImpl::HandleRegisterSharedMemory(
   if (shm == nullptr) return std::move(done)(SharedMemoryOffError());
   absl::StatusOr<v1::SharedMemoryRegion> region =
       shm->Register(PeerOf(*context), *request);
-  if (region.ok()) *response = *std::move(region);
-  std::move(done)(region.status());
+  if (!region.ok()) return std::move(done)(region.status());
+  *response = *std::move(region);
+  std::move(done)(absl::OkStatus());
 }
 
 void LossServiceImpl::HandleUnregisterSharedMemory(

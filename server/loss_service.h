@@ -70,11 +70,11 @@ namespace internal {
 // methods instead of a nest of templates.
 template <template <class> class... Methods>
 struct WithRawMethods {
-  using type = v1::LossService::Service;
+  using Type = v1::LossService::Service;
 };
 template <template <class> class First, template <class> class... Rest>
 struct WithRawMethods<First, Rest...> {
-  using type = First<typename WithRawMethods<Rest...>::type>;
+  using Type = First<typename WithRawMethods<Rest...>::Type>;
 };
 using LS = v1::LossService;
 using RawLossService = WithRawMethods<
@@ -88,7 +88,7 @@ using RawLossService = WithRawMethods<
     LS::WithRawCallbackMethod_ListRuns, LS::WithRawCallbackMethod_DeleteRun,
     LS::WithRawCallbackMethod_RegisterSharedMemory,
     LS::WithRawCallbackMethod_UnregisterSharedMemory,
-    LS::WithRawCallbackMethod_ListSharedMemory>::type;
+    LS::WithRawCallbackMethod_ListSharedMemory>::Type;
 }  // namespace internal
 
 // Called once with a handler's final status.

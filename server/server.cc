@@ -341,7 +341,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(
   server->service_ = std::make_unique<LossServiceImpl>(
       server->registry_.get(), server->runs_.get(), server->compute_pool_.get(),
       server->io_pool_.get(), server->service_options_);
-  CBLOSS_RETURN_IF_ERROR(server->Listen(*std::move(credentials)));
+  CBLOSS_RETURN_IF_ERROR(server->Listen(*credentials));
   CBLOSS_RETURN_IF_ERROR(server->ServeMetrics());
   CBLOSS_RETURN_IF_ERROR(server->ServeHttp());
   CBLOSS_RETURN_IF_ERROR(server->Announce());
@@ -452,7 +452,7 @@ absl::Status Server::OpenSharedMemory() {
 }
 
 absl::Status Server::Listen(
-    std::shared_ptr<grpc::ServerCredentials> credentials) {
+    const std::shared_ptr<grpc::ServerCredentials>& credentials) {
   const int64_t max_age_ms = config_.max_connection_age_ms;
   const int64_t max_age_grace_ms = config_.max_connection_age_grace_ms;
   if (max_age_ms < 0 || max_age_ms > INT32_MAX || max_age_grace_ms < 0 ||

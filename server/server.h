@@ -126,7 +126,8 @@ class Server {
   absl::Status OpenDatasets();
   absl::Status MakePools();
   absl::Status OpenSharedMemory();
-  absl::Status Listen(std::shared_ptr<grpc::ServerCredentials> credentials);
+  absl::Status Listen(
+      const std::shared_ptr<grpc::ServerCredentials>& credentials);
   absl::Status ServeMetrics();
   absl::Status ServeHttp();
   absl::Status Announce();

@@ -91,7 +91,8 @@ void OnSigbus(int /*signal*/, siginfo_t* info, void* /*context*/) {
           address >= slot.end.load(std::memory_order_relaxed)) {
         continue;
       }
-      void* page = reinterpret_cast<void*>(address & ~(page_size - 1));
+      void* page =
+          static_cast<char*>(info->si_addr) - (address & (page_size - 1));
       if (mmap(page, page_size, PROT_READ | PROT_WRITE,
                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
         break;  // cannot repair: die as without the guard

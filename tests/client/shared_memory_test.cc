@@ -146,7 +146,8 @@ class SharedMemoryTest : public ::testing::Test {
   std::string socket_path() const { return server_.dir() + "/cbloss.sock"; }
 
   std::unique_ptr<SharedMemoryBuffer> NewBuffer(
-      int64_t rows, int64_t cols, SharedMemoryBufferOptions options = {}) {
+      int64_t rows, int64_t cols,
+      const SharedMemoryBufferOptions& options = {}) {
     absl::StatusOr<std::unique_ptr<SharedMemoryBuffer>> buffer =
         SharedMemoryBuffer::Create(client_.get(), rows, cols, options);
     EXPECT_TRUE(buffer.ok()) << buffer.status();

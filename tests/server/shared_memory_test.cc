@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/casts.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -681,13 +682,13 @@ ShmRun Compute(const v1::ComputeLossRequest& r, const SharedMemoryView* view,
 }
 
 // The responses but for the gradient, byte for byte.
-void ExpectSameResults(v1::ComputeLossResponse shm,
+void ExpectSameResults(const v1::ComputeLossResponse& shm,
                        v1::ComputeLossResponse bytes) {
   EXPECT_FALSE(shm.has_gradient());
   bytes.clear_gradient();
   EXPECT_EQ(shm.SerializeAsString(), bytes.SerializeAsString());
-  const double a = shm.loss(), b = bytes.loss();
-  EXPECT_EQ(std::memcmp(&a, &b, sizeof(double)), 0);
+  EXPECT_EQ(absl::bit_cast<uint64_t>(shm.loss()),
+            absl::bit_cast<uint64_t>(bytes.loss()));
 }
 
 class ShmCompute : public testing::Test {
@@ -944,6 +945,7 @@ TEST(SharedMemoryConcurrency, CallersAndConnectionReleasesInterleave) {
   SharedMemoryRegistry registry(On());
   std::atomic<bool> done{false};
   std::vector<std::thread> threads;
+  threads.reserve(kCallers + 1);
   std::atomic<int> failures{0};
   std::vector<int> last_written(kCallers, -1);  // each caller's own entry
   for (int c = 0; c < kCallers; ++c) {
