@@ -364,6 +364,9 @@ class ServerProcess:
             _LIVE_PROCESSES.add(self.proc)
         return self.proc
 
+    # A server without a TCP listener writes port 0 to its --port_file.
+    port_may_be_zero = False
+
     def start(self, timeout=STARTUP_TIMEOUT_S):
         """Starts the process and waits until it is SERVING."""
         self.launch()
@@ -384,7 +387,7 @@ class ServerProcess:
                     text = f.read().strip()
                 if text:
                     port = int(text)
-                    if not 0 < port < 65536:
+                    if not (0 if self.port_may_be_zero else 1) <= port < 65536:
                         raise ServerError("bad port %d in %s" % (port, path))
                     return port
             except (OSError, ValueError):
@@ -414,8 +417,8 @@ class ServerProcess:
             except grpc.RpcError as e:
                 last_error = "%s: %s" % (e.code(), e.details())
             if time.monotonic() > deadline:
-                raise ServerError("server not SERVING after %.0f s (last: %s):\n%s"
-                                  % (timeout, last_error, self.stderr()))
+                raise ServerError("server not SERVING on %s after %.0f s (last: %s):\n%s"
+                                  % (self.target, timeout, last_error, self.stderr()))
             time.sleep(0.05)
 
     @property

@@ -17,13 +17,11 @@ import os
 import re
 import shutil
 import tempfile
-import time
 import mmap
 
 import grpc
 
-from server_fixture import (CHANNEL_OPTIONS, HEALTH_SERVING, STARTUP_TIMEOUT_S,
-                            ServerError, ServerProcess, health_check, pb_grpc)
+from server_fixture import CHANNEL_OPTIONS, ServerError, ServerProcess
 
 # A channel of its own connection: grpcio shares subchannels (connections)
 # between channels with the same target and options unless told not to, and
@@ -37,6 +35,9 @@ def unix_channel(path):
 
 class UnixServer(ServerProcess):
     """A cbloss-server serving on a Unix socket (and on TCP if `tcp`).
+
+    ServerProcess.wait_ready waits for the port file (the TCP port, or 0) and
+    then for SERVING on new_channel(), which is the Unix socket here.
 
     `socket_path` defaults to <a short temporary folder>/cbloss.sock; the
     folder is removed by close_socket_dir() (ServerTestCase's cleanup does not
@@ -56,49 +57,12 @@ class UnixServer(ServerProcess):
             if tcp:
                 listen.append("--listen=127.0.0.1:0")
         self.listen = list(listen)
+        self.port_may_be_zero = True
 
     def command(self):
         cmd = super().command()
         i = cmd.index("--listen=127.0.0.1:0")
         return cmd[:i] + self.listen + cmd[i + 1:]
-
-    def wait_ready(self, timeout=STARTUP_TIMEOUT_S):
-        """Waits (bounded) for the port file (the TCP port, or 0), then for
-        SERVING over the Unix socket."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise ServerError("cbloss-server exited with code %s while starting:\n%s"
-                                  % (self.proc.returncode, self.stderr()))
-            try:
-                with open(self.port_file) as f:
-                    text = f.read().strip()
-                if text:
-                    self.port = int(text)
-                    break
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise ServerError("no port file after %.0f s:\n%s" % (timeout, self.stderr()))
-            time.sleep(0.02)
-        self.channel = unix_channel(self.socket_path)
-        self.stub = pb_grpc.LossServiceStub(self.channel)
-        last_error = None
-        while True:
-            if self.proc.poll() is not None:
-                raise ServerError("cbloss-server exited with code %s while starting:\n%s"
-                                  % (self.proc.returncode, self.stderr()))
-            try:
-                status = health_check(self.channel, "", timeout=1.0)
-                if status == HEALTH_SERVING:
-                    return
-                last_error = "health status %d" % status
-            except grpc.RpcError as e:
-                last_error = "%s: %s" % (e.code(), e.details())
-            if time.monotonic() > deadline:
-                raise ServerError("server not SERVING on unix:%s after %.0f s (last: %s):\n%s"
-                                  % (self.socket_path, timeout, last_error, self.stderr()))
-            time.sleep(0.05)
 
     @property
     def target(self):
