@@ -86,11 +86,15 @@ class FashionExampleTest(ServerTestCase):
         self.addCleanup(shutil.rmtree, docs, True)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [os.path.join(_ROOT, "examples"), os.environ.get("PYTHONPATH", "")]))
-        run = subprocess.run(
-            [sys.executable, EXAMPLE, "--target", self.server.target, "--seeds", "1",
-             "--epochs", "1", "--imbalances", "100", "--losses", "CE,CB focal,Seesaw (run)",
-             "--docs", docs], capture_output=True, text=True, timeout=240, env=env)
+        results = os.path.join(docs, "results.jsonl")
+        command = [sys.executable, EXAMPLE, "--target", self.server.target, "--seeds", "1",
+                   "--epochs", "1", "--imbalances", "100", "--losses",
+                   "CE,CB focal,Seesaw (run)", "--docs", docs, "--results", results]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertNotIn("from --results", run.stdout)
+        with open(results) as f:
+            self.assertEqual(len(f.readlines()), 3)
         for name in ("long_tail_fashion.png", "long_tail_fashion_curves.png"):
             self.assertGreater(os.path.getsize(os.path.join(docs, name)), 10000)
         with open(os.path.join(docs, "LONG_TAIL_DEMO.md")) as f:
@@ -102,6 +106,20 @@ class FashionExampleTest(ServerTestCase):
         self.assertEqual(len(runs), 1)
         self.assertEqual(runs[0].statistics.seen_counts, COUNTS_100)
         self.assertEqual(runs[0].version, 1 + (sum(COUNTS_100) + 127) // 128)
+
+        # The same command again reuses the three models of --results: no
+        # training (so no second Seesaw run) and the same table.
+        table = text[text.index("| 100 | 14886 | CE |"):text.index("Mean ±")]
+        again = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+        self.assertEqual(again.returncode, 0, again.stdout + again.stderr)
+        self.assertEqual(again.stdout.count(" s, from --results)"), 3, again.stdout)
+        with open(os.path.join(docs, "LONG_TAIL_DEMO.md")) as f:
+            text = f.read()
+        self.assertIn(table, text)
+        self.assertIn("0 models trained", text)
+        self.assertIn("(3 more reused from --results)", text)
+        self.assertEqual(len([r for r in self.client.list_runs()
+                              if r.name.startswith("fashion-seesaw-100-0-")]), 1)
 
 
 if __name__ == "__main__":
